@@ -1,0 +1,38 @@
+"""`impetus serve | models | bench | doctor` — each subcommand lives beside the code it drives."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> module exposing `add_parser(subparsers)`; the parser it adds sets `func(args) -> int`
+SUBCOMMANDS = {
+    "serve": "impetus.api.serve",
+    "models": "impetus.models.cli",
+    "bench": "impetus.bench.cli",
+    "doctor": "impetus.doctor",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from impetus import __version__
+
+    parser = argparse.ArgumentParser(prog="impetus", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"impetus {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in SUBCOMMANDS.values():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
