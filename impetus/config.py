@@ -45,6 +45,15 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(8 << 20, description="largest request body")
     blas: Literal["auto", "off"] = Field("auto", description="load an optimized BLAS into the engine (Linux CPU)")
     engine_start_timeout: float = Field(120.0, description="seconds to wait for the engine process")
+    # --- the HTTP surface (impetus serve, the Jupyter extension) ---
+    host: str = Field("127.0.0.1", description="address `impetus serve` listens on")
+    port: int = Field(8000, ge=0, le=65535, description="port `impetus serve` listens on (0: any free port)")
+    api_keys: list[str] = Field(
+        default_factory=list, repr=False, description="keys with full access to `impetus serve` (admin included)"
+    )
+    no_auth: bool = Field(False, description="serve without keys (refused unless host is a loopback address)")
+    shutdown_grace: float = Field(30.0, ge=0, description="seconds in-flight requests get to finish on SIGTERM")
+    allow_origin: str = Field("", description="CORS: an origin (or *) browsers may call the API from")
 
     @property
     def models_path(self) -> Path:

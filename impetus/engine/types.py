@@ -45,7 +45,6 @@ class GenerateRequest(BaseModel):
     # {"type": "json_object"} or {"type": "json_schema", "json_schema": {"schema": {...}}}
     response_format: dict[str, Any] | None = None
     ignore_eos: bool = False  # benchmarks: generate exactly max_tokens
-    echo: bool = False
 
 
 class TokenLogprob(BaseModel):

@@ -1,0 +1,306 @@
+"""The engine's state and message handlers: loaded models, the memory budget, keep-alive, stats.
+
+`EngineCore.handle(msg)` answers one message from the client; `EngineCore.step()` runs one batch
+step of every model with work. The process loop (process.py) owns the socket and calls both.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import psutil
+from mlx_lm.models.cache import LRUPromptCache
+
+from impetus.config import Settings
+from impetus.engine import constrained
+from impetus.engine.loader import backend, device_name, load_chat_model
+from impetus.engine.scheduler import ModelRunner, Wire
+from impetus.engine.types import EngineError, EngineStats, GenerateRequest, ModelState
+
+log = logging.getLogger("impetus.engine")
+
+
+class Embedding:
+    """A loaded embedding model (impetus.engine.embeddings does the maths)."""
+
+    def __init__(self, model_id: str, path: Path) -> None:
+        from impetus.engine.embeddings import Embedder
+
+        t0 = time.perf_counter()
+        self.id = model_id
+        self.path = path
+        self.embedder = Embedder.load(path)
+        self.memory_bytes = int(self.embedder.memory_bytes)
+        self.load_seconds = time.perf_counter() - t0
+        self.loaded_at = time.time()
+        self.last_used = time.time()
+
+
+class EngineCore:
+    def __init__(self, settings: Settings, blas: str = "") -> None:
+        self.settings = settings
+        self.blas = blas
+        self.runners: dict[str, ModelRunner] = {}
+        self.embeddings: dict[str, Embedding] = {}
+        self.keep_alive: dict[str, float] = {}  # model id -> seconds (<0: pinned)
+        self.rid_model: dict[str, str] = {}
+        self.stats = EngineStats()
+        self.prompt_cache = LRUPromptCache(max_size=256, max_bytes=settings.prompt_cache_bytes)
+        self._rr = 0
+        self._tps_window: deque[tuple[float, int]] = deque()
+
+    # ---- models ----------------------------------------------------------------------------
+
+    def resolve(self, model_id: str) -> tuple[str, str, Path]:
+        """(canonical id, kind, folder) for an id the registry knows, or a model folder path."""
+        try:
+            from impetus.models import registry
+        except ImportError:
+            registry = None  # type: ignore[assignment]
+        if registry is not None:
+            try:
+                r = registry.resolve(model_id, self.settings)
+            except EngineError:
+                raise
+            except Exception as e:
+                code = getattr(e, "code", None) or "model_load_failed"
+                raise EngineError(code, str(e), "model") from e
+            return r.id, r.kind, Path(r.path)
+        p = Path(model_id).expanduser()
+        if (p / "config.json").exists():
+            return model_id, "chat", p
+        raise EngineError("model_not_found", f"unknown model {model_id!r}", "model")
+
+    def loaded_ids(self) -> list[str]:
+        return list(self.runners) + list(self.embeddings)
+
+    def _find(self, model_id: str) -> str | None:
+        if model_id in self.runners or model_id in self.embeddings:
+            return model_id
+        for mid, r in self.runners.items():
+            if str(r.loaded.path) == model_id:
+                return mid
+        for mid, e in self.embeddings.items():
+            if str(e.path) == model_id:
+                return mid
+        return None
+
+    def used_bytes(self) -> int:
+        return sum(r.loaded.memory_bytes for r in self.runners.values()) + sum(e.memory_bytes for e in self.embeddings.values())
+
+    def load(self, model_id: str, dtype: str | None = None, keep_alive: float | None = None) -> str:
+        found = self._find(model_id)
+        if found is not None:
+            if keep_alive is not None:
+                self.keep_alive[found] = keep_alive
+            return found
+        canonical, kind, path = self.resolve(model_id)
+        if canonical in self.runners or canonical in self.embeddings:
+            return canonical
+        budget_left = self.settings.memory_budget - self.used_bytes()
+        need = _rough_size(path)
+        if need > budget_left:
+            budget_left += self._evict(need - budget_left)
+        if kind == "embedding":
+            if need > budget_left:
+                raise EngineError("out_of_memory", f"{canonical} needs about {need >> 20} MiB; {max(budget_left, 0) >> 20} MiB of the budget is free")
+            try:
+                self.embeddings[canonical] = Embedding(canonical, path)
+            except EngineError:
+                raise
+            except Exception as e:
+                raise EngineError("model_load_failed", f"could not load {canonical}: {e}") from e
+        else:
+            try:
+                loaded = load_chat_model(canonical, path, dtype or self.settings.dtype, budget_left)
+            except EngineError as e:
+                if e.code != "out_of_memory":
+                    raise
+                # the exact estimate says more room is needed: evict harder and retry once
+                freed = self._evict(self.settings.memory_budget)
+                if not freed:
+                    raise
+                loaded = load_chat_model(canonical, path, dtype or self.settings.dtype, self.settings.memory_budget - self.used_bytes())
+            self.runners[canonical] = ModelRunner(loaded, self.settings, self.prompt_cache, self.stats)
+        self.keep_alive[canonical] = self.settings.keep_alive if keep_alive is None else keep_alive
+        return canonical
+
+    def _evict(self, need: int) -> int:
+        """Unload least recently used idle, unpinned models until `need` bytes are free."""
+        freed = 0
+        candidates = sorted(
+            [(r.last_used, mid, r.loaded.memory_bytes) for mid, r in self.runners.items() if not r.busy]
+            + [(e.last_used, mid, e.memory_bytes) for mid, e in self.embeddings.items()],
+        )
+        for _, mid, size in candidates:
+            if freed >= need:
+                break
+            if self.keep_alive.get(mid, 0) < 0:
+                continue
+            log.info("unloading %s to make room (%d MiB)", mid, size >> 20)
+            self.unload(mid)
+            freed += size
+        return freed
+
+    def unload(self, model_id: str) -> bool:
+        found = self._find(model_id)
+        if found is None:
+            return False
+        runner = self.runners.pop(found, None)
+        if runner is not None:
+            runner.cancel_all("model_unloaded", f"{found} was unloaded")
+            runner.close()
+            constrained.forget_tokenizer(runner.loaded.tokenizer)
+            self.prompt_cache.trim_to(n_sequences=0)
+        self.embeddings.pop(found, None)
+        self.keep_alive.pop(found, None)
+        del runner
+        gc.collect()
+        mx.clear_cache()
+        return True
+
+    def expire_idle(self) -> list[str]:
+        now = time.time()
+        gone = []
+        for mid, ka in list(self.keep_alive.items()):
+            if ka < 0:
+                continue
+            runner = self.runners.get(mid)
+            if runner is not None and not runner.busy and now - runner.last_used > ka:
+                gone.append(mid)
+            emb = self.embeddings.get(mid)
+            if emb is not None and now - emb.last_used > ka:
+                gone.append(mid)
+        for mid in gone:
+            log.info("unloading %s: idle for longer than its keep-alive", mid)
+            self.unload(mid)
+        return gone
+
+    # ---- requests --------------------------------------------------------------------------
+
+    def generate(self, rid: str, req: GenerateRequest, arrival: float) -> list[Wire]:
+        mid = self.load(req.model)
+        runner = self.runners.get(mid)
+        if runner is None:
+            raise EngineError("invalid_request", f"{mid} is an embedding model; use the embeddings endpoint", "model")
+        events = runner.admit(rid, req, arrival)
+        self.rid_model[rid] = mid
+        return events
+
+    def cancel(self, rid: str) -> list[Wire]:
+        mid = self.rid_model.pop(rid, None)
+        runner = self.runners.get(mid) if mid else None
+        return runner.cancel(rid) if runner else []
+
+    def embed(self, model_id: str, texts: list[str]) -> dict[str, Any]:
+        mid = self.load(model_id)
+        emb = self.embeddings.get(mid)
+        if emb is None:
+            raise EngineError("invalid_request", f"{mid} is not an embedding model", "model")
+        vectors, tokens = emb.embedder.embed(texts)
+        emb.last_used = time.time()
+        if isinstance(vectors, mx.array):
+            vectors = vectors.tolist()
+        return {"model": mid, "vectors": vectors, "prompt_tokens": int(tokens)}
+
+    @property
+    def busy(self) -> bool:
+        return any(r.busy for r in self.runners.values())
+
+    def step(self) -> list[Wire]:
+        """One batch step of one busy model (round robin, so models share the loop fairly)."""
+        busy = [r for r in self.runners.values() if r.busy]
+        if not busy:
+            return []
+        self._rr = (self._rr + 1) % len(busy)
+        runner = busy[self._rr]
+        events = runner.step()
+        for ev in events:
+            if ev["t"] == "done" and ev["rid"] not in runner.requests:
+                self.rid_model.pop(ev["rid"], None)
+        now = time.perf_counter()
+        n = sum(len(ev.get("ids", ())) for ev in events if ev["t"] == "delta") + sum(1 for ev in events if ev["t"] == "done" and not ev.get("ids"))
+        self._tps_window.append((now, n))
+        return events
+
+    # ---- status ----------------------------------------------------------------------------
+
+    def model_states(self) -> list[ModelState]:
+        states = []
+        for mid, r in self.runners.items():
+            lm = r.loaded
+            states.append(
+                ModelState(
+                    id=mid,
+                    kind="chat",
+                    path=str(lm.path),
+                    dtype=lm.dtype,
+                    source_dtype=lm.source_dtype,
+                    memory_bytes=lm.memory_bytes,
+                    context_length=lm.context_length,
+                    loaded_at=lm.loaded_at,
+                    last_used=r.last_used,
+                    pinned=self.keep_alive.get(mid, 0) < 0,
+                    keep_alive=self.keep_alive.get(mid),
+                    active_requests=len(r.requests),
+                    load_seconds=lm.load_seconds,
+                    supports_tools=bool(lm.tokenizer.has_tool_calling),
+                )
+            )
+        for mid, e in self.embeddings.items():
+            states.append(
+                ModelState(
+                    id=mid,
+                    kind="embedding",
+                    path=str(e.path),
+                    dtype="float32",
+                    source_dtype="float32",
+                    memory_bytes=e.memory_bytes,
+                    context_length=int(getattr(e.embedder, "max_length", 512)),
+                    loaded_at=e.loaded_at,
+                    last_used=e.last_used,
+                    pinned=self.keep_alive.get(mid, 0) < 0,
+                    keep_alive=self.keep_alive.get(mid),
+                    load_seconds=e.load_seconds,
+                )
+            )
+        return states
+
+    def status(self) -> dict[str, Any]:
+        now = time.perf_counter()
+        while self._tps_window and now - self._tps_window[0][0] > 5.0:
+            self._tps_window.popleft()
+        span = now - self._tps_window[0][0] if len(self._tps_window) > 1 else 0.0
+        self.stats.decode_tps_recent = sum(n for _, n in self._tps_window) / span if span > 0.5 else 0.0
+        self.stats.running = sum(len(r.gen._generation_batch) + len(r.gen._prompt_batch) for r in self.runners.values())
+        self.stats.waiting = sum(len(r.gen._unprocessed_sequences) for r in self.runners.values())
+        self.stats.prompt_cache_bytes = self.prompt_cache.nbytes
+        return {
+            "state": "ready",
+            "pid": os.getpid(),
+            "backend": backend(),
+            "device": device_name(),
+            "blas": self.blas,
+            "memory_budget": self.settings.memory_budget,
+            "memory_used": int(mx.get_active_memory()),
+            "peak_memory": int(mx.get_peak_memory()),
+            "process_rss": psutil.Process().memory_info().rss,
+            "models": [m.model_dump() for m in self.model_states()],
+            "stats": self.stats.model_dump(),
+        }
+
+    def close(self) -> None:
+        for mid in list(self.runners):
+            self.unload(mid)
+
+
+def _rough_size(path: Path) -> int:
+    """Size on disk: a cheap first guess for eviction before the exact serving-dtype estimate."""
+    return sum(f.stat().st_size for f in path.glob("*.safetensors"))

@@ -1,0 +1,177 @@
+"""Loading a model folder into the engine: serving dtype, memory estimate, warm-up."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from impetus.engine.types import EngineError
+
+log = logging.getLogger("impetus.engine")
+
+DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
+
+
+def backend() -> str:
+    if mx.metal.is_available():
+        return "metal"
+    cuda = getattr(mx, "cuda", None)
+    if cuda is not None and cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def device_name() -> str:
+    try:
+        info = mx.device_info()
+        return str(info.get("device_name", ""))
+    except Exception:
+        return ""
+
+
+def serving_dtype(requested: str, backend_name: str, quantized: bool) -> str:
+    """The dtype that decodes fastest here (DESIGN.md: quantized kernels are slow off Apple silicon)."""
+    if requested not in ("auto", ""):
+        return requested
+    if backend_name == "metal":
+        return "native"
+    return "bfloat16" if backend_name == "cuda" else "float32"
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((path / "config.json").read_text()))
+    except FileNotFoundError as e:
+        raise EngineError("model_load_failed", f"{path} has no config.json: not an MLX model folder") from e
+    except json.JSONDecodeError as e:
+        raise EngineError("model_load_failed", f"{path}/config.json is not valid JSON: {e}") from e
+
+
+def context_length(config: dict[str, Any], tokenizer: Any = None) -> int:
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    text_config = config.get("text_config")
+    if isinstance(text_config, dict):
+        return context_length(text_config)
+    return 4096
+
+
+def estimate_bytes(path: Path, config: dict[str, Any], dtype: str) -> int:
+    """Weights as they will sit in memory once converted to `dtype` (KV cache comes on top)."""
+    weights = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+    q = config.get("quantization") or config.get("quantization_config")
+    if dtype in ("native", "") or not q:
+        if not q and dtype in DTYPES:
+            source = str(config.get("torch_dtype") or config.get("dtype") or "float32")
+            source_size = 4 if "32" in source else 2
+            return int(weights * DTYPES[dtype].size / source_size)
+        return weights
+    bits = int(q.get("bits", 4)) if isinstance(q, dict) else 4
+    group = int(q.get("group_size", 64)) if isinstance(q, dict) else 64
+    # packed bits plus a scale and a bias (16-bit) per group, per weight
+    per_weight = bits / 8 + 4 / group
+    return int(weights / per_weight * DTYPES[dtype].size)
+
+
+@dataclass
+class LoadedChatModel:
+    id: str
+    path: Path
+    model: nn.Module
+    tokenizer: Any
+    config: dict[str, Any]
+    dtype: str
+    source_dtype: str
+    context_length: int
+    vocab_size: int
+    memory_bytes: int
+    load_seconds: float
+    loaded_at: float = field(default_factory=time.time)
+
+
+def load_chat_model(model_id: str, path: Path, dtype: str, budget_left: int) -> LoadedChatModel:
+    from mlx_lm.utils import dequantize_model, load
+
+    t0 = time.perf_counter()
+    config = read_config(path)
+    quantized = bool(config.get("quantization"))
+    target = serving_dtype(dtype, backend(), quantized)
+    estimate = estimate_bytes(path, config, target)
+    if estimate > budget_left and target != "native":
+        native = estimate_bytes(path, config, "native")
+        if native <= budget_left:
+            log.info("%s: a %s copy (%d MB) does not fit the budget; serving its native weights", model_id, target, estimate >> 20)
+            target, estimate = "native", native
+    if estimate > budget_left:
+        raise EngineError(
+            "out_of_memory",
+            f"{model_id} needs about {estimate / 2**20:.0f} MiB but only {max(budget_left, 0) / 2**20:.0f} MiB of the memory budget is free",
+        )
+    try:
+        model, tokenizer = load(str(path), lazy=True)[:2]
+    except EngineError:
+        raise
+    except Exception as e:
+        raise EngineError("model_load_failed", f"could not load {model_id} from {path}: {e}") from e
+
+    source_dtype = _param_dtype(model)
+    if quantized:
+        source_dtype = f"q{config['quantization'].get('bits', '?')}"
+    if target in DTYPES:
+        if quantized:
+            dequantize_model(model)
+        model.set_dtype(DTYPES[target])
+    mx.eval(model.parameters())
+    memory = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    served = target if target in DTYPES else source_dtype
+    log.info("%s: serving in %s (stored as %s) on %s, %d MiB", model_id, served, source_dtype, backend(), memory >> 20)
+    vocab = int(model.args.vocab_size) if hasattr(model, "args") and hasattr(model.args, "vocab_size") else int(config.get("vocab_size", 0))
+    loaded = LoadedChatModel(
+        id=model_id,
+        path=path,
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        dtype=served,
+        source_dtype=source_dtype,
+        context_length=context_length(config),
+        vocab_size=vocab,
+        memory_bytes=memory,
+        load_seconds=0.0,
+    )
+    warm_up(loaded)
+    loaded.load_seconds = time.perf_counter() - t0
+    return loaded
+
+
+def _param_dtype(model: nn.Module) -> str:
+    for _, v in tree_flatten(model.parameters()):
+        if mx.issubdtype(v.dtype, mx.floating):
+            return str(v.dtype).removeprefix("mlx.core.")
+    return "unknown"
+
+
+def warm_up(loaded: LoadedChatModel) -> None:
+    """Run the shapes real requests will use once, so that kernel compilation (seconds on CUDA)
+    and allocator growth are not paid by the first user."""
+    from mlx_lm.generate import BatchGenerator
+
+    gen = BatchGenerator(loaded.model, max_tokens=3, completion_batch_size=2, prefill_batch_size=2)
+    try:
+        gen.insert([[1, 2, 3, 4, 5, 6, 7, 8], [3, 2, 1]], max_tokens=[3, 3])
+        finished = 0
+        for _ in range(32):
+            finished += sum(1 for r in gen.next()[1] if r.finish_reason)
+            if finished >= 2:
+                break
+    finally:
+        gen.close()

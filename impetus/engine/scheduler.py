@@ -1,0 +1,466 @@
+"""Continuous batching for one loaded chat model, on mlx-lm's BatchGenerator.
+
+`ModelRunner.admit` tokenizes a request, looks up the prompt cache and inserts one sequence per
+choice; `ModelRunner.step` runs one BatchGenerator step and turns the step's tokens into wire
+events (detokenized text, stop strings checked on text, tool calls, logprobs). Nothing here waits
+on a client: the engine loop calls `step` as long as there is work.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.generate import BatchGenerator, StopSequences
+from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
+
+from impetus.config import Settings
+from impetus.engine import constrained
+from impetus.engine.loader import LoadedChatModel
+from impetus.engine.sampling import build_logits_processors, build_sampler
+from impetus.engine.types import EngineError, GenerateRequest
+
+log = logging.getLogger("impetus.engine")
+
+Wire = dict[str, Any]  # an event as sent to the client (see client.py for the reading side)
+ITL_KEEP = 2048  # inter-token gaps kept per choice for the timings
+
+
+class TextGate:
+    """Holds back text that may be the start of a stop string or of a tool-call marker.
+
+    `feed` returns (text safe to emit, the marker found or None). A stop string never reaches the
+    client, and text is never cut inside a character: the detokenizer only hands over whole ones.
+    """
+
+    def __init__(self, stops: list[str], tool_start: str | None) -> None:
+        self.markers = [s for s in stops if s]
+        self.tool_start = tool_start
+        if tool_start:
+            self.markers.append(tool_start)
+        self.buf = ""
+
+    def feed(self, text: str) -> tuple[str, str | None]:
+        if not self.markers:
+            return text, None
+        buf = self.buf + text
+        best, found = -1, None
+        for m in self.markers:
+            i = buf.find(m)
+            if i >= 0 and (best < 0 or i < best):
+                best, found = i, m
+        if found is not None:
+            self.buf = buf[best + len(found) :]
+            return buf[:best], found
+        hold = 0
+        for m in self.markers:
+            for k in range(min(len(m) - 1, len(buf)), hold, -1):
+                if buf.endswith(m[:k]):
+                    hold = k
+                    break
+        self.buf = buf[len(buf) - hold :] if hold else ""
+        return buf[: len(buf) - hold], None
+
+    def flush(self) -> str:
+        out, self.buf = self.buf, ""
+        return out
+
+
+@dataclass
+class Choice:
+    rid: str
+    index: int
+    uid: int
+    detok: Any
+    gate: TextGate
+    cached: int
+    want_logprobs: bool
+    top_logprobs: int
+    t_prefill: float = 0.0
+    t_first: float = 0.0
+    t_last: float = 0.0
+    generated: int = 0
+    itl: list[float] = field(default_factory=list)
+    tool_mode: bool = False
+    tool_text: str = ""
+    done: bool = False
+
+
+@dataclass
+class Active:
+    rid: str
+    req: GenerateRequest
+    arrival: float
+    prompt: list[int]
+    choices: list[Choice]
+
+
+class ModelRunner:
+    def __init__(self, loaded: LoadedChatModel, settings: Settings, prompt_cache: LRUPromptCache, stats: Any) -> None:
+        self.loaded = loaded
+        self.settings = settings
+        self.prompt_cache = prompt_cache
+        self.stats = stats
+        tok = loaded.tokenizer
+        self.eos_stops = StopSequences([(t,) for t in tok.eos_token_ids])
+        self.no_stops = StopSequences(None)
+        self.gen = BatchGenerator(
+            loaded.model,
+            max_tokens=settings.max_tokens_default,
+            completion_batch_size=settings.max_batch,
+            prefill_batch_size=settings.prefill_batch,
+            prefill_step_size=settings.prefill_step,
+        )
+        self.requests: dict[str, Active] = {}
+        self.by_uid: dict[int, Choice] = {}
+        self.last_used = time.time()
+
+    # ---- admission -------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.by_uid)
+
+    def tokenize(self, req: GenerateRequest) -> list[int]:
+        tok = self.loaded.tokenizer
+        if req.messages is not None:
+            if not req.messages:
+                raise EngineError("invalid_request", "messages must not be empty", "messages")
+            messages = [_template_message(m) for m in req.messages]
+            kwargs: dict[str, Any] = dict(req.chat_template_kwargs)
+            if req.tools:
+                kwargs["tools"] = req.tools
+            try:
+                if tok.has_chat_template:
+                    ids = tok.apply_chat_template(messages, add_generation_prompt=True, **kwargs)
+                else:
+                    from mlx_lm.server import convert_chat
+
+                    ids = tok.encode(convert_chat(messages))
+            except EngineError:
+                raise
+            except Exception as e:
+                raise EngineError("invalid_request", f"the chat template rejected these messages: {e}", "messages") from e
+            return [int(t) for t in ids]
+        if req.prompt is None:
+            raise EngineError("invalid_request", "either messages or prompt is required", "prompt")
+        if isinstance(req.prompt, list):
+            bad = [t for t in req.prompt if not 0 <= t < self.loaded.vocab_size]
+            if bad:
+                raise EngineError("invalid_request", f"prompt has token ids outside the vocabulary: {bad[:5]}", "prompt")
+            return list(req.prompt)
+        return [int(t) for t in tok.encode(req.prompt)]
+
+    def admit(self, rid: str, req: GenerateRequest, arrival: float) -> list[Wire]:
+        prompt = self.tokenize(req)
+        ctx = self.loaded.context_length
+        if not prompt:
+            raise EngineError("invalid_request", "the prompt is empty", "prompt")
+        if len(prompt) >= ctx:
+            raise EngineError(
+                "context_length_exceeded",
+                f"this model's context is {ctx} tokens; the prompt has {len(prompt)}",
+                "messages" if req.messages is not None else "prompt",
+            )
+        max_tokens = req.max_tokens
+        if max_tokens is None:
+            max_tokens = min(self.settings.max_tokens_default, ctx - len(prompt))
+        elif max_tokens <= 0:
+            raise EngineError("invalid_request", "max_tokens must be at least 1", "max_tokens")
+        elif len(prompt) + max_tokens > ctx:
+            raise EngineError(
+                "context_length_exceeded",
+                f"this model's context is {ctx} tokens; the prompt has {len(prompt)} and max_tokens asks for {max_tokens} more",
+                "max_tokens",
+            )
+        tok = self.loaded.tokenizer
+        grammar = constrained.grammar_for_response_format(req.response_format)
+        tool_start = None
+        if req.tools and req.tool_choice != "none" and tok.has_tool_calling:
+            tool_start = tok.tool_call_start
+            forced = constrained.grammar_for_tool_call(req.tools, req.tool_choice, tok.tool_call_start, tok.tool_call_end or "")
+            grammar = forced or grammar
+        elif req.tools and req.tool_choice not in (None, "auto", "none"):
+            raise EngineError("invalid_request", f"{self.loaded.id} has no tool-calling chat template", "tool_choice")
+
+        choices, caches, segments, all_tokens, samplers, processors = [], [], [], [], [], []
+        for index in range(req.n):
+            cache, rest = self._fetch_cache(prompt)
+            cached = len(prompt) - len(rest)
+            self.stats.prompt_cache_queries += 1
+            self.stats.prompt_cache_query_tokens += len(prompt)
+            if cached:
+                self.stats.prompt_cache_hits += 1
+                self.stats.prompt_cache_hit_tokens += cached
+            sampling = req.sampling
+            if sampling.seed is not None and index:
+                # n seeded choices: distinct but reproducible streams
+                sampling = sampling.model_copy(update={"seed": sampling.seed + index})
+            procs = build_logits_processors(sampling, self.loaded.vocab_size)
+            if grammar:
+                procs.append(constrained.make_grammar_processor(tok, self.loaded.vocab_size, grammar))
+            caches.append(cache)
+            segments.append([rest])
+            all_tokens.append(prompt[:cached])
+            samplers.append(build_sampler(sampling))
+            processors.append(procs)
+            choices.append(
+                Choice(
+                    rid=rid,
+                    index=index,
+                    uid=-1,
+                    detok=tok.detokenizer,
+                    gate=TextGate(req.stop, tool_start),
+                    cached=cached,
+                    want_logprobs=req.logprobs,
+                    top_logprobs=req.top_logprobs,
+                )
+            )
+        uids = self.gen.insert_segments(
+            segments=segments,
+            max_tokens=[max_tokens] * req.n,
+            caches=caches,
+            all_tokens=all_tokens,
+            samplers=samplers,
+            logits_processors=processors,
+            stop_sequences=[self.no_stops if req.ignore_eos else self.eos_stops] * req.n,
+        )
+        for c, uid in zip(choices, uids, strict=True):
+            c.uid = uid
+            self.by_uid[uid] = c
+        self.requests[rid] = Active(rid, req, arrival, prompt, choices)
+        self.stats.requests_total += 1
+        self.stats.prompt_tokens_total += len(prompt)
+        self.last_used = time.time()
+        self._trim_prompt_cache()
+        return [{"t": "start", "rid": rid, "model": self.loaded.id, "prompt_tokens": len(prompt), "cached_tokens": choices[0].cached, "max_tokens": max_tokens}]
+
+    def _fetch_cache(self, prompt: list[int]) -> tuple[list[Any] | None, list[int]]:
+        cache, rest = self.prompt_cache.fetch_nearest_cache(self.loaded.id, prompt)
+        if cache is not None and not rest:
+            # An exact hit: the last prompt token must still run through the model to give logits.
+            if can_trim_prompt_cache(cache):
+                trim_prompt_cache(cache, 1)
+                return cache, prompt[-1:]
+            return None, prompt
+        return cache, rest
+
+    def _trim_prompt_cache(self) -> None:
+        active = self.gen.prompt_cache_nbytes
+        self.prompt_cache.trim_to(n_bytes=max(self.settings.prompt_cache_bytes - active, 0))
+
+    # ---- cancellation ----------------------------------------------------------------------
+
+    def cancel(self, rid: str) -> list[Wire]:
+        active = self.requests.get(rid)
+        if active is None:
+            return []
+        open_choices = [c for c in active.choices if not c.done]
+        caches = self.gen.remove([c.uid for c in open_choices], return_prompt_caches=True)
+        self._store_caches(caches)
+        now = time.perf_counter()
+        return [self._finish(c, "cancelled", now) for c in open_choices]
+
+    def cancel_all(self, code: str, message: str) -> list[Wire]:
+        events: list[Wire] = []
+        for rid in list(self.requests):
+            self.gen.remove([c.uid for c in self.requests[rid].choices if not c.done])
+            events.append({"t": "error", "rid": rid, "code": code, "message": message})
+            self._drop(rid)
+        return events
+
+    # ---- the step --------------------------------------------------------------------------
+
+    def step(self) -> list[Wire]:
+        t_step = time.perf_counter()
+        prompt_responses, gen_responses = self.gen.next()
+        now = time.perf_counter()
+        events: list[Wire] = []
+        for pr in prompt_responses:
+            c = self.by_uid.get(pr.uid)
+            if c is not None and not c.t_prefill:
+                c.t_prefill = t_step
+        to_remove: list[int] = []
+        for r in gen_responses:
+            c = self.by_uid.get(r.uid)
+            if c is None or c.done:
+                continue
+            ev, stopped = self._on_token(c, r, now)
+            if ev is not None:
+                events.append(ev)
+            if r.finish_reason is not None:
+                self._store_caches({r.uid: (r.prompt_cache, r.all_tokens)})
+                events.append(self._finish(c, r.finish_reason, now))
+            elif stopped:
+                to_remove.append(r.uid)
+                events.append(self._finish(c, "stop", now))
+        if to_remove:
+            self._store_caches(self.gen.remove(to_remove, return_prompt_caches=True))
+        self.stats.generation_tokens_total += len(gen_responses)
+        if gen_responses:
+            self.last_used = time.time()
+        return events
+
+    def _on_token(self, c: Choice, r: Any, now: float) -> tuple[Wire | None, bool]:
+        c.generated += 1
+        if c.t_first:
+            if len(c.itl) < ITL_KEEP:
+                c.itl.append(now - c.t_last)
+        else:
+            c.t_first = now
+        c.t_last = now
+        if r.finish_reason == "stop":
+            # the EOS token itself is not text
+            c.detok.finalize()
+            piece = c.detok.last_segment
+        else:
+            c.detok.add_token(r.token)
+            if r.finish_reason == "length":
+                c.detok.finalize()
+            piece = c.detok.last_segment
+        stopped = False
+        text = ""
+        if c.tool_mode:
+            c.tool_text += piece
+        else:
+            text, marker = c.gate.feed(piece)
+            if marker is not None:
+                if marker == c.gate.tool_start:
+                    c.tool_mode = True
+                    c.tool_text = marker + c.gate.flush()
+                else:
+                    stopped = True
+            if r.finish_reason is not None and not c.tool_mode:
+                text += c.gate.flush()
+        ev: Wire | None = None
+        if text or c.want_logprobs:
+            ev = {"t": "delta", "rid": c.rid, "i": c.index, "text": text, "ids": [r.token]}
+            if c.want_logprobs:
+                ev["lp"] = [self._logprob(r.token, r.logprobs, c.top_logprobs)]
+        return ev, stopped
+
+    def _logprob(self, token: int, logprobs: mx.array, top: int) -> dict[str, Any]:
+        tok = self.loaded.tokenizer
+        entry: dict[str, Any] = {"token": _token_text(tok, token), "token_id": token, "logprob": logprobs[token].item()}
+        if top:
+            idx = mx.argpartition(-logprobs, kth=top - 1)[:top]
+            vals = logprobs[idx]
+            order = mx.argsort(-vals)
+            idx_l, val_l = idx[order].tolist(), vals[order].tolist()
+            entry["top"] = [
+                {"token": _token_text(tok, int(i)), "token_id": int(i), "logprob": float(v)} for i, v in zip(idx_l, val_l, strict=True)
+            ]
+        return entry
+
+    def _finish(self, c: Choice, reason: str, now: float) -> Wire:
+        c.done = True
+        self.by_uid.pop(c.uid, None)
+        active = self.requests[c.rid]
+        tool_calls = None
+        text = ""
+        if c.tool_mode:
+            tool_calls = self._parse_tool_calls(c.tool_text, active.req.tools or [])
+            if tool_calls:
+                reason = "tool_calls"
+            else:
+                text = c.tool_text  # not a valid call after all: hand the text over as content
+        arrival = active.arrival
+        start = c.t_prefill or arrival
+        first = c.t_first or now
+        decode_time = max(now - first, 1e-9)
+        prompt_len = len(active.prompt) - c.cached
+        wire: Wire = {
+            "t": "done",
+            "rid": c.rid,
+            "i": c.index,
+            "finish_reason": reason,
+            "text": text,
+            "tool_calls": tool_calls,
+            "usage": {"prompt_tokens": len(active.prompt), "completion_tokens": c.generated, "cached_tokens": c.cached},
+            "timings": {
+                "queue": max(start - arrival, 0.0),
+                "prefill": max(first - start, 0.0) if c.t_first else 0.0,
+                "ttft": (first - arrival) if c.t_first else 0.0,
+                "e2e": now - arrival,
+                "decode_tps": (c.generated - 1) / decode_time if c.generated > 1 else 0.0,
+                "prefill_tps": prompt_len / max(first - start, 1e-9) if c.t_first else 0.0,
+                "itl": c.itl,
+            },
+        }
+        if all(x.done for x in active.choices):
+            self._drop(c.rid)
+        return wire
+
+    def _drop(self, rid: str) -> None:
+        active = self.requests.pop(rid, None)
+        if active:
+            for c in active.choices:
+                self.by_uid.pop(c.uid, None)
+
+    def _parse_tool_calls(self, text: str, tools: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        tok = self.loaded.tokenizer
+        start, end, parser = tok.tool_call_start, tok.tool_call_end, tok.tool_parser
+        calls: list[dict[str, Any]] = []
+        for block in text.split(start)[1:]:
+            body = block.split(end)[0] if end else block
+            try:
+                parsed = parser(body.strip(), tools)
+            except Exception as e:
+                log.info("tool call not parseable (%s): %r", e, body[:200])
+                return None
+            for call in parsed if isinstance(parsed, list) else [parsed]:
+                if not isinstance(call, dict) or "name" not in call:
+                    return None
+                args = call.get("arguments", {})
+                calls.append(
+                    {
+                        "id": f"call_{uuid.uuid4().hex[:24]}",
+                        "name": str(call["name"]),
+                        "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False),
+                    }
+                )
+        return calls or None
+
+    def _store_caches(self, caches: dict[int, tuple[Any, list[int]]]) -> None:
+        for cache, tokens in caches.values():
+            if cache is not None and tokens:
+                self.prompt_cache.insert_cache(self.loaded.id, list(tokens), cache)
+
+    def close(self) -> None:
+        self.gen.close()
+
+
+def _template_message(m: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI messages as chat templates expect them: text parts joined, tool arguments as dicts."""
+    m = dict(m)
+    content = m.get("content")
+    if isinstance(content, list):
+        m["content"] = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") in ("text", "input_text"))
+    elif content is None:
+        m["content"] = ""
+    if m.get("tool_calls"):
+        calls = []
+        for tc in m["tool_calls"]:
+            tc = copy.deepcopy(tc)
+            fn = tc.get("function", {})
+            if isinstance(fn.get("arguments"), str):
+                try:
+                    fn["arguments"] = json.loads(fn["arguments"])
+                except json.JSONDecodeError:
+                    pass
+            tc["function"] = fn
+            tc.setdefault("name", fn.get("name"))
+            tc.setdefault("arguments", fn.get("arguments"))
+            calls.append(tc)
+        m["tool_calls"] = calls
+    return m
+
+
+def _token_text(tok: Any, token: int) -> str:
+    return str(tok.decode([token]))

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_model import build_tiny_llama
+
+# Tests never touch the user's model cache or the network beyond what a test serves itself.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def impetus_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private IMPETUS_HOME shared by the session (the default model converts once in it)."""
+    home = Path(os.environ.get("IMPETUS_TEST_HOME") or tmp_path_factory.mktemp("impetus-home"))
+    os.environ["IMPETUS_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama MLX folder (a folder path is a valid model id for the engine)."""
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
