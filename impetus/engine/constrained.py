@@ -83,7 +83,9 @@ def grammar_for_tool_call(tools: list[dict[str, Any]], tool_choice: Any, start: 
         }
         for f in funcs
     ]
-    schema = alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
+    schema: dict[str, Any] = alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
+    # compact JSON: a small model wanders off into whitespace when the grammar lets it
+    schema = {**schema, "x-guidance": {"whitespace_flexible": False}}
     return (
         "start: START %json " + json.dumps(schema, separators=(",", ":")) + " END\n"
         f"START: {json.dumps(start + chr(10))}\n"

@@ -64,7 +64,11 @@ class Server:
         while self.running:
             timeout = 0 if self.core.busy else IDLE_POLL_MS
             while self.pull.poll(timeout):
-                self.handle(msgpack.unpackb(self.pull.recv(), raw=False))
+                raw = self.pull.recv()
+                try:
+                    self.handle(msgpack.unpackb(raw, raw=False, strict_map_key=False))
+                except Exception:  # a malformed message must not take the engine down
+                    log.exception("could not handle a message")
                 timeout = 0
             if self.core.busy:
                 try:

@@ -292,8 +292,7 @@ class ModelRunner:
             if c is None or c.done:
                 continue
             ev, stopped = self._on_token(c, r, now)
-            if ev is not None:
-                events.append(ev)
+            events.append(ev)
             if r.finish_reason is not None:
                 self._store_caches({r.uid: (r.prompt_cache, r.all_tokens)})
                 events.append(self._finish(c, r.finish_reason, now))
@@ -307,7 +306,7 @@ class ModelRunner:
             self.last_used = time.time()
         return events
 
-    def _on_token(self, c: Choice, r: Any, now: float) -> tuple[Wire | None, bool]:
+    def _on_token(self, c: Choice, r: Any, now: float) -> tuple[Wire, bool]:
         c.generated += 1
         if c.t_first:
             if len(c.itl) < ITL_KEEP:
@@ -338,11 +337,10 @@ class ModelRunner:
                     stopped = True
             if r.finish_reason is not None and not c.tool_mode:
                 text += c.gate.flush()
-        ev: Wire | None = None
-        if text or c.want_logprobs:
-            ev = {"t": "delta", "rid": c.rid, "i": c.index, "text": text, "ids": [r.token]}
-            if c.want_logprobs:
-                ev["lp"] = [self._logprob(r.token, r.logprobs, c.top_logprobs)]
+        # every token gets a delta, text or not (held back, a stop, an EOS): clients count tokens
+        ev: Wire = {"t": "delta", "rid": c.rid, "i": c.index, "text": text, "ids": [r.token]}
+        if c.want_logprobs:
+            ev["lp"] = [self._logprob(r.token, r.logprobs, c.top_logprobs)]
         return ev, stopped
 
     def _logprob(self, token: int, logprobs: mx.array, top: int) -> dict[str, Any]:

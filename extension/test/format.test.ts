@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+
+import {
+  backendLabel,
+  describeProgress,
+  formatBytes,
+  formatDuration,
+  formatKeepAlive,
+  formatRate,
+  memoryView,
+  progressFraction,
+  stateView
+} from '../src/format';
+
+describe('format', () => {
+  it('formats bytes in powers of 1024', () => {
+    expect(formatBytes(0)).toBe('0 B');
+    expect(formatBytes(1023)).toBe('1023 B');
+    expect(formatBytes(1536)).toBe('1.50 KB');
+    expect(formatBytes(15 * 1024 ** 2)).toBe('15.0 MB');
+    expect(formatBytes(150 * 1024 ** 3)).toBe('150 GB');
+    expect(formatBytes(null)).toBe('—');
+    expect(formatBytes(NaN)).toBe('—');
+  });
+
+  it('formats durations and keep-alive', () => {
+    expect(formatDuration(4.4)).toBe('4 s');
+    expect(formatDuration(185)).toBe('3 min 05 s');
+    expect(formatDuration(7800)).toBe('2 h 10 min');
+    expect(formatKeepAlive(-1)).toBe('forever');
+    expect(formatKeepAlive(null)).toBe('server default');
+    expect(formatKeepAlive(300)).toBe('5 min 00 s');
+  });
+
+  it('formats rates', () => {
+    expect(formatRate(0)).toBe('0.00');
+    expect(formatRate(12.345)).toBe('12.3');
+    expect(formatRate(2934.2)).toBe('2934');
+  });
+
+  it('describes download progress', () => {
+    const p = { status: 'downloading' as const, bytes_done: 5 * 1024 ** 2, bytes_total: 20 * 1024 ** 2, speed: 1024 ** 2, eta: 15 };
+    expect(describeProgress(p)).toBe('5.00 MB / 20.0 MB · 1.00 MB/s · 15 s left');
+    expect(progressFraction(p)).toBe(0.25);
+    expect(progressFraction({ status: 'downloading', bytes_done: 5 })).toBeNull();
+    expect(progressFraction({ status: 'done' })).toBe(1);
+    expect(describeProgress({ status: 'converting' })).toBe('converting…');
+    expect(describeProgress({ status: 'error', message: 'disk full' })).toBe('disk full');
+    expect(describeProgress({ status: 'downloading', bytes_done: 2048 })).toBe('2.00 KB');
+  });
+
+  it('maps engine states and backends', () => {
+    expect(stateView('ready')).toEqual({ label: 'ready', tone: 'ok' });
+    expect(stateView('restarting').tone).toBe('busy');
+    expect(stateView('failed')).toEqual({ label: 'error', tone: 'bad' });
+    expect(stateView('unreachable').tone).toBe('bad');
+    expect(['cpu', 'metal', 'cuda', 'rocm', undefined].map(backendLabel)).toEqual(['CPU', 'Metal', 'CUDA', 'rocm', '—']);
+  });
+
+  it('shows memory against the budget', () => {
+    expect(memoryView({ state: 'ready', memory_used: 512 * 1024 ** 2, memory_budget: 2 * 1024 ** 3 })).toEqual({
+      text: '512 MB / 2.00 GB',
+      fraction: 0.25
+    });
+    expect(memoryView({ state: 'ready', memory_used: 3, memory_budget: 0 }).fraction).toBeNull();
+    expect(memoryView({ state: 'ready', memory_used: 10, memory_budget: 5 }).fraction).toBe(1);
+  });
+});

@@ -1,0 +1,107 @@
+"""Prometheus metrics, named after vLLM's (`vllm:time_to_first_token_seconds` -> `impetus:...`).
+
+One private `CollectorRegistry` per app, so that two apps in one process (tests, a Jupyter server
+and a script) never share or clash. Latencies come from the engine's own timings on each `done`
+event (engine clock, no HTTP overhead), fed through `AsyncEngine.add_listener`; the gauges of
+running / waiting requests and the engine restart count are read from `EngineStatus` at scrape time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from impetus.engine.types import EngineStatus, Event, GenerateRequest
+
+log = logging.getLogger(__name__)
+
+# vLLM's buckets (seconds)
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
+ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
+E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0)
+
+PREFIX = "impetus:"
+# engine finish reasons -> vLLM's finished_reason label values
+FINISHED = {"stop": "stop", "length": "length", "tool_calls": "stop", "cancelled": "abort", "error": "error"}
+
+
+class _StatusCollector(Collector):
+    """Values that live in the engine: read from the last `EngineStatus` at scrape time."""
+
+    def __init__(self) -> None:
+        self.status: EngineStatus | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        st = self.status
+        running = GaugeMetricFamily(PREFIX + "num_requests_running", "Requests in the running batch.")
+        waiting = GaugeMetricFamily(PREFIX + "num_requests_waiting", "Requests waiting to be admitted.")
+        restarts = CounterMetricFamily(PREFIX + "engine_restarts", "Times the engine process was restarted.")
+        memory = GaugeMetricFamily(PREFIX + "memory_used_bytes", "MLX memory in use by the engine.")
+        loaded = GaugeMetricFamily(PREFIX + "models_loaded", "Models loaded in the engine.")
+        up = GaugeMetricFamily(PREFIX + "engine_ready", "1 when the engine is ready.")
+        if st is not None:
+            running.add_metric([], st.stats.running)
+            waiting.add_metric([], st.stats.waiting)
+            restarts.add_metric([], st.restarts)
+            memory.add_metric([], st.memory_used)
+            loaded.add_metric([], len(st.models))
+            up.add_metric([], 1.0 if st.state == "ready" else 0.0)
+        yield from (running, waiting, restarts, memory, loaded, up)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        labels = ["model_name"]
+        self.ttft = Histogram(PREFIX + "time_to_first_token_seconds", "Time to first token.", labels, buckets=TTFT_BUCKETS, registry=r)
+        self.itl = Histogram(PREFIX + "inter_token_latency_seconds", "Time between successive token deltas.", labels, buckets=ITL_BUCKETS, registry=r)
+        self.e2e = Histogram(PREFIX + "e2e_request_latency_seconds", "Request latency, arrival to last token.", labels, buckets=E2E_BUCKETS, registry=r)
+        self.queue = Histogram(PREFIX + "request_queue_time_seconds", "Time waiting before admission to the batch.", labels, buckets=E2E_BUCKETS, registry=r)
+        self.prefill = Histogram(PREFIX + "request_prefill_time_seconds", "Time processing the prompt.", labels, buckets=E2E_BUCKETS, registry=r)
+        self.prompt_tokens = Counter(PREFIX + "prompt_tokens", "Prompt tokens processed.", labels, registry=r)
+        self.generation_tokens = Counter(PREFIX + "generation_tokens", "Tokens generated.", labels, registry=r)
+        self.cache_queries = Counter(PREFIX + "prefix_cache_queries", "Prompt tokens looked up in the prompt cache.", labels, registry=r)
+        self.cache_hits = Counter(PREFIX + "prefix_cache_hits", "Prompt tokens found in the prompt cache.", labels, registry=r)
+        self.success = Counter(PREFIX + "request_success", "Finished sequences by finish reason.", labels + ["finished_reason"], registry=r)
+        self.aborted = Counter(PREFIX + "request_aborted", "Requests the api cancelled, by reason.", ["reason"], registry=r)
+        self.http_errors = Counter(PREFIX + "http_errors", "Error responses by status.", ["status"], registry=r)
+        self.http_in_flight = Gauge(PREFIX + "http_requests_in_flight", "Generation requests being served over HTTP.", registry=r)
+        self._status = _StatusCollector()
+        r.register(self._status)
+
+    def set_status(self, status: EngineStatus | None) -> None:
+        self._status.status = status
+
+    def on_event(self, request: GenerateRequest, event: Event) -> None:
+        """Engine listener: must never raise (it runs inside the engine client's reader task)."""
+        try:
+            self._observe(request, event)
+        except Exception:  # pragma: no cover - a metrics bug must not break serving
+            log.exception("metrics listener failed")
+
+    def _observe(self, request: GenerateRequest, event: Event) -> None:
+        model = request.model
+        if event.type == "start" and event.usage is not None:
+            self.prompt_tokens.labels(model).inc(event.usage.prompt_tokens)
+            self.cache_queries.labels(model).inc(event.usage.prompt_tokens)
+            self.cache_hits.labels(model).inc(event.usage.cached_tokens)
+        elif event.type == "done":
+            if event.usage is not None:
+                self.generation_tokens.labels(model).inc(event.usage.completion_tokens)
+            self.success.labels(model, FINISHED.get(event.finish_reason or "stop", "stop")).inc()
+            t = event.timings
+            if t is not None and event.finish_reason != "cancelled":
+                self.ttft.labels(model).observe(t.ttft)
+                self.e2e.labels(model).observe(t.e2e)
+                self.queue.labels(model).observe(t.queue)
+                self.prefill.labels(model).observe(t.prefill)
+                for gap in t.itl:
+                    self.itl.labels(model).observe(gap)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

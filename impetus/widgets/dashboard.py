@@ -1,0 +1,233 @@
+"""`Dashboard`: live charts of the engine, from `admin/status` and `/metrics`, once a second.
+
+Rates (tokens/s, TTFT, cache hits) are differences between two polls, so they show what happened
+in the last interval rather than a lifetime average. Polling runs on the widgets' own event loop:
+the kernel stays free, and the charts keep moving while a cell runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import time
+from datetime import datetime
+from typing import Any
+
+import ipywidgets as w
+import psutil
+from bokeh.layouts import gridplot
+from bokeh.models import ColumnDataSource, Range1d
+from bokeh.plotting import figure
+from jupyter_bokeh import BokehModel
+
+from impetus.client import ImpetusError, parse_metrics
+from impetus.widgets import _loop
+from impetus.widgets._base import ClientLike, Connection, fmt_bytes, get, short_error
+
+NAN = float("nan")
+GB = 1 << 30
+
+# (figure title, y label, [(column, legend, colour)])
+CHARTS: list[tuple[str, str, list[tuple[str, str, str]]]] = [
+    ("Tokens per second", "tok/s", [("gen_tps", "generated", "#1f77b4"), ("prompt_tps", "prompt", "#aec7e8")]),
+    ("Time to first token", "ms", [("ttft_ms", "mean in interval", "#d62728")]),
+    ("Requests", "requests", [("running", "running", "#2ca02c"), ("waiting", "waiting", "#ff7f0e")]),
+    ("Prompt-cache hit rate", "%", [("cache_hit_pct", "requests", "#9467bd"), ("cache_token_pct", "tokens", "#c5b0d5")]),
+    ("Memory", "GB", [("mem_used_gb", "MLX in use", "#8c564b"), ("rss_gb", "engine RSS", "#c49c94"), ("budget_gb", "budget", "#7f7f7f")]),
+    ("CPU utilisation", "%", [("engine_cpu", "engine", "#17becf"), ("system_cpu", "system", "#9edae5")]),
+]
+COLUMNS = ["t"] + [col for _, _, lines in CHARTS for col, _, _ in lines]
+
+
+def _metric(metrics: dict[str, float], suffix: str) -> float | None:
+    """Sum of the samples whose name ends with `suffix` (the prefix is `impetus:`)."""
+    values = [v for k, v in metrics.items() if k.endswith(suffix)]
+    return sum(values) if values else None
+
+
+class Sampler:
+    """Turns successive (status, metrics) polls into one chart row each."""
+
+    def __init__(self) -> None:
+        self.prev: dict[str, Any] | None = None
+        self.prev_t: float | None = None
+        self._proc: psutil.Process | None = None
+
+    def cpu(self, pid: int | None, local: bool) -> tuple[float, float]:
+        """Engine process CPU (% of the whole machine) and system CPU; NaN when not measurable."""
+        if not local:
+            return NAN, NAN
+        system = psutil.cpu_percent(None)
+        engine = NAN
+        if pid:
+            try:
+                if self._proc is None or self._proc.pid != pid:
+                    self._proc = psutil.Process(pid)
+                    self._proc.cpu_percent(None)  # the first reading primes the counter
+                engine = self._proc.cpu_percent(None) / (psutil.cpu_count() or 1)
+            except psutil.Error:
+                self._proc = None
+        return engine, system
+
+    def row(self, status: dict[str, Any], metrics: dict[str, float], local: bool) -> dict[str, Any]:
+        now = time.monotonic()
+        stats = status.get("stats") or {}
+        cur = {
+            "gen": float(stats.get("generation_tokens_total", 0)),
+            "prompt": float(stats.get("prompt_tokens_total", 0)),
+            "ttft_sum": _metric(metrics, "time_to_first_token_seconds_sum") or 0.0,
+            "ttft_count": _metric(metrics, "time_to_first_token_seconds_count") or 0.0,
+        }
+        gen_tps = prompt_tps = ttft_ms = NAN
+        if self.prev is not None and self.prev_t is not None:
+            dt = max(now - self.prev_t, 1e-6)
+            # a restarted engine starts its counters again: clamp to zero instead of a negative dip
+            gen_tps = max(cur["gen"] - self.prev["gen"], 0.0) / dt
+            prompt_tps = max(cur["prompt"] - self.prev["prompt"], 0.0) / dt
+            dn = cur["ttft_count"] - self.prev["ttft_count"]
+            if dn > 0:
+                ttft_ms = 1000.0 * (cur["ttft_sum"] - self.prev["ttft_sum"]) / dn
+        self.prev, self.prev_t = cur, now
+
+        queries = stats.get("prompt_cache_queries", 0)
+        qtokens = stats.get("prompt_cache_query_tokens", 0)
+        engine_cpu, system_cpu = self.cpu(status.get("pid"), local)
+        gpu = status.get("gpu_utilization")  # reported by backends that can measure it
+        return {
+            "t": datetime.now(),
+            "gen_tps": gen_tps,
+            "prompt_tps": prompt_tps,
+            "ttft_ms": ttft_ms,
+            "running": float(stats.get("running", 0)),
+            "waiting": float(stats.get("waiting", 0)),
+            "cache_hit_pct": 100.0 * stats.get("prompt_cache_hits", 0) / queries if queries else NAN,
+            "cache_token_pct": 100.0 * stats.get("prompt_cache_hit_tokens", 0) / qtokens if qtokens else NAN,
+            "mem_used_gb": status.get("memory_used", 0) / GB,
+            "rss_gb": status.get("process_rss", 0) / GB,
+            "budget_gb": status.get("memory_budget", 0) / GB,
+            "engine_cpu": float(gpu) if gpu is not None else engine_cpu,
+            "system_cpu": system_cpu,
+        }
+
+
+class Dashboard(w.VBox):  # type: ignore[misc]
+    """Live engine charts: `iw.Dashboard()`; `interval` seconds between refreshes."""
+
+    def __init__(self, client: ClientLike = None, *, interval: float = 1.0, history: int = 300) -> None:
+        self._conn = Connection(client)
+        self.interval = interval
+        self.history = history
+        self.sampler = Sampler()
+        self.latest: dict[str, Any] = {}  # the last row added to the charts
+        self.last_status: dict[str, Any] = {}
+        self.source = ColumnDataSource({c: [] for c in COLUMNS})
+        self.figures = [self._figure(*spec) for spec in CHARTS]
+        self.charts = BokehModel(
+            gridplot(self.figures, ncols=2, width=430, height=190, toolbar_location=None)  # type: ignore[arg-type]
+        )
+        self.summary = w.HTML("<i>connecting…</i>")
+        self.error = w.HTML("")
+        super().__init__([self.summary, self.error, self.charts])
+        self._stopped = False
+        self._future: concurrent.futures.Future[None] | None = _loop.submit(self._run())
+
+    def _figure(self, title: str, unit: str, lines: list[tuple[str, str, str]]) -> Any:
+        fig = figure(title=title, x_axis_type="datetime", y_axis_label=unit, tools="")
+        fig.y_range.start = 0  # type: ignore[attr-defined]
+        if unit == "%":
+            fig.y_range = Range1d(0, 100)
+        for col, legend, colour in lines:
+            fig.line("t", col, source=self.source, legend_label=legend, color=colour, line_width=2)
+            if col == "ttft_ms":  # sparse: one value per interval with requests
+                fig.scatter("t", col, source=self.source, color=colour, size=5)
+        fig.legend.location = "top_left"
+        fig.legend.label_text_font_size = "8pt"
+        fig.legend.background_fill_alpha = 0.5
+        return fig
+
+    # ---------------------------------------------------------------- public
+    def refresh(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Poll once now (blocking) and return the row added to the charts."""
+        _loop.submit(self._tick()).result(timeout)
+        return self.latest
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._future is not None:
+            self._future.cancel()
+            self._future = None
+
+    def close(self) -> None:
+        self.stop()
+        self.charts.close()
+        super().close()
+
+    # ---------------------------------------------------------------- polling
+    async def _run(self) -> None:
+        while not self._stopped:
+            started = time.monotonic()
+            await self._tick()
+            await asyncio.sleep(max(0.05, self.interval - (time.monotonic() - started)))
+
+    async def _tick(self) -> None:
+        try:
+            client = await self._conn.get()
+            status, metrics_text = await asyncio.wait_for(
+                asyncio.gather(client.status(), client.metrics()), timeout=max(5.0, self.interval * 5)
+            )
+        except (ImpetusError, TimeoutError, OSError) as e:
+            self.error.value = _error_html(f"engine unreachable, retrying: {short_error(e)}")
+            return
+        except Exception as e:  # a server bug must not kill the loop
+            self.error.value = _error_html(short_error(e))
+            return
+        try:
+            metrics = parse_metrics(metrics_text)
+        except ValueError:
+            metrics = {}
+        row = self.sampler.row(status, metrics, client.endpoint.is_local)
+        self.latest, self.last_status = row, status
+        self.source.stream({k: [v] for k, v in row.items()}, rollover=self.history)
+        self.summary.value = _summary_html(status, row)
+        state = status.get("state")
+        last_error = status.get("last_error")
+        if state not in ("ready", "starting") or (state != "ready" and last_error):
+            self.error.value = _error_html(f"engine {state}" + (f": {last_error}" if last_error else ""))
+        else:
+            self.error.value = ""
+
+
+def _error_html(text: str) -> str:
+    from html import escape
+
+    return f'<div style="color:#b00020;background:#fde7ea;padding:4px 8px;border-radius:4px">{escape(text)}</div>'
+
+
+def _summary_html(status: dict[str, Any], row: dict[str, Any]) -> str:
+    from html import escape
+
+    models = ", ".join(
+        f"{escape(str(m.get('id')))} ({escape(str(m.get('dtype', '')))}, {fmt_bytes(m.get('memory_bytes'))})"
+        for m in status.get("models") or []
+    ) or "none"
+    stats = status.get("stats") or {}
+    cpu = row.get("engine_cpu", NAN)
+    cpu_label = "GPU" if status.get("gpu_utilization") is not None else "engine CPU"
+    parts = [
+        f"<b>{escape(str(status.get('state', '?')))}</b>",
+        f"{escape(str(status.get('backend', '')))} {escape(str(status.get('device', '')))}".strip(),
+        f"BLAS {escape(status.get('blas') or 'reference')}",
+        f"memory {fmt_bytes(status.get('memory_used'))} / {fmt_bytes(status.get('memory_budget'))}",
+        f"{cpu_label} {cpu:.0f}%" if not math.isnan(cpu) else "",
+        f"requests {stats.get('requests_total', 0)}",
+        f"restarts {status.get('restarts', 0)}",
+    ]
+    line = " · ".join(p for p in parts if p)
+    endpoint = escape(str(get(status, "endpoint", default="") or ""))
+    return (
+        f"<div style='font-size:0.9em'>{line}<br>models: {models}"
+        + (f"<br>OpenAI endpoint: <code>{endpoint}</code>" if endpoint else "")
+        + f"<br><span style='color:#888'>engine pid {status.get('pid')} · "
+        f"refreshed {datetime.now():%H:%M:%S}</span></div>"
+    )

@@ -1,0 +1,335 @@
+"""`ModelPicker`: the model registry, downloads with live progress, load / unload / delete."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from html import escape
+from typing import Any
+
+import ipywidgets as w
+
+from impetus.client import AsyncPullStream, ImpetusError
+from impetus.widgets import _loop
+from impetus.widgets._base import ClientLike, Connection, fmt_bytes, fmt_seconds, get, short_error
+
+
+def field(entry: dict[str, Any], *names: str, default: Any = None) -> Any:
+    """The first of `names` present in a registry entry (tolerant of schema growth)."""
+    for name in names:
+        value = entry.get(name)
+        if value not in (None, ""):
+            return value
+    return default
+
+
+def size_of(entry: dict[str, Any]) -> int | None:
+    return field(entry, "size_bytes", "size", "download_bytes")
+
+
+def memory_of(entry: dict[str, Any]) -> int | None:
+    return field(entry, "memory_estimate", "memory_bytes", "estimated_memory")
+
+
+def quant_of(entry: dict[str, Any]) -> str:
+    return str(field(entry, "quantization", "quant", "dtype", default=""))
+
+
+def label(entry: dict[str, Any], loaded: set[str]) -> str:
+    mid = str(entry.get("id"))
+    parts = [mid]
+    size = size_of(entry)
+    if size:
+        parts.append(fmt_bytes(size))
+    if quant_of(entry):
+        parts.append(quant_of(entry))
+    mem = memory_of(entry)
+    if mem:
+        parts.append(f"~{fmt_bytes(mem)} to serve")
+    if mid in loaded or entry.get("loaded"):
+        parts.append("● loaded")
+    elif field(entry, "downloaded", "local", "available"):
+        parts.append("downloaded")
+    return "  ·  ".join(parts)
+
+
+class ModelPicker(w.VBox):  # type: ignore[misc]
+    """`iw.ModelPicker()`: pick, download, load and unload models."""
+
+    def __init__(self, client: ClientLike = None) -> None:
+        self._conn = Connection(client)
+        self.entries: list[dict[str, Any]] = []
+        self.status: dict[str, Any] = {}
+        self._pull_future: concurrent.futures.Future[dict[str, Any] | None] | None = None
+        self._pulling: str | None = None
+
+        self.search = w.Text(placeholder="filter, or a Hugging Face repo / search term", layout=w.Layout(flex="1"))
+        self.hub_button = w.Button(description="Search hub", icon="search", tooltip="Search the Hugging Face hub")
+        self.refresh_button = w.Button(icon="refresh", tooltip="Reload the list", layout=w.Layout(width="40px"))
+        self.select = w.Select(options=[], rows=8, layout=w.Layout(width="100%"))
+        self.detail = w.HTML()
+        self.download_button = w.Button(description="Download", icon="download", button_style="primary")
+        self.cancel_button = w.Button(description="Cancel", icon="stop", disabled=True)
+        self.load_button = w.Button(description="Load", icon="play", button_style="success")
+        self.unload_button = w.Button(description="Unload", icon="eject")
+        self.delete_button = w.Button(description="Delete", icon="trash", button_style="danger")
+        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, layout=w.Layout(width="100%", visibility="hidden"))
+        self.progress_label = w.HTML()
+        self.loaded = w.HTML()
+        self.memory = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="memory", layout=w.Layout(width="60%"))
+        self.error = w.HTML()
+
+        self.search.observe(lambda _: self._render_options(), "value")
+        self.search.on_submit(lambda _: self._submit(self._search_hub()))
+        self.hub_button.on_click(lambda _: self._submit(self._search_hub()))
+        self.refresh_button.on_click(lambda _: self.refresh(wait=False))
+        self.select.observe(lambda _: self._render_detail(), "value")
+        self.download_button.on_click(lambda _: self._selected_then(self.download))
+        self.cancel_button.on_click(lambda _: self.cancel())
+        self.load_button.on_click(lambda _: self._selected_then(self.load))
+        self.unload_button.on_click(lambda _: self._selected_then(self.unload))
+        self.delete_button.on_click(lambda _: self._selected_then(self.delete))
+
+        super().__init__(
+            [
+                w.HBox([self.search, self.hub_button, self.refresh_button]),
+                self.select,
+                self.detail,
+                w.HBox([self.download_button, self.cancel_button, self.load_button, self.unload_button, self.delete_button]),
+                self.progress,
+                self.progress_label,
+                w.HTML("<b>Loaded</b>"),
+                self.loaded,
+                self.memory,
+                self.error,
+            ]
+        )
+        self.refresh(wait=False)
+
+    # ---------------------------------------------------------------- public API
+    @property
+    def selected(self) -> str | None:
+        return self.select.value or None
+
+    def refresh(self, wait: bool = True, timeout: float = 60.0) -> None:
+        """Reload the registry and the engine status."""
+        future = self._submit(self._refresh())
+        if wait:
+            future.result(timeout)
+
+    def download(self, model_id: str, *, load: bool = False) -> concurrent.futures.Future[dict[str, Any] | None]:
+        """Start downloading (and converting) `model_id`; the future gives the last progress event."""
+        if self._pull_future is not None and not self._pull_future.done():
+            raise RuntimeError(f"{self._pulling} is downloading; cancel() it first")
+        self._pulling = model_id
+        self._pull_future = _loop.submit(self._pull(model_id, load))
+        return self._pull_future
+
+    def cancel(self) -> None:
+        """Cancel the running download (in the server, not only here)."""
+        if self._pulling is not None:
+            self._submit(self._cancel(self._pulling))
+
+    def load(self, model_id: str, wait: bool = False, timeout: float = 600.0) -> None:
+        self._action(f"loading {model_id}…", lambda c: c.load(model_id), wait, timeout)
+
+    def unload(self, model_id: str, wait: bool = False, timeout: float = 60.0) -> None:
+        self._action(f"unloading {model_id}…", lambda c: c.unload(model_id), wait, timeout)
+
+    def delete(self, model_id: str, wait: bool = False, timeout: float = 60.0) -> None:
+        self._action(f"deleting {model_id}…", lambda c: c.delete(model_id), wait, timeout)
+
+    # ---------------------------------------------------------------- internals
+    def _submit(self, coro: Any) -> concurrent.futures.Future[Any]:
+        return _loop.submit(coro)
+
+    def _selected_then(self, fn: Any) -> None:
+        if not self.selected:
+            self.error.value = _err("select a model first")
+            return
+        try:
+            fn(self.selected)
+        except RuntimeError as e:
+            self.error.value = _err(str(e))
+
+    def _action(self, what: str, call: Any, wait: bool, timeout: float) -> None:
+        async def run() -> None:
+            self.progress_label.value = escape(what)
+            try:
+                client = await self._conn.get()
+                await call(client)
+                self.progress_label.value = ""
+                self.error.value = ""
+            except Exception as e:
+                self.progress_label.value = ""
+                self.error.value = _err(short_error(e))
+            await self._refresh()
+
+        future = self._submit(run())
+        if wait:
+            future.result(timeout)
+
+    async def _refresh(self) -> None:
+        try:
+            client = await self._conn.get()
+            entries, status = await asyncio.gather(client.models(), client.status())
+        except Exception as e:
+            self.error.value = _err(f"cannot list models: {short_error(e)}")
+            return
+        hub = [e for e in self.entries if e.get("_hub")]
+        known = {e.get("id") for e in entries}
+        self.entries = entries + [e for e in hub if e.get("id") not in known]
+        self.status = status
+        self.error.value = ""
+        self._render_options()
+        self._render_loaded()
+
+    async def _search_hub(self) -> None:
+        query = self.search.value.strip()
+        if not query:
+            return
+        self.progress_label.value = f"searching the hub for {escape(query)}…"
+        try:
+            client = await self._conn.get()
+            found = await client.search_models(query)
+        except Exception as e:
+            self.progress_label.value = ""
+            self.error.value = _err(f"hub search failed: {short_error(e)}")
+            return
+        known = {e.get("id") for e in self.entries}
+        self.entries += [{**e, "_hub": True} for e in found if e.get("id") not in known]
+        self.progress_label.value = f"{len(found)} found on the hub"
+        self._render_options()
+
+    async def _pull(self, model_id: str, load: bool) -> dict[str, Any] | None:
+        self._set_pulling(True)
+        self.progress.value = 0.0
+        self.progress.bar_style = ""
+        self.progress_label.value = f"starting download of {escape(model_id)}…"
+        last: dict[str, Any] | None = None
+        stream: AsyncPullStream | None = None
+        try:
+            client = await self._conn.get()
+            stream = await client.pull(model_id, load=load)
+            async for event in stream:
+                last = event
+                self._show_progress(model_id, event)
+        except asyncio.CancelledError:
+            last = {"status": "cancelled", "message": "cancelled"}
+            self._show_progress(model_id, last)
+        except Exception as e:
+            last = {"status": "error", "message": short_error(e)}
+            self._show_progress(model_id, last)
+        finally:
+            self._set_pulling(False)
+            self._pulling = None
+        await self._refresh()
+        return last
+
+    async def _cancel(self, model_id: str) -> None:
+        try:
+            client = await self._conn.get()
+            await client.cancel_pull(model_id)
+        except ImpetusError as e:
+            self.error.value = _err(f"cancel failed: {short_error(e)}")
+
+    def _set_pulling(self, on: bool) -> None:
+        self.download_button.disabled = on
+        self.cancel_button.disabled = not on
+        self.progress.layout.visibility = "visible" if on or self.progress.value else "hidden"
+
+    def _show_progress(self, model_id: str, ev: dict[str, Any]) -> None:
+        status = ev.get("status", "")
+        done, total = ev.get("bytes_done") or 0, ev.get("bytes_total") or 0
+        if total:
+            self.progress.value = min(done / total, 1.0)
+        self.progress.layout.visibility = "visible"
+        name = escape(model_id)
+        if status == "downloading":
+            speed = ev.get("speed")
+            text = f"{name}: {fmt_bytes(done)} / {fmt_bytes(total) if total else '?'}"
+            if speed:
+                text += f" · {fmt_bytes(speed)}/s · ETA {fmt_seconds(ev.get('eta'))}"
+        elif status == "converting":
+            text = f"{name}: converting… {escape(str(ev.get('message') or ''))}"
+        elif status == "done":
+            self.progress.value = 1.0
+            self.progress.bar_style = "success"
+            text = f"{name}: done {escape(str(ev.get('message') or ''))}"
+        elif status == "cancelled":
+            self.progress.bar_style = "warning"
+            text = f"{name}: cancelled"
+        elif status == "error":
+            self.progress.bar_style = "danger"
+            text = f"{name}: failed"
+            self.error.value = _err(str(ev.get("message") or "download failed"))
+        else:
+            text = f"{name}: {escape(str(status))}"
+        self.progress_label.value = text
+
+    def _loaded_ids(self) -> set[str]:
+        return {str(m.get("id")) for m in self.status.get("models") or []}
+
+    def _render_options(self) -> None:
+        query = self.search.value.strip().lower()
+        loaded = self._loaded_ids()
+        options = [
+            (label(e, loaded), str(e.get("id")))
+            for e in self.entries
+            if not query or query in str(e.get("id", "")).lower() or query in str(e.get("description", "")).lower()
+        ]
+        current = self.select.value
+        self.select.options = options
+        if current in [v for _, v in options]:
+            self.select.value = current
+        self._render_detail()
+
+    def _render_detail(self) -> None:
+        entry = next((e for e in self.entries if e.get("id") == self.select.value), None)
+        if entry is None:
+            self.detail.value = ""
+            return
+        rows = [
+            ("source", field(entry, "source", "kind")),
+            ("description", field(entry, "description", "name")),
+            ("path", field(entry, "path", "repo_id")),
+            ("size", fmt_bytes(size_of(entry)) if size_of(entry) else None),
+            ("quantization", quant_of(entry) or None),
+            ("memory to serve", f"~{fmt_bytes(memory_of(entry))}" if memory_of(entry) else None),
+            ("context", field(entry, "context_length")),
+        ]
+        loaded = entry.get("id") in self._loaded_ids() or bool(entry.get("loaded"))
+        downloaded = bool(field(entry, "downloaded", "local", "available"))
+        self.load_button.disabled = loaded
+        self.unload_button.disabled = not loaded
+        self.delete_button.disabled = not downloaded
+        self.detail.value = "<table style='font-size:0.9em'>" + "".join(
+            f"<tr><td style='color:#777;padding-right:1em'>{k}</td><td>{escape(str(v))}</td></tr>"
+            for k, v in rows
+            if v not in (None, "")
+        ) + "</table>"
+
+    def _render_loaded(self) -> None:
+        models = self.status.get("models") or []
+        budget = self.status.get("memory_budget") or 0
+        used = sum(int(m.get("memory_bytes") or 0) for m in models)
+        self.loaded.value = (
+            "<br>".join(
+                f"{escape(str(m.get('id')))} · {escape(str(m.get('dtype', '')))} · {fmt_bytes(m.get('memory_bytes'))}"
+                + (f" · {m.get('active_requests')} active" if m.get("active_requests") else "")
+                for m in models
+            )
+            or "<i>no model loaded</i>"
+        )
+        self.memory.value = min(used / budget, 1.0) if budget else 0.0
+        self.memory.description = "memory"
+        self.memory.tooltip = f"{fmt_bytes(used)} of {fmt_bytes(budget)} budget"
+        self.loaded.value += f"<br><span style='color:#777'>{fmt_bytes(used)} of {fmt_bytes(budget)} budget used by weights"
+        mlx = get(self.status, "memory_used")
+        if mlx:
+            self.loaded.value += f" · MLX in use {fmt_bytes(mlx)}"
+        self.loaded.value += "</span>"
+
+
+def _err(text: str) -> str:
+    return f'<div style="color:#b00020;background:#fde7ea;padding:4px 8px;border-radius:4px">{escape(text)}</div>'
