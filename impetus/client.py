@@ -684,7 +684,9 @@ class ImpetusClient:
         return list(self._request("GET", "v1/models").json().get("data", []))
 
     def pull(self, model_id: str, *, load: bool = False) -> PullStream:
-        return PullStream(self._stream("POST", "admin/models/pull", json={"id": model_id, "load": load}))
+        return PullStream(
+            self._stream("POST", "admin/models/pull", json={"id": model_id, "load": load})
+        )
 
     def cancel_pull(self, model_id: str) -> dict[str, Any]:
         return _json(self._request("POST", "admin/models/pull/cancel", json={"id": model_id}))
@@ -716,11 +718,17 @@ class ImpetusClient:
         body = chat_body(messages, self._model(model), stream=True, **params)
         return ChatStream(self._stream("POST", "v1/chat/completions", json=body))
 
-    def chat(self, messages: list[dict[str, Any]], model: str | None = None, **params: Any) -> dict[str, Any]:
+    def chat(
+        self, messages: list[dict[str, Any]], model: str | None = None, **params: Any
+    ) -> dict[str, Any]:
         body = chat_body(messages, self._model(model), stream=False, **params)
-        return _json(self._request("POST", "v1/chat/completions", json=body, timeout=STREAM_TIMEOUT))
+        return _json(
+            self._request("POST", "v1/chat/completions", json=body, timeout=STREAM_TIMEOUT)
+        )
 
-    def completions(self, prompt: str | list[int], model: str | None = None, **params: Any) -> dict[str, Any]:
+    def completions(
+        self, prompt: str | list[int], model: str | None = None, **params: Any
+    ) -> dict[str, Any]:
         body = {"model": self._model(model), "prompt": prompt, **params}
         return _json(self._request("POST", "v1/completions", json=body, timeout=STREAM_TIMEOUT))
 

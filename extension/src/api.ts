@@ -78,7 +78,7 @@ export class ImpetusApi {
       throw new ApiError('the download response has no body', { status: response.status });
     }
     let last: IPullProgress | null = null;
-    for await (const event of readEvents(response.body)) {
+    for await (const event of readEvents(response.body, options.signal)) {
       if (event.data === '[DONE]') {
         break;
       }
@@ -102,7 +102,9 @@ export class ImpetusApi {
       const ended: IPullProgress = {
         ...(last ?? {}),
         status: 'error',
-        message: 'the download stream ended before the download finished'
+        message: options.signal?.aborted
+          ? 'stopped following the download (the server may still be downloading)'
+          : 'the download stream ended before the download finished'
       };
       onProgress(ended);
       return ended;

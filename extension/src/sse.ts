@@ -112,14 +112,23 @@ export class SseParser {
   }
 }
 
-/** Yield the events of a response body as they arrive. */
+/**
+ * Yield the events of a response body as they arrive. Aborting `signal` ends the iteration
+ * (whatever the transport does with the signal itself).
+ */
 export async function* readEvents(
-  body: ReadableStream<Uint8Array>
+  body: ReadableStream<Uint8Array>,
+  signal?: AbortSignal
 ): AsyncGenerator<IServerSentEvent, void, undefined> {
   const reader = body.getReader();
   const decoder = new TextDecoder('utf-8');
   const parser = new SseParser();
+  const onAbort = (): void => void reader.cancel().catch(() => undefined);
+  signal?.addEventListener('abort', onAbort);
   try {
+    if (signal?.aborted) {
+      return;
+    }
     for (;;) {
       const { done, value } = await reader.read();
       if (done) {
@@ -134,6 +143,7 @@ export async function* readEvents(
     }
     parser.finish();
   } finally {
+    signal?.removeEventListener('abort', onAbort);
     // Stops the download of the rest of the body when the consumer breaks out early.
     reader.cancel().catch(() => undefined);
     reader.releaseLock();

@@ -76,12 +76,14 @@ describe('SidebarModel', () => {
 
   it('cancels a download through the server', async () => {
     const { server, model, errors } = setup();
+    const busy: string[] = [];
+    model.subscribe(s => busy.push(s.busy.get('org/remote-model') ?? '-'));
     const done = model.pull('org/remote-model');
     await settle();
     (server.pulls.get('org/remote-model') as PushStream).send({ status: 'downloading', bytes_done: 1, bytes_total: 10 });
     await settle();
     await model.cancelPull('org/remote-model');
-    expect(model.state.busy.get('org/remote-model')).toBe('cancelling');
+    expect(busy).toContain('cancelling');
     const final: IPullProgress = await done;
     expect(final.status).toBe('cancelled');
     expect(model.state.busy.has('org/remote-model')).toBe(false);
@@ -99,7 +101,9 @@ describe('SidebarModel', () => {
     await model.cancelPull('y');
     const final = await done;
     expect(final.status).toBe('error');
+    expect(final.message).toMatch(/stopped following/);
     expect(errors[0]).toBe('Cancel of y: gone (HTTP 500)');
+    expect((server.pulls.get('y') as PushStream).cancelled).toBe(true);
   });
 
   it('loads with the chosen keep-alive and unloads, refreshing the status', async () => {

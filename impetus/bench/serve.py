@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -26,7 +27,7 @@ from pydantic import BaseModel, Field, model_validator
 from impetus.bench import load
 from impetus.bench.machine import machine_info
 from impetus.bench.prompts import PromptSource, RandomTokenPrompts, SyntheticPrompts
-from impetus.bench.schema import ProfileSpec, ProfileSummary, RequestResult, RunRecord
+from impetus.bench.schema import ProfileKind, ProfileSpec, ProfileSummary, RequestResult, RunRecord
 from impetus.bench.stats import summarize_profile, summarize_turns
 from impetus.bench.store import ResultStore, new_run_id
 from impetus.bench.streaming import (
@@ -95,11 +96,25 @@ class ServeConfig(_CommonConfig):
             raise ValueError("prompt_tokens must be one or more lengths >= 1")
         return self
 
+    def spec(self, kind: ProfileKind, prompt_tokens: int, **load: Any) -> ProfileSpec:
+        return ProfileSpec(
+            kind=kind,
+            requests=self.requests,
+            prompt_tokens=prompt_tokens,
+            max_tokens=self.max_tokens,
+            **load,
+        )
+
     def fixed_profiles(self, prompt_tokens: int) -> list[ProfileSpec]:
-        common = {"requests": self.requests, "prompt_tokens": prompt_tokens, "max_tokens": self.max_tokens}
-        specs = [ProfileSpec(kind="concurrent", concurrency=c, **common) for c in self.concurrency]
+        specs = [self.spec("concurrent", prompt_tokens, concurrency=c) for c in self.concurrency]
         specs += [
-            ProfileSpec(kind="rate", rate=r, poisson=self.poisson, max_concurrency=self.max_concurrency, **common)
+            self.spec(
+                "rate",
+                prompt_tokens,
+                rate=r,
+                poisson=self.poisson,
+                max_concurrency=self.max_concurrency,
+            )
             for r in self.rates
         ]
         return specs
@@ -121,6 +136,15 @@ class MultiTurnConfig(_CommonConfig):
     turn_prompt_tokens: int = Field(64, ge=1)
     max_tokens: int = Field(64, ge=1)
     cold: bool = True
+
+
+@dataclass
+class _Plan:
+    """The prompts of one conversation, made before it starts."""
+
+    first: tuple[str, int | None]
+    cold_firsts: list[tuple[str, int | None]]
+    turns: list[tuple[str, int | None]]
 
 
 class _Progress:
@@ -304,10 +328,9 @@ async def run_serve(
             for spec in config.fixed_profiles(prompt_tokens):
                 await run_one(spec)
             if config.sweep:
-                common = {"requests": config.requests, "prompt_tokens": prompt_tokens, "max_tokens": config.max_tokens}
-                sync = await run_one(ProfileSpec(kind="synchronous", concurrency=1, **common))
+                sync = await run_one(config.spec("synchronous", prompt_tokens, concurrency=1))
                 peak = await run_one(
-                    ProfileSpec(kind="throughput", max_concurrency=config.max_concurrency, **common)
+                    config.spec("throughput", prompt_tokens, max_concurrency=config.max_concurrency)
                 )
                 rates = load.sweep_rates(sync.request_throughput, peak.request_throughput, config.sweep)
                 if len(rates) < config.sweep:
@@ -320,12 +343,12 @@ async def run_serve(
                     _safe(progress.on_progress, progress.done, progress.total)
                 for rate in rates:
                     await run_one(
-                        ProfileSpec(
-                            kind="rate",
+                        config.spec(
+                            "rate",
+                            prompt_tokens,
                             rate=rate,
                             poisson=config.poisson,
                             max_concurrency=config.max_concurrency,
-                            **common,
                         )
                     )
     if store is not None:
@@ -354,11 +377,11 @@ async def run_multiturn(
         t0 = time.perf_counter()  # stream_chat stamps `sent` on the same clock
         # Every prompt of every conversation made up front, in a fixed order: same seed, same run.
         plans = [
-            {
-                "first": source.make(config.first_prompt_tokens, rng),
-                "cold_firsts": [source.make(config.first_prompt_tokens, rng) for _ in range(config.turns)],
-                "turns": [source.make(config.turn_prompt_tokens, rng) for _ in range(config.turns - 1)],
-            }
+            _Plan(
+                first=source.make(config.first_prompt_tokens, rng),
+                cold_firsts=[source.make(config.first_prompt_tokens, rng) for _ in range(config.turns)],
+                turns=[source.make(config.turn_prompt_tokens, rng) for _ in range(config.turns - 1)],
+            )
             for _ in range(config.conversations)
         ]
 
@@ -371,7 +394,7 @@ async def run_multiturn(
 
         async def conversation(c: int) -> None:
             plan = plans[c]
-            first_text, first_n = plan["first"]
+            first_text, first_n = plan.first
             messages: list[dict[str, Any]] = [{"role": "user", "content": first_text}]
             known = first_n  # prompt tokens as far as we can count them (content only)
             async with limit:
@@ -381,7 +404,7 @@ async def run_multiturn(
                     )
                     keep(result, c, turn, False)
                     if config.cold:
-                        cold_text, _ = plan["cold_firsts"][turn]
+                        cold_text, _ = plan.cold_firsts[turn]
                         cold_messages = [{"role": "user", "content": cold_text}, *messages[1:]]
                         cold, _ = await stream_chat(
                             client, endpoint, cold_messages, options, tokenizer=tokenizer, prompt_tokens=known
@@ -401,7 +424,7 @@ async def run_multiturn(
                                 keep(lost, c, later, is_cold)
                         return
                     if turn + 1 < config.turns:
-                        user_text, user_n = plan["turns"][turn]
+                        user_text, user_n = plan.turns[turn]
                         messages += [
                             {"role": "assistant", "content": answer},
                             {"role": "user", "content": user_text},
@@ -445,4 +468,5 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     thread.join()
     if "error" in box:
         raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
+    value: T = box["value"]
+    return value

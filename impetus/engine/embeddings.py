@@ -283,14 +283,12 @@ class Embedder:
             return mx.zeros((0, self.dim), dtype=mx.float32), 0
         encodings = self._encode(texts)
         lengths = [len(e.ids) for e in encodings]
-        # Longest first, so each batch pads to nearly its own length and the biggest batch
-        # (the one that may run out of memory) comes first.
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         chunks: list[mx.array] = []
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            chunks.append(self._embed_batch([encodings[i] for i in idx]))
+        order: list[int] = []
+        for batch in self._plan_batches(lengths):
+            chunks.append(self._embed_batch([encodings[i] for i in batch]))
             mx.eval(chunks[-1])  # bound peak memory to one batch of activations
+            order.extend(batch)
         sorted_vectors = mx.concatenate(chunks, axis=0)
         inverse = [0] * len(order)
         for pos, i in enumerate(order):
@@ -298,6 +296,33 @@ class Embedder:
         vectors = sorted_vectors[mx.array(inverse)]
         mx.eval(vectors)
         return vectors, sum(lengths)
+
+    def _plan_batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Indices grouped into batches, longest texts first.
+
+        Every row of a batch is padded to its longest text, so a batch is closed when it is full,
+        when it would exceed ``batch_size * max_length`` padded tokens, or when the next text is
+        under half the batch's width: one long text among short ones then costs one extra small
+        batch instead of padding up to 31 short texts to its length.
+        """
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        max_tokens = self.batch_size * self.max_length
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for i in order:
+            if current:
+                width = lengths[current[0]]
+                if (
+                    len(current) >= self.batch_size
+                    or (len(current) + 1) * width > max_tokens
+                    or 2 * lengths[i] < width
+                ):
+                    batches.append(current)
+                    current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches
 
     def _encode(self, texts: Sequence[str]) -> list[Any]:
         if self.lowercase:

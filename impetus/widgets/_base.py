@@ -41,7 +41,9 @@ class Connection:
     async def get(self) -> AsyncImpetusClient:
         if self._endpoint is None:
             if self._resolving is None:
-                self._resolving = asyncio.ensure_future(asyncio.to_thread(default_endpoint, self._model))
+                self._resolving = asyncio.ensure_future(
+                    asyncio.to_thread(default_endpoint, self._model)
+                )
             try:
                 self._endpoint = await asyncio.shield(self._resolving)
             except BaseException:

@@ -41,7 +41,7 @@ def _stat(d: dict[str, Any], metric: str, key: str = "p50") -> float | None:
     return None if value is None else float(value)
 
 
-class BenchChart(w.VBox):  # type: ignore[misc]
+class BenchChart(w.VBox):
     """Per-request TTFT and decode speed as requests finish; throughput per load profile."""
 
     def __init__(self, title: str = "Benchmark", history: int = 5000) -> None:
@@ -50,32 +50,98 @@ class BenchChart(w.VBox):  # type: ignore[misc]
         self.results: list[dict[str, Any]] = []
         self.profiles: list[dict[str, Any]] = []
         self._t0: float | None = None
-        self.requests = ColumnDataSource({"t": [], "ttft_ms": [], "tpot_ms": [], "tps": [], "profile": []})
+        self.requests = ColumnDataSource(
+            {"t": [], "ttft_ms": [], "tpot_ms": [], "tps": [], "profile": []}
+        )
         self.failures = ColumnDataSource({"t": [], "y": []})
         self.profile_source = ColumnDataSource(
-            {"i": [], "name": [], "output_tps": [], "ttft_p50_ms": [], "tpot_p50_ms": [], "concurrency": []}
+            {
+                "i": [],
+                "name": [],
+                "output_tps": [],
+                "ttft_p50_ms": [],
+                "tpot_p50_ms": [],
+                "concurrency": [],
+            }
         )
         self.figures = self._figures()
-        self.charts = BokehModel(gridplot(self.figures, ncols=2, width=430, height=210, toolbar_location=None))  # type: ignore[arg-type]
-        self.progress = w.IntProgress(value=0, min=0, max=1, description="requests", layout=w.Layout(width="60%"))
+        self.charts = BokehModel(
+            gridplot(self.figures, ncols=2, width=430, height=210, toolbar_location=None)
+        )
+        self.progress = w.IntProgress(
+            value=0, min=0, max=1, description="requests", layout=w.Layout(width="60%")
+        )
         self.progress_label = w.HTML()
         self.table = w.HTML()
         super().__init__(
-            [w.HTML(f"<b>{escape(title)}</b>"), w.HBox([self.progress, self.progress_label]), self.charts, self.table]
+            [
+                w.HTML(f"<b>{escape(title)}</b>"),
+                w.HBox([self.progress, self.progress_label]),
+                self.charts,
+                self.table,
+            ]
         )
 
     def _figures(self) -> list[Any]:
-        ttft = figure(title="Time to first token (per request)", x_axis_label="s since start", y_axis_label="ms", tools="")
-        ttft.scatter("t", "ttft_ms", source=self.requests, size=5, color="#d62728", alpha=0.6, legend_label="ok")
-        ttft.scatter("t", "y", source=self.failures, size=7, marker="x", color="black", legend_label="failed")
-        tpot = figure(title="Decode speed (per request)", x_axis_label="s since start", y_axis_label="tok/s", tools="")
+        ttft = figure(
+            title="Time to first token (per request)",
+            x_axis_label="s since start",
+            y_axis_label="ms",
+            tools="",
+        )
+        ttft.scatter(
+            "t",
+            "ttft_ms",
+            source=self.requests,
+            size=5,
+            color="#d62728",
+            alpha=0.6,
+            legend_label="ok",
+        )
+        ttft.scatter(
+            "t", "y", source=self.failures, size=7, marker="x", color="black", legend_label="failed"
+        )
+        tpot = figure(
+            title="Decode speed (per request)",
+            x_axis_label="s since start",
+            y_axis_label="tok/s",
+            tools="",
+        )
         tpot.scatter("t", "tps", source=self.requests, size=5, color="#1f77b4", alpha=0.6)
-        thr = figure(title="Output throughput (per profile)", x_axis_label="mean concurrency", y_axis_label="tok/s", tools="")
-        thr.line("concurrency", "output_tps", source=self.profile_source, color="#2ca02c", line_width=2)
-        thr.scatter("concurrency", "output_tps", source=self.profile_source, color="#2ca02c", size=7)
-        lat = figure(title="Latency p50 (per profile)", x_axis_label="mean concurrency", y_axis_label="ms", tools="")
-        lat.line("concurrency", "ttft_p50_ms", source=self.profile_source, color="#d62728", line_width=2, legend_label="TTFT")
-        lat.line("concurrency", "tpot_p50_ms", source=self.profile_source, color="#1f77b4", line_width=2, legend_label="TPOT")
+        thr = figure(
+            title="Output throughput (per profile)",
+            x_axis_label="mean concurrency",
+            y_axis_label="tok/s",
+            tools="",
+        )
+        thr.line(
+            "concurrency", "output_tps", source=self.profile_source, color="#2ca02c", line_width=2
+        )
+        thr.scatter(
+            "concurrency", "output_tps", source=self.profile_source, color="#2ca02c", size=7
+        )
+        lat = figure(
+            title="Latency p50 (per profile)",
+            x_axis_label="mean concurrency",
+            y_axis_label="ms",
+            tools="",
+        )
+        lat.line(
+            "concurrency",
+            "ttft_p50_ms",
+            source=self.profile_source,
+            color="#d62728",
+            line_width=2,
+            legend_label="TTFT",
+        )
+        lat.line(
+            "concurrency",
+            "tpot_p50_ms",
+            source=self.profile_source,
+            color="#1f77b4",
+            line_width=2,
+            legend_label="TPOT",
+        )
         for fig in (ttft, lat):
             fig.legend.location = "top_left"
             fig.legend.label_text_font_size = "8pt"
@@ -83,7 +149,11 @@ class BenchChart(w.VBox):  # type: ignore[misc]
 
     # ---------------------------------------------------------------- the runner's callbacks
     def callbacks(self) -> dict[str, Any]:
-        return {"on_result": self.on_result, "on_progress": self.on_progress, "on_profile": self.on_profile}
+        return {
+            "on_result": self.on_result,
+            "on_progress": self.on_progress,
+            "on_profile": self.on_profile,
+        }
 
     def on_result(self, result: Any) -> None:
         r = _as_dict(result)
@@ -103,7 +173,13 @@ class BenchChart(w.VBox):  # type: ignore[misc]
                 tpot = 1000.0 * (e2e - ttft) / (out - 1)
                 tps = (out - 1) / (e2e - ttft)
             self.requests.stream(
-                {"t": [t], "ttft_ms": [_ms(ttft)], "tpot_ms": [tpot], "tps": [tps], "profile": [len(self.profiles)]},
+                {
+                    "t": [t],
+                    "ttft_ms": [_ms(ttft)],
+                    "tpot_ms": [tpot],
+                    "tps": [tps],
+                    "profile": [len(self.profiles)],
+                },
                 rollover=self.history,
             )
 
@@ -133,7 +209,16 @@ class BenchChart(w.VBox):  # type: ignore[misc]
     def _table_html(self) -> str:
         head = "".join(
             f"<th style='padding:0 8px'>{h}</th>"
-            for h in ("profile", "done", "failed", "req/s", "out tok/s", "TTFT p50", "TPOT p50", "e2e p50")
+            for h in (
+                "profile",
+                "done",
+                "failed",
+                "req/s",
+                "out tok/s",
+                "TTFT p50",
+                "TPOT p50",
+                "e2e p50",
+            )
         )
         rows = []
         for s in self.profiles:
@@ -147,7 +232,9 @@ class BenchChart(w.VBox):  # type: ignore[misc]
                 _ms_text(_stat(s, "tpot")),
                 _ms_text(_stat(s, "e2e")),
             ]
-            rows.append("<tr>" + "".join(f"<td style='padding:0 8px'>{c}</td>" for c in cells) + "</tr>")
+            rows.append(
+                "<tr>" + "".join(f"<td style='padding:0 8px'>{c}</td>" for c in cells) + "</tr>"
+            )
         return f"<table style='font-size:0.85em'><tr>{head}</tr>{''.join(rows)}</table>"
 
 

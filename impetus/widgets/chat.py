@@ -25,7 +25,7 @@ from impetus.widgets._base import ClientLike, Connection, get, short_error
 _HERE = Path(__file__).parent
 
 
-class Chat(anywidget.AnyWidget):  # type: ignore[misc]
+class Chat(anywidget.AnyWidget):
     """Chat with a model: `iw.Chat(model="smollm2-135m")`.
 
     Python side: `submit(text)`, `ask(text) -> str` (blocks until answered), `stop()`,
@@ -192,7 +192,9 @@ class Chat(anywidget.AnyWidget):  # type: ignore[misc]
         super().close()
 
     # ---------------------------------------------------------------- internals
-    def _on_frontend_msg(self, _widget: Any, content: dict[str, Any], _buffers: list[bytes]) -> None:
+    def _on_frontend_msg(
+        self, _widget: Any, content: dict[str, Any], _buffers: list[bytes]
+    ) -> None:
         kind = content.get("type")
         try:
             if kind == "send":
@@ -228,7 +230,11 @@ class Chat(anywidget.AnyWidget):  # type: ignore[misc]
             client = await self._conn.get()
             if not self.model:
                 status = await client.status()
-                loaded = [m["id"] for m in get(status, "models", default=[]) if m.get("kind") != "embedding"]
+                loaded = [
+                    m["id"]
+                    for m in get(status, "models", default=[])
+                    if m.get("kind") != "embedding"
+                ]
                 self.model = loaded[0] if loaded else DEFAULT_MODEL
             served = [m["id"] for m in await client.served_models()]
             self.models = sorted({*served, self.model})

@@ -30,12 +30,36 @@ GB = 1 << 30
 
 # (figure title, y label, [(column, legend, colour)])
 CHARTS: list[tuple[str, str, list[tuple[str, str, str]]]] = [
-    ("Tokens per second", "tok/s", [("gen_tps", "generated", "#1f77b4"), ("prompt_tps", "prompt", "#aec7e8")]),
+    (
+        "Tokens per second",
+        "tok/s",
+        [("gen_tps", "generated", "#1f77b4"), ("prompt_tps", "prompt", "#aec7e8")],
+    ),
     ("Time to first token", "ms", [("ttft_ms", "mean in interval", "#d62728")]),
-    ("Requests", "requests", [("running", "running", "#2ca02c"), ("waiting", "waiting", "#ff7f0e")]),
-    ("Prompt-cache hit rate", "%", [("cache_hit_pct", "requests", "#9467bd"), ("cache_token_pct", "tokens", "#c5b0d5")]),
-    ("Memory", "GB", [("mem_used_gb", "MLX in use", "#8c564b"), ("rss_gb", "engine RSS", "#c49c94"), ("budget_gb", "budget", "#7f7f7f")]),
-    ("CPU utilisation", "%", [("engine_cpu", "engine", "#17becf"), ("system_cpu", "system", "#9edae5")]),
+    (
+        "Requests",
+        "requests",
+        [("running", "running", "#2ca02c"), ("waiting", "waiting", "#ff7f0e")],
+    ),
+    (
+        "Prompt-cache hit rate",
+        "%",
+        [("cache_hit_pct", "requests", "#9467bd"), ("cache_token_pct", "tokens", "#c5b0d5")],
+    ),
+    (
+        "Memory",
+        "GB",
+        [
+            ("mem_used_gb", "MLX in use", "#8c564b"),
+            ("rss_gb", "engine RSS", "#c49c94"),
+            ("budget_gb", "budget", "#7f7f7f"),
+        ],
+    ),
+    (
+        "CPU utilisation",
+        "%",
+        [("engine_cpu", "engine", "#17becf"), ("system_cpu", "system", "#9edae5")],
+    ),
 ]
 COLUMNS = ["t"] + [col for _, _, lines in CHARTS for col, _, _ in lines]
 
@@ -101,8 +125,12 @@ class Sampler:
             "ttft_ms": ttft_ms,
             "running": float(stats.get("running", 0)),
             "waiting": float(stats.get("waiting", 0)),
-            "cache_hit_pct": 100.0 * stats.get("prompt_cache_hits", 0) / queries if queries else NAN,
-            "cache_token_pct": 100.0 * stats.get("prompt_cache_hit_tokens", 0) / qtokens if qtokens else NAN,
+            "cache_hit_pct": 100.0 * stats.get("prompt_cache_hits", 0) / queries
+            if queries
+            else NAN,
+            "cache_token_pct": 100.0 * stats.get("prompt_cache_hit_tokens", 0) / qtokens
+            if qtokens
+            else NAN,
             "mem_used_gb": status.get("memory_used", 0) / GB,
             "rss_gb": status.get("process_rss", 0) / GB,
             "budget_gb": status.get("memory_budget", 0) / GB,
@@ -111,10 +139,12 @@ class Sampler:
         }
 
 
-class Dashboard(w.VBox):  # type: ignore[misc]
+class Dashboard(w.VBox):
     """Live engine charts: `iw.Dashboard()`; `interval` seconds between refreshes."""
 
-    def __init__(self, client: ClientLike = None, *, interval: float = 1.0, history: int = 300) -> None:
+    def __init__(
+        self, client: ClientLike = None, *, interval: float = 1.0, history: int = 300
+    ) -> None:
         self._conn = Connection(client)
         self.interval = interval
         self.history = history
@@ -124,7 +154,7 @@ class Dashboard(w.VBox):  # type: ignore[misc]
         self.source = ColumnDataSource({c: [] for c in COLUMNS})
         self.figures = [self._figure(*spec) for spec in CHARTS]
         self.charts = BokehModel(
-            gridplot(self.figures, ncols=2, width=430, height=190, toolbar_location=None)  # type: ignore[arg-type]
+            gridplot(self.figures, ncols=2, width=430, height=190, toolbar_location=None)
         )
         self.summary = w.HTML("<i>connecting…</i>")
         self.error = w.HTML("")
@@ -136,7 +166,7 @@ class Dashboard(w.VBox):  # type: ignore[misc]
         fig = figure(title=title, x_axis_type="datetime", y_axis_label=unit, tools="")
         fig.y_range.start = 0  # type: ignore[attr-defined]
         if unit == "%":
-            fig.y_range = Range1d(0, 100)
+            fig.y_range = Range1d(start=0, end=100)
         for col, legend, colour in lines:
             fig.line("t", col, source=self.source, legend_label=legend, color=colour, line_width=2)
             if col == "ttft_ms":  # sparse: one value per interval with requests
@@ -174,7 +204,8 @@ class Dashboard(w.VBox):  # type: ignore[misc]
         try:
             client = await self._conn.get()
             status, metrics_text = await asyncio.wait_for(
-                asyncio.gather(client.status(), client.metrics()), timeout=max(5.0, self.interval * 5)
+                asyncio.gather(client.status(), client.metrics()),
+                timeout=max(5.0, self.interval * 5),
             )
         except (ImpetusError, TimeoutError, OSError) as e:
             self.error.value = _error_html(f"engine unreachable, retrying: {short_error(e)}")
@@ -193,7 +224,9 @@ class Dashboard(w.VBox):  # type: ignore[misc]
         state = status.get("state")
         last_error = status.get("last_error")
         if state not in ("ready", "starting") or (state != "ready" and last_error):
-            self.error.value = _error_html(f"engine {state}" + (f": {last_error}" if last_error else ""))
+            self.error.value = _error_html(
+                f"engine {state}" + (f": {last_error}" if last_error else "")
+            )
         else:
             self.error.value = ""
 
@@ -207,10 +240,13 @@ def _error_html(text: str) -> str:
 def _summary_html(status: dict[str, Any], row: dict[str, Any]) -> str:
     from html import escape
 
-    models = ", ".join(
-        f"{escape(str(m.get('id')))} ({escape(str(m.get('dtype', '')))}, {fmt_bytes(m.get('memory_bytes'))})"
-        for m in status.get("models") or []
-    ) or "none"
+    models = (
+        ", ".join(
+            f"{escape(str(m.get('id')))} ({escape(str(m.get('dtype', '')))}, {fmt_bytes(m.get('memory_bytes'))})"
+            for m in status.get("models") or []
+        )
+        or "none"
+    )
     stats = status.get("stats") or {}
     cpu = row.get("engine_cpu", NAN)
     cpu_label = "GPU" if status.get("gpu_utilization") is not None else "engine CPU"

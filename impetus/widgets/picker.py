@@ -53,7 +53,7 @@ def label(entry: dict[str, Any], loaded: set[str]) -> str:
     return "  ·  ".join(parts)
 
 
-class ModelPicker(w.VBox):  # type: ignore[misc]
+class ModelPicker(w.VBox):
     """`iw.ModelPicker()`: pick, download, load and unload models."""
 
     def __init__(self, client: ClientLike = None) -> None:
@@ -63,20 +63,32 @@ class ModelPicker(w.VBox):  # type: ignore[misc]
         self._pull_future: concurrent.futures.Future[dict[str, Any] | None] | None = None
         self._pulling: str | None = None
 
-        self.search = w.Text(placeholder="filter, or a Hugging Face repo / search term", layout=w.Layout(flex="1"))
-        self.hub_button = w.Button(description="Search hub", icon="search", tooltip="Search the Hugging Face hub")
-        self.refresh_button = w.Button(icon="refresh", tooltip="Reload the list", layout=w.Layout(width="40px"))
+        self.search = w.Text(
+            placeholder="filter, or a Hugging Face repo / search term", layout=w.Layout(flex="1")
+        )
+        self.hub_button = w.Button(
+            description="Search hub", icon="search", tooltip="Search the Hugging Face hub"
+        )
+        self.refresh_button = w.Button(
+            icon="refresh", tooltip="Reload the list", layout=w.Layout(width="40px")
+        )
         self.select = w.Select(options=[], rows=8, layout=w.Layout(width="100%"))
         self.detail = w.HTML()
-        self.download_button = w.Button(description="Download", icon="download", button_style="primary")
+        self.download_button = w.Button(
+            description="Download", icon="download", button_style="primary"
+        )
         self.cancel_button = w.Button(description="Cancel", icon="stop", disabled=True)
         self.load_button = w.Button(description="Load", icon="play", button_style="success")
         self.unload_button = w.Button(description="Unload", icon="eject")
         self.delete_button = w.Button(description="Delete", icon="trash", button_style="danger")
-        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, layout=w.Layout(width="100%", visibility="hidden"))
+        self.progress = w.FloatProgress(
+            value=0.0, min=0.0, max=1.0, layout=w.Layout(width="100%", visibility="hidden")
+        )
         self.progress_label = w.HTML()
         self.loaded = w.HTML()
-        self.memory = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="memory", layout=w.Layout(width="60%"))
+        self.memory = w.FloatProgress(
+            value=0.0, min=0.0, max=1.0, description="memory", layout=w.Layout(width="60%")
+        )
         self.error = w.HTML()
 
         self.search.observe(lambda _: self._render_options(), "value")
@@ -95,7 +107,15 @@ class ModelPicker(w.VBox):  # type: ignore[misc]
                 w.HBox([self.search, self.hub_button, self.refresh_button]),
                 self.select,
                 self.detail,
-                w.HBox([self.download_button, self.cancel_button, self.load_button, self.unload_button, self.delete_button]),
+                w.HBox(
+                    [
+                        self.download_button,
+                        self.cancel_button,
+                        self.load_button,
+                        self.unload_button,
+                        self.delete_button,
+                    ]
+                ),
                 self.progress,
                 self.progress_label,
                 w.HTML("<b>Loaded</b>"),
@@ -117,7 +137,9 @@ class ModelPicker(w.VBox):  # type: ignore[misc]
         if wait:
             future.result(timeout)
 
-    def download(self, model_id: str, *, load: bool = False) -> concurrent.futures.Future[dict[str, Any] | None]:
+    def download(
+        self, model_id: str, *, load: bool = False
+    ) -> concurrent.futures.Future[dict[str, Any] | None]:
         """Start downloading (and converting) `model_id`; the future gives the last progress event."""
         if self._pull_future is not None and not self._pull_future.done():
             raise RuntimeError(f"{self._pulling} is downloading; cancel() it first")
@@ -276,7 +298,9 @@ class ModelPicker(w.VBox):  # type: ignore[misc]
         options = [
             (label(e, loaded), str(e.get("id")))
             for e in self.entries
-            if not query or query in str(e.get("id", "")).lower() or query in str(e.get("description", "")).lower()
+            if not query
+            or query in str(e.get("id", "")).lower()
+            or query in str(e.get("description", "")).lower()
         ]
         current = self.select.value
         self.select.options = options
@@ -303,11 +327,15 @@ class ModelPicker(w.VBox):  # type: ignore[misc]
         self.load_button.disabled = loaded
         self.unload_button.disabled = not loaded
         self.delete_button.disabled = not downloaded
-        self.detail.value = "<table style='font-size:0.9em'>" + "".join(
-            f"<tr><td style='color:#777;padding-right:1em'>{k}</td><td>{escape(str(v))}</td></tr>"
-            for k, v in rows
-            if v not in (None, "")
-        ) + "</table>"
+        self.detail.value = (
+            "<table style='font-size:0.9em'>"
+            + "".join(
+                f"<tr><td style='color:#777;padding-right:1em'>{k}</td><td>{escape(str(v))}</td></tr>"
+                for k, v in rows
+                if v not in (None, "")
+            )
+            + "</table>"
+        )
 
     def _render_loaded(self) -> None:
         models = self.status.get("models") or []

@@ -12,10 +12,12 @@ from impetus.widgets.dashboard import Dashboard
 from impetus.widgets.picker import ModelPicker
 
 
-class Workbench(w.Tab):  # type: ignore[misc]
+class Workbench(w.Tab):
     """`iw.Workbench()`: the one-line start. Tabs: Chat, Models, Dashboard."""
 
-    def __init__(self, model: str | None = None, *, client: ClientLike = None, **chat_kwargs: Any) -> None:
+    def __init__(
+        self, model: str | None = None, *, client: ClientLike = None, **chat_kwargs: Any
+    ) -> None:
         endpoint = as_endpoint(client)
         self.chat = Chat(model=model, client=endpoint, **chat_kwargs)
         self.picker = ModelPicker(client=endpoint)

@@ -1,0 +1,58 @@
+"""Admin endpoints of the api itself: engine status and inference-only API keys.
+
+(Model management — list, pull, load, unload, delete — lives in `admin_models.py`.)
+"""
+
+from __future__ import annotations
+
+from impetus.api.auth import scope
+from impetus.api.base import ImpetusHandler
+from impetus.api.errors import APIError
+from impetus.api.keys import KeyRecord
+from impetus.api.schemas import APIKeyInfo, CreatedKey, CreateKeyRequest, KeyList
+
+
+def _info(rec: KeyRecord) -> APIKeyInfo:
+    return APIKeyInfo(id=rec.id, name=rec.name, prefix=rec.prefix, created=rec.created)
+
+
+class StatusHandler(ImpetusHandler):
+    @scope("admin")
+    async def get(self) -> None:
+        service = self.service
+        st = await service.status() if service.engine.state == "ready" else None
+        if st is None:
+            state = service.engine.state if service.engine.state != "ready" else "failed"
+            body = {
+                "state": state,
+                "restarts": getattr(service.engine, "restarts", 0),
+                "last_error": getattr(service.engine, "last_error", None) or service.startup_error,
+                "models": [],
+            }
+        else:
+            body = st.model_dump(mode="json")
+        body["endpoint"] = service.endpoint
+        body["in_flight"] = service.in_flight
+        body["draining"] = service.draining
+        self.write_json(body)
+
+
+class KeysHandler(ImpetusHandler):
+    @scope("admin")
+    async def get(self) -> None:
+        self.write_json(KeyList(data=[_info(r) for r in self.service.keys.list()]))
+
+    @scope("admin")
+    async def post(self) -> None:
+        req = self.parse(CreateKeyRequest) if self.body_bytes().strip() else CreateKeyRequest()
+        rec, key = self.service.keys.create(req.name)
+        self.write_json(CreatedKey(**_info(rec).model_dump(), key=key), status=201)
+
+
+class KeyHandler(ImpetusHandler):
+    @scope("admin")
+    async def delete(self, key_id: str) -> None:
+        if not self.service.keys.revoke(key_id):
+            raise APIError(404, f"No API key with id {key_id!r}.", param="key_id", code="key_not_found")
+        self.set_status(204)
+        self.finish()

@@ -1,0 +1,262 @@
+"""The OpenAI endpoints: v1/models, v1/chat/completions, v1/completions, v1/embeddings.
+
+A generation request runs inside `service.track()` (counted for graceful shutdown) and a time
+limit; its engine generations are cancelled when the client disconnects (Tornado's
+`on_connection_close` fires at once, streaming or not), when the time limit passes, or when a
+shutdown outlasts its grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import time
+from typing import Any
+
+from tornado.iostream import StreamClosedError
+
+from impetus.api import convert, sse
+from impetus.api.auth import scope
+from impetus.api.base import ImpetusHandler
+from impetus.api.errors import APIError
+from impetus.api.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    Embedding,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
+    ModelList,
+)
+from impetus.api.streams import EventStream
+from impetus.engine import EngineError, GenerateRequest
+
+
+class ModelsHandler(ImpetusHandler):
+    @scope("inference")
+    async def get(self) -> None:
+        self.write_json(ModelList(data=await self.service.model_cards()))
+
+
+class ModelHandler(ImpetusHandler):
+    @scope("inference")
+    async def get(self, model_id: str) -> None:
+        for card in await self.service.model_cards():
+            if card.id == model_id:
+                self.write_json(card)
+                return
+        raise APIError(404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+
+
+class _GenerationHandler(ImpetusHandler):
+    """Runs engine generations for one HTTP request and writes them whole or as SSE."""
+
+    _stream: EventStream | None = None
+    _disconnected = False
+    _headers_sent = False
+
+    def on_connection_close(self) -> None:
+        self._disconnected = True
+        if self._stream is not None and self._stream.aborted is None:
+            self._stream.abort("disconnect")
+            self.service.metrics.aborted.labels("disconnect").inc()
+
+    async def run(
+        self,
+        requests: list[GenerateRequest],
+        *,
+        stream: bool,
+        chat: bool,
+        include_usage: bool,
+        want_logprobs: bool,
+        echo: list[str] | None = None,
+    ) -> None:
+        service = self.service
+        with service.track():
+            await service.ensure_engine()
+            if self._disconnected:
+                return
+            events = service.open(requests)
+            self._stream = events
+            n = requests[0].n
+            model = requests[0].model
+            rid = convert.new_id("chatcmpl" if chat else "cmpl")
+            try:
+                async with asyncio.timeout(service.settings.request_timeout):
+                    if stream:
+                        maker = convert.ChunkMaker(rid, model, chat, include_usage, want_logprobs, n, echo)
+                        await self._stream_events(events, maker, len(requests))
+                    else:
+                        await self._whole(events, rid, model, chat, want_logprobs, echo, n)
+            except TimeoutError:
+                if events.aborted is None:
+                    events.abort("timeout")
+                service.metrics.aborted.labels("timeout").inc()
+                await self._fail(
+                    APIError(
+                        504,
+                        f"The request ran past the time limit of {service.settings.request_timeout:g} s.",
+                        type="server_error",
+                        code="timeout",
+                    )
+                )
+            finally:
+                await service.release(events)
+
+    async def _fail(self, err: APIError) -> None:
+        """An error before the response started is a status; after, an SSE error event."""
+        if self._disconnected:
+            return
+        if not self._headers_sent:
+            raise err
+        try:
+            await sse.send(self, err.body())
+            await sse.finish(self)
+        except StreamClosedError:
+            pass
+
+    async def _next(self, events: EventStream) -> tuple[int, Any] | None:
+        try:
+            return await events.next()
+        except EngineError as e:
+            await self._fail(APIError.from_engine(e))
+            return None
+
+    def _aborted_error(self, events: EventStream) -> APIError | None:
+        if events.aborted == "shutdown":
+            return APIError(503, "The server shut down before this request finished.", code="shutting_down")
+        return None  # disconnect: nobody to tell; timeout: reported by run()
+
+    async def _whole(
+        self, events: EventStream, rid: str, model: str, chat: bool, want_logprobs: bool, echo: list[str] | None, n: int
+    ) -> None:
+        acc = convert.Accumulator(n=n)
+        created = int(time.time())
+        while (item := await self._next(events)) is not None:
+            acc.add(*item)
+        if events.aborted:
+            err = self._aborted_error(events)
+            if err is not None:
+                await self._fail(err)
+            return
+        if self._disconnected or self._finished:
+            return
+        if chat:
+            self.write_json(acc.chat_completion(rid, created, model, want_logprobs))
+        else:
+            self.write_json(acc.completion(rid, created, model, want_logprobs, echo))
+
+    async def _stream_events(self, events: EventStream, maker: convert.ChunkMaker, prompts: int) -> None:
+        # Hold the headers until every generation has started: a bad model, a prompt over the
+        # context or a full queue still gets its proper status code instead of a 200 stream.
+        pending: list[tuple[int, Any]] = []
+        starts = 0
+        acc = convert.Accumulator(n=maker.n)
+        while starts < prompts:
+            item = await self._next(events)
+            if item is None:
+                break
+            pending.append(item)
+            if item[1].type == "start":
+                starts += 1
+        if self._finished or self._disconnected:
+            return
+        if events.aborted:
+            err = self._aborted_error(events)
+            if err is not None:
+                await self._fail(err)
+            return
+        sse.start(self)
+        self._headers_sent = True
+        try:
+            if maker.chat:
+                for index in range(prompts * maker.n):
+                    await sse.send(self, maker.role(index))
+            for item in pending:
+                await self._send_event(maker, acc, *item)
+            while (item := await self._next(events)) is not None:
+                await self._send_event(maker, acc, *item)
+            if self._finished:  # an engine error was sent as an event
+                return
+            if events.aborted:
+                err = self._aborted_error(events)
+                if err is not None:
+                    await self._fail(err)
+                return
+            if maker.include_usage:
+                await sse.send(self, maker.usage(acc.usage()))
+            await sse.send(self, sse.DONE)
+            await sse.finish(self)
+        except StreamClosedError:
+            self.on_connection_close()
+
+    async def _send_event(self, maker: convert.ChunkMaker, acc: convert.Accumulator, index: int, ev: Any) -> None:
+        acc.add(index, ev)
+        if ev.type == "delta":
+            chunk = maker.delta(index, ev)
+            if chunk is not None:
+                await sse.send(self, chunk)
+        elif ev.type == "done":
+            for chunk in maker.done(index, ev):
+                await sse.send(self, chunk)
+
+
+class ChatCompletionsHandler(_GenerationHandler):
+    @scope("inference")
+    async def post(self) -> None:
+        req = self.parse(ChatCompletionRequest)
+        greq = convert.chat_request(req)
+        await self.run(
+            [greq],
+            stream=bool(req.stream),
+            chat=True,
+            include_usage=bool(req.stream_options and req.stream_options.include_usage),
+            want_logprobs=bool(req.logprobs),
+        )
+
+
+class CompletionsHandler(_GenerationHandler):
+    @scope("inference")
+    async def post(self) -> None:
+        req = self.parse(CompletionRequest)
+        greqs = convert.completion_requests(req)
+        await self.run(
+            greqs,
+            stream=bool(req.stream),
+            chat=False,
+            include_usage=bool(req.stream_options and req.stream_options.include_usage),
+            want_logprobs=req.logprobs is not None,
+            echo=[p for p in req.prompts() if isinstance(p, str)] if req.echo else None,
+        )
+
+
+class EmbeddingsHandler(ImpetusHandler):
+    @scope("inference")
+    async def post(self) -> None:
+        req = self.parse(EmbeddingRequest)
+        service = self.service
+        with service.track():
+            await service.ensure_engine()
+            try:
+                async with asyncio.timeout(service.settings.request_timeout):
+                    res = await service.engine.embed(req.model, req.texts())
+            except EngineError as e:
+                raise APIError.from_engine(e) from e
+            except TimeoutError:
+                raise APIError(504, "The embedding request ran past the time limit.", type="server_error", code="timeout") from None
+        dims = len(res.vectors[0]) if res.vectors else 0
+        if req.dimensions is not None and req.dimensions != dims:
+            raise APIError(
+                400,
+                f"{res.model} produces {dims}-dimensional embeddings; it cannot shorten them to {req.dimensions}.",
+                param="dimensions",
+            )
+        data = []
+        for i, vec in enumerate(res.vectors):
+            value: list[float] | str = vec
+            if req.encoding_format == "base64":
+                value = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode("ascii")
+            data.append(Embedding(index=i, embedding=value))
+        usage = EmbeddingUsage(prompt_tokens=res.prompt_tokens, total_tokens=res.prompt_tokens)
+        self.write_json(EmbeddingList(data=data, model=res.model, usage=usage))
