@@ -304,9 +304,12 @@ class PrivateServer:
             return
         fd, log = tempfile.mkstemp(prefix="impetus-serve-", suffix=".log")
         self.log_path = Path(log)
+        # A supervisor between us and the server: it stops the server when this process dies
+        # without running atexit (a kernel killed by a restart or the OOM killer).
+        supervised = [sys.executable, "-m", "impetus.client", "--exit-with", str(os.getpid())]
         with os.fdopen(fd, "wb") as log_file:
             self.proc = subprocess.Popen(
-                self.command(),
+                [*supervised, "--", *self.command()],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -978,3 +981,48 @@ def parse_metrics(text: str) -> dict[str, float]:
                 continue
             out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# `python -m impetus.client --exit-with PID -- CMD...`: the private server's supervisor
+
+
+def _supervise(parent: int, cmd: list[str], poll: float = 1.0) -> int:
+    """Run `cmd`; stop it when `parent` goes away. Signals to us are passed on to it."""
+    child = subprocess.Popen(cmd)
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    while True:
+        try:
+            return child.wait(poll)
+        except subprocess.TimeoutExpired:
+            pass
+        if os.getppid() != parent:  # re-parented: the process that started us is gone
+            child.terminate()
+            try:
+                return child.wait(15.0)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                return child.wait()
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m impetus.client")
+    parser.add_argument("--exit-with", type=int, required=True, metavar="PID")
+    parser.add_argument("cmd", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        parser.error("no command")
+    return _supervise(args.exit_with, cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

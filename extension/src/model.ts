@@ -3,7 +3,7 @@
  * `state` and calls these methods; unit tests drive them against a fake transport.
  */
 import { ImpetusApi } from './api';
-import { describeError } from './errors';
+import { ApiError, describeError } from './errors';
 import { ActivityHistory } from './history';
 import type {
   IApiKeyInfo,
@@ -51,6 +51,17 @@ export interface ISidebarModelOptions {
 }
 
 type Listener = (state: ISidebarState) => void;
+
+/** Why the engine status is unknown, in words that say what to do. */
+export function statusErrorText(err: unknown): string {
+  if (err instanceof ApiError && err.status === 404) {
+    return (
+      'The impetus server extension is not running in this Jupyter server (HTTP 404). ' +
+      'Enable it with `jupyter server extension enable impetus` and restart JupyterLab.'
+    );
+  }
+  return describeError(err);
+}
 
 export class SidebarModel {
   readonly history: ActivityHistory;
@@ -122,7 +133,7 @@ export class SidebarModel {
       this.set({ status, statusError: null });
       return status;
     } catch (err) {
-      this.set({ statusError: describeError(err) });
+      this.set({ statusError: statusErrorText(err) });
       return null;
     }
   }

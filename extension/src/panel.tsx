@@ -326,7 +326,7 @@ function ModelsSection(props: {
         <input
           className="jp-ImpetusSidebar-input"
           type="search"
-          placeholder="Search models, or a hub repo id"
+          placeholder="Filter, or a hub repo id"
           aria-label="Search models"
           data-testid="impetus-model-search"
           value={state.query}
@@ -346,8 +346,8 @@ function ModelsSection(props: {
           {state.hubSearching ? 'Searching…' : 'Hub'}
         </button>
       </div>
-      <label className="jp-ImpetusSidebar-row jp-ImpetusSidebar-muted">
-        Keep loaded when idle:
+      <label className="jp-ImpetusSidebar-row jp-ImpetusSidebar-muted" title="How long a model loaded from here stays loaded while idle">
+        Keep-alive on load
         <select
           className="jp-ImpetusSidebar-select"
           aria-label="Keep-alive for models loaded from here"

@@ -33,7 +33,10 @@ describe('SidebarModel', () => {
     const { server, model } = setup();
     server.override = r => (r.path === 'admin/status' ? json({ message: 'Not Found' }, 404) : undefined);
     await model.refreshStatus();
-    expect(model.state.statusError).toBe('Not Found (HTTP 404)');
+    expect(model.state.statusError).toMatch(/server extension is not running.*HTTP 404/);
+    server.override = r => (r.path === 'admin/status' ? json({ error: { message: 'engine restarting' } }, 503) : undefined);
+    await model.refreshStatus();
+    expect(model.state.statusError).toBe('engine restarting (HTTP 503)');
     server.override = null;
     await model.refreshStatus();
     expect(model.state.statusError).toBeNull();

@@ -1,0 +1,37 @@
+"""The URL table, shared by the Jupyter extension (prefix `{base_url}impetus/`) and `impetus serve` (`/`)."""
+
+from __future__ import annotations
+
+from impetus.api import admin, admin_models, ops
+from impetus.api import openai_handlers as oa
+from impetus.api.base import ImpetusHandler
+
+ROUTES: list[tuple[str, type[ImpetusHandler]]] = [
+    (r"v1/models", oa.ModelsHandler),
+    (r"v1/models/(.+)", oa.ModelHandler),
+    (r"v1/chat/completions", oa.ChatCompletionsHandler),
+    (r"v1/completions", oa.CompletionsHandler),
+    (r"v1/embeddings", oa.EmbeddingsHandler),
+    (r"health", ops.HealthHandler),
+    (r"ready", ops.ReadyHandler),
+    (r"metrics", ops.MetricsHandler),
+    (r"openapi\.json", ops.OpenAPIHandler),
+    (r"docs/?", ops.ExplorerHandler),
+    (r"docs/(explorer\.js|explorer\.css)", ops.ExplorerHandler),
+    (r"admin/status", admin.StatusHandler),
+    (r"admin/keys", admin.KeysHandler),
+    (r"admin/keys/([A-Za-z0-9_-]+)", admin.KeyHandler),
+    *admin_models.ROUTES,
+]
+
+
+def build_handlers(prefix: str) -> list[tuple[str, type[ImpetusHandler]]]:
+    """(pattern, handler) pairs under `prefix`: "/" for serve, "impetus/" in Jupyter (where the
+    extension machinery prepends the server's base_url)."""
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return [(prefix + pattern, handler) for pattern, handler in ROUTES]
+
+
+def handler_classes() -> list[type[ImpetusHandler]]:
+    return [handler for _, handler in ROUTES]

@@ -1,0 +1,185 @@
+"""`impetus serve`: the OpenAI API (and admin / ops endpoints) without Jupyter.
+
+Flags are the fields of `impetus.config.Settings` (`--max-queue` sets `max_queue`), plus
+`--model` / `--api-key` (repeatable) and `--log-level`. Keys come from `--api-key` or
+`IMPETUS_API_KEY` (comma-separated); without one it refuses to start, unless it listens on a
+loopback address with `--no-auth`.
+
+SIGTERM (or SIGINT): stop accepting connections, answer 503 to new requests on open ones, let
+requests in flight finish within `--shutdown-grace` seconds, cancel what is left, stop the
+engine, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import signal
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from impetus.config import Settings
+
+log = logging.getLogger("impetus.serve")
+
+# Settings fields with a flag name of their own (list fields take one value per flag)
+RENAMED = {"models": "--model", "api_keys": "--api-key"}
+BYTE_FIELDS = {"memory_budget", "prompt_cache_bytes", "max_body_bytes"}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'8M', '1.5GiB', '4096' -> bytes (powers of 1024)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 8G)")
+    unit = (m.group(2) or "b")[0].lower()
+    return int(float(m.group(1)) * 1024 ** "bkmgt".index(unit))
+
+
+def _flag_type(name: str, annotation: Any) -> dict[str, Any]:
+    if name in BYTE_FIELDS:
+        return {"type": parse_size, "metavar": "SIZE"}
+    origin = get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in get_args(annotation) if a is not type(None)]
+        return _flag_type(name, inner[0])
+    if origin is Literal:
+        return {"choices": list(get_args(annotation))}
+    if annotation is bool:
+        return {"action": "store_const", "const": True}
+    if annotation in (int, float, str, Path):
+        return {"type": annotation}
+    if origin is list:
+        return {"action": "append", "type": str}
+    raise TypeError(f"no flag for Settings.{name}: {annotation!r}")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="serve the OpenAI-compatible API (no Jupyter needed)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    hints = typing.get_type_hints(Settings)
+    for name, field in Settings.model_fields.items():
+        flag = RENAMED.get(name, "--" + name.replace("_", "-"))
+        kwargs = _flag_type(name, hints[name])
+        kwargs.setdefault("default", None)
+        help_ = field.description or ""
+        if name == "api_keys":
+            help_ += " (repeatable; also IMPETUS_API_KEY, comma-separated)"
+        elif name == "models":
+            help_ += " (repeatable)"
+        p.add_argument(flag, dest=name, help=help_, **kwargs)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+    return p
+
+
+def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    values = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None}
+    keys = list(values.get("api_keys") or [])
+    keys += [k.strip() for k in env.get("IMPETUS_API_KEY", "").split(",") if k.strip()]
+    values["api_keys"] = keys
+    return Settings(**values)
+
+
+def check_auth(settings: Settings) -> str | None:
+    """Why these settings must not serve, or None."""
+    from impetus.api.auth import is_loopback
+
+    if settings.no_auth:
+        if settings.api_keys:
+            return "--no-auth and --api-key/IMPETUS_API_KEY contradict each other; pick one"
+        if not is_loopback(settings.host):
+            return f"--no-auth is only allowed on a loopback address, not {settings.host!r}"
+        return None
+    if not settings.api_keys:
+        return "refusing to serve without an API key: pass --api-key KEY (or set IMPETUS_API_KEY), or --no-auth on a loopback address"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = settings_from_args(args)
+    except ValueError as e:
+        print(f"impetus serve: invalid settings: {e}", file=sys.stderr)
+        return 2
+    problem = check_auth(settings)
+    if problem:
+        print(f"impetus serve: {problem}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(settings))
+
+
+async def serve(settings: Settings) -> int:
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+
+    from impetus.api.app import make_app
+    from impetus.api.service import ImpetusService
+
+    service = ImpetusService(settings)
+    app = make_app(service)
+    # Body limits are enforced per request by the handlers (413 in OpenAI's shape); the server's
+    # own cap only has to be above them.
+    server = HTTPServer(app, xheaders=True, max_body_size=4 * settings.max_body_bytes + (1 << 20))
+    try:
+        sockets = bind_sockets(settings.port, settings.host)
+    except OSError as e:
+        print(f"impetus serve: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
+        return 1
+    server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    service.endpoint = f"http://{host}:{port}/v1"
+    service.start_background()
+    print(f"impetus serve: listening on http://{host}:{port}/ (OpenAI base URL {service.endpoint})", flush=True)
+
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("received %s: draining", signal.Signals(signum).name)
+            stop.set()
+        else:  # a second signal: do not wait for the grace period
+            log.warning("second signal: cancelling the requests in flight")
+            service.abort_all("shutdown")
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    await stop.wait()
+
+    server.stop()  # no new connections
+    in_flight = service.in_flight
+    if in_flight:
+        log.info("waiting up to %g s for %d request(s) in flight", settings.shutdown_grace, in_flight)
+    if not await service.drain(settings.shutdown_grace):
+        n = service.abort_all("shutdown")
+        log.warning("grace period over: cancelled %d request(s)", n)
+        await service.drain(5.0)
+    try:
+        await asyncio.wait_for(server.close_all_connections(), timeout=5.0)
+    except asyncio.TimeoutError:
+        log.warning("some connections did not close")
+    await service.close()
+    log.info("stopped")
+    return 0
