@@ -295,8 +295,10 @@ class PrivateServer:
         paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         if root not in paths:
             env["PYTHONPATH"] = os.pathsep.join([root, *paths])
-        # A kernel's variables must not make the child believe it is a kernel of some server.
-        env.pop("JPY_PARENT_PID", None)
+        # A kernel's variables must not leak in: the server would take IMPETUS_API_KEY as its key
+        # (contradicting --no-auth), and JPY_PARENT_PID names a Jupyter server it is not part of.
+        for name in ("JPY_PARENT_PID", "IMPETUS_API_KEY", "IMPETUS_URL"):
+            env.pop(name, None)
         return env
 
     def start(self, timeout: float = SERVER_START_TIMEOUT) -> None:

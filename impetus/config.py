@@ -48,8 +48,9 @@ class Settings(BaseModel):
     # --- the HTTP surface (impetus serve, the Jupyter extension) ---
     host: str = Field("127.0.0.1", description="address `impetus serve` listens on")
     port: int = Field(8000, ge=0, le=65535, description="port `impetus serve` listens on (0: any free port)")
+    # exclude: never serialized, so never on the engine process's command line or in a dump
     api_keys: list[str] = Field(
-        default_factory=list, repr=False, description="keys with full access to `impetus serve` (admin included)"
+        default_factory=list, repr=False, exclude=True, description="keys with full access to `impetus serve` (admin included)"
     )
     no_auth: bool = Field(False, description="serve without keys (refused unless host is a loopback address)")
     shutdown_grace: float = Field(30.0, ge=0, description="seconds in-flight requests get to finish on SIGTERM")

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
-import os
+# Like the engine process, the test process loads an optimized BLAS before anything imports MLX.
+from impetus.engine.blas import load_optimized_blas
+
+load_optimized_blas()
+
+import os  # noqa: E402
 from pathlib import Path
 
-import pytest
+import pytest  # noqa: E402
 
 from tests.tiny_model import build_tiny_llama
 

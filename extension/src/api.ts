@@ -49,10 +49,23 @@ export class ImpetusApi {
     return listOf<IRegistryEntry>(await this.json('admin/models'), 'model list');
   }
 
-  /** Search the model hub (`GET admin/models/search?q=`). */
+  /**
+   * Search the model hub (`GET admin/models/search?q=`). The answer is a list, or the registry's
+   * SearchResult `{"query", "models": [...], "error"}` whose `error` says why the hub could not
+   * be searched (offline, say).
+   */
   async searchHub(query: string): Promise<IRegistryEntry[]> {
     const q = encodeURIComponent(query.trim());
-    return listOf<IRegistryEntry>(await this.json(`admin/models/search?q=${q}`), 'search');
+    const body = await this.json(`admin/models/search?q=${q}`);
+    if (body && typeof body === 'object' && !Array.isArray(body) && 'models' in body) {
+      const result = body as { models?: unknown; error?: unknown };
+      const models = Array.isArray(result.models) ? (result.models as IRegistryEntry[]) : [];
+      if (typeof result.error === 'string' && result.error && models.length === 0) {
+        throw new ApiError(result.error);
+      }
+      return models;
+    }
+    return listOf<IRegistryEntry>(body, 'search');
   }
 
   /**

@@ -80,6 +80,9 @@ export function describeProgress(p: IPullProgress): string {
       return p.message || 'converting…';
     default: {
       const parts: string[] = [];
+      if (p.message) {
+        parts.push(p.message);
+      }
       const done = formatBytes(p.bytes_done ?? 0);
       parts.push(p.bytes_total ? `${done} / ${formatBytes(p.bytes_total)}` : done);
       if (p.speed && p.speed > 0) {
@@ -87,6 +90,9 @@ export function describeProgress(p: IPullProgress): string {
       }
       if (p.eta !== null && p.eta !== undefined && p.eta >= 0 && p.bytes_total) {
         parts.push(`${formatDuration(p.eta)} left`);
+      }
+      if (p.file) {
+        parts.push(p.file);
       }
       return parts.join(' · ');
     }
@@ -151,4 +157,24 @@ export function formatTimestamp(value: number | string | null | undefined): stri
     return String(value);
   }
   return date.toLocaleString();
+}
+
+/** 135_000_000 -> "135M params". */
+export function formatParameters(n: number | null | undefined): string | null {
+  if (!n || !Number.isFinite(n) || n <= 0) {
+    return null;
+  }
+  const units: Array<[number, string]> = [
+    [1e12, 'T'],
+    [1e9, 'B'],
+    [1e6, 'M'],
+    [1e3, 'K']
+  ];
+  for (const [size, unit] of units) {
+    if (n >= size) {
+      const v = n / size;
+      return `${v >= 10 ? v.toFixed(0) : v.toFixed(1)}${unit} params`;
+    }
+  }
+  return `${n} params`;
 }

@@ -30,7 +30,7 @@ export function matchesQuery(entry: IRegistryEntry, query: string): boolean {
  * Rows for the list: loaded models first, then downloaded, then the rest, each by id.
  * `loadedStates` is `EngineStatus.models` (null when no status arrived yet: then the registry's
  * own `loaded` flag is used). Models loaded in the engine but absent from the registry listing
- * (loaded from a path, say) still get a row.
+ * (loaded from a path, say) and downloads of models not listed yet still get a row.
  */
 export function modelRows(
   entries: readonly IRegistryEntry[],
@@ -60,6 +60,18 @@ export function modelRows(
         loaded: true,
         downloaded: true,
         pull: pulls.get(state.id) ?? null
+      });
+    }
+  }
+  // A download started from the search box or the hub results: its row shows the progress.
+  for (const [id, pull] of pulls) {
+    if (!seen.has(id) && !states.has(id)) {
+      rows.push({
+        entry: { id, source: 'hub', downloaded: pull.status === 'done' },
+        state: null,
+        loaded: false,
+        downloaded: pull.status === 'done',
+        pull
       });
     }
   }

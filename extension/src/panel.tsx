@@ -12,6 +12,7 @@ import {
   describeProgress,
   formatBytes,
   formatKeepAlive,
+  formatParameters,
   formatRate,
   formatTimestamp,
   memoryView,
@@ -397,7 +398,14 @@ function ModelsSection(props: {
 }
 
 function entryFacts(entry: IRegistryEntry): string {
-  return [entry.kind, entry.quantization, entry.size ? formatBytes(entry.size) : null, entry.source]
+  const size = entry.size_bytes ?? entry.size;
+  return [
+    entry.kind,
+    formatParameters(entry.parameters),
+    entry.quantization,
+    size ? formatBytes(size) : null,
+    entry.source
+  ]
     .filter(Boolean)
     .join(' · ');
 }

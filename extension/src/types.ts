@@ -61,8 +61,14 @@ export interface IRegistryEntry {
   id: string;
   source?: string;
   kind?: string;
-  /** Bytes on disk (or to download); null when unknown. */
+  /** Bytes on disk; null when unknown. (`size` is accepted from older servers.) */
+  size_bytes?: number | null;
   size?: number | null;
+  /** Estimated weight memory when loaded in `serving_dtype`. */
+  memory_bytes?: number | null;
+  serving_dtype?: string | null;
+  parameters?: number | null;
+  context_length?: number | null;
   quantization?: string | null;
   loaded?: boolean;
   downloaded?: boolean;
@@ -83,6 +89,8 @@ export interface IPullProgress {
   eta?: number | null;
   message?: string | null;
   id?: string;
+  /** The file being fetched. */
+  file?: string | null;
 }
 
 /** An inference-only API key as listed: the secret itself is only in `ICreatedKey`. */

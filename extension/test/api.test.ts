@@ -33,6 +33,13 @@ describe('ImpetusApi', () => {
     expect(server.requests.map(r => `${r.method} ${r.path}`)).toEqual(['GET admin/status', 'GET admin/models']);
   });
 
+  it("reads the registry's search result and its error", async () => {
+    const ok = new ImpetusApi(async () => json({ query: 'q', models: [{ id: 'org/m', downloads: 3 }], error: null }));
+    expect(await ok.searchHub('q')).toEqual([{ id: 'org/m', downloads: 3 }]);
+    const offline = new ImpetusApi(async () => json({ query: 'q', models: [], error: 'the hub cannot be searched' }));
+    await expect(offline.searchHub('q')).rejects.toThrow('the hub cannot be searched');
+  });
+
   it('accepts a bare array as a list', async () => {
     const api = new ImpetusApi(async () => json([{ id: 'a' }]));
     expect(await api.models()).toEqual([{ id: 'a' }]);

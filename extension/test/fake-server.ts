@@ -76,9 +76,9 @@ export class FakeServer {
     stats: { running: 0, waiting: 0, decode_tps_recent: 0 }
   };
   models: IRegistryEntry[] = [
-    { id: 'smollm2-135m', source: 'builtin', kind: 'chat', size: 100_000_000, quantization: 'Q4_1', loaded: true, downloaded: true },
-    { id: 'minilm', source: 'builtin', kind: 'embedding', size: 90_000_000, quantization: null, loaded: false, downloaded: true },
-    { id: 'org/remote-model', source: 'hub', kind: 'chat', size: 1_000_000, loaded: false, downloaded: false }
+    { id: 'smollm2-135m', source: 'builtin', kind: 'chat', size_bytes: 100_000_000, quantization: 'Q4_1', loaded: true, downloaded: true },
+    { id: 'minilm', source: 'builtin', kind: 'embedding', size_bytes: 90_000_000, quantization: null, loaded: false, downloaded: true },
+    { id: 'org/remote-model', source: 'hub', kind: 'chat', size_bytes: 1_000_000, loaded: false, downloaded: false }
   ];
   keys: IApiKeyInfo[] = [];
   /** The open download streams, by model id. */

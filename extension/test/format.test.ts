@@ -6,6 +6,7 @@ import {
   formatBytes,
   formatDuration,
   formatKeepAlive,
+  formatParameters,
   formatRate,
   memoryView,
   progressFraction,
@@ -47,6 +48,15 @@ describe('format', () => {
     expect(describeProgress({ status: 'converting' })).toBe('converting…');
     expect(describeProgress({ status: 'error', message: 'disk full' })).toBe('disk full');
     expect(describeProgress({ status: 'downloading', bytes_done: 2048 })).toBe('2.00 KB');
+    expect(describeProgress({ status: 'downloading', bytes_done: 1, bytes_total: 2, file: 'model.safetensors' })).toBe(
+      '1 B / 2 B · model.safetensors'
+    );
+  });
+
+  it('formats parameter counts', () => {
+    expect(formatParameters(134_515_008)).toBe('135M params');
+    expect(formatParameters(8_030_000_000)).toBe('8.0B params');
+    expect(formatParameters(null)).toBeNull();
   });
 
   it('maps engine states and backends', () => {

@@ -39,6 +39,12 @@ describe('modelRows', () => {
     expect(modelRows(entries, null, new Map(), 'q4_1').map(r => r.entry.id)).toEqual(['smollm2-135m']);
   });
 
+  it('gives a download of an unlisted model its own row', () => {
+    const pulls = new Map<string, IPullProgress>([['org/new', { status: 'downloading', bytes_done: 3 }]]);
+    const row = modelRows(entries, null, pulls, 'nothing matches').find(r => r.entry.id === 'org/new');
+    expect(row).toMatchObject({ loaded: false, downloaded: false, pull: { bytes_done: 3 } });
+  });
+
   it('marks a finished download as downloaded before the list is refetched', () => {
     const pulls = new Map<string, IPullProgress>([['zeta-remote', { status: 'done' }]]);
     const row = modelRows(entries, null, pulls).find(r => r.entry.id === 'zeta-remote');

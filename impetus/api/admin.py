@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from impetus.api.auth import scope
 from impetus.api.base import ImpetusHandler
 from impetus.api.errors import APIError
@@ -21,6 +23,7 @@ class StatusHandler(ImpetusHandler):
     async def get(self) -> None:
         service = self.service
         st = await service.status() if service.engine.state == "ready" else None
+        body: dict[str, Any]
         if st is None:
             state = service.engine.state if service.engine.state != "ready" else "failed"
             body = {
@@ -31,7 +34,9 @@ class StatusHandler(ImpetusHandler):
             }
         else:
             body = st.model_dump(mode="json")
-        body["endpoint"] = service.endpoint
+        # the OpenAI base URL as this client reached it (proxies included, with xheaders)
+        prefix = self.settings.get("impetus_prefix", "/")
+        body["endpoint"] = f"{self.request.protocol}://{self.request.host}{prefix}v1"
         body["in_flight"] = service.in_flight
         body["draining"] = service.draining
         self.write_json(body)
@@ -40,11 +45,11 @@ class StatusHandler(ImpetusHandler):
 class KeysHandler(ImpetusHandler):
     @scope("admin")
     async def get(self) -> None:
-        self.write_json(KeyList(data=[_info(r) for r in self.service.keys.list()]))
+        self.write_json(KeyList(data=[_info(r) for r in self.service.keys.records()]))
 
     @scope("admin")
     async def post(self) -> None:
-        req = self.parse(CreateKeyRequest) if self.body_bytes().strip() else CreateKeyRequest()
+        req = self.parse(CreateKeyRequest) if self.body_bytes().strip() else CreateKeyRequest(name="")
         rec, key = self.service.keys.create(req.name)
         self.write_json(CreatedKey(**_info(rec).model_dump(), key=key), status=201)
 

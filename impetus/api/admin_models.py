@@ -6,6 +6,7 @@ Thin handlers over `impetus.models` (the registry and hub downloads) and the eng
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from typing import Any
 
@@ -17,7 +18,7 @@ log = logging.getLogger("impetus.api")
 async def registry_entries(settings: Settings) -> list[dict[str, Any]]:
     """The registry's entries as dicts (it scans folders: run it off the event loop)."""
     try:
-        from impetus.models import registry
+        registry = importlib.import_module("impetus.models.registry")
     except ImportError:  # the registry module is not part of this build yet
         return []
     entries = await asyncio.to_thread(registry.list_entries, settings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from jupyter_server.auth.authorizer import AllowAllAuthorizer
 from tornado import web
@@ -35,10 +36,7 @@ class NotFoundHandler(web.RequestHandler):
 def make_app(service: ImpetusService) -> web.Application:
     settings = service.settings
     identity = ServeIdentityProvider(no_auth=settings.no_auth)
-    return web.Application(
-        build_handlers("/"),  # type: ignore[arg-type]
-        default_handler_class=NotFoundHandler,
-        **{
+    app_settings: dict[str, Any] = {
             SERVICE_KEY: service,
             "impetus_prefix": "/",
             "base_url": "/",
@@ -50,5 +48,5 @@ def make_app(service: ImpetusService) -> web.Application:
             "xsrf_cookies": False,
             "serverapp": None,
             "websocket_ping_interval": None,
-        },
-    )
+    }
+    return web.Application(build_handlers("/"), default_handler_class=NotFoundHandler, **app_settings)

@@ -41,7 +41,8 @@ class ImpetusHandler(APIHandler):
 
     @property
     def service(self) -> ImpetusService:
-        return self.settings[SERVICE_KEY]  # type: ignore[no-any-return]
+        service: ImpetusService = self.settings[SERVICE_KEY]
+        return service
 
     # ---- authentication -------------------------------------------------------------------
 

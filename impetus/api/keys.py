@@ -75,7 +75,7 @@ class KeyStore:
 
     # ---- management
 
-    def list(self) -> list[KeyRecord]:
+    def records(self) -> list[KeyRecord]:
         return list(self._load())
 
     def create(self, name: str = "") -> tuple[KeyRecord, str]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from impetus.engine.types import EngineStatus, Event, GenerateRequest
+from impetus.engine.types import EngineStatus, Event
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +78,15 @@ class Metrics:
     def set_status(self, status: EngineStatus | None) -> None:
         self._status.status = status
 
-    def on_event(self, request: GenerateRequest, event: Event) -> None:
-        """Engine listener: must never raise (it runs inside the engine client's reader task)."""
+    def on_event(self, gen: Any, event: Event) -> None:
+        """Engine listener, called with the `Generation` and each of its events. Never raises:
+        it runs inside the engine client's reader task."""
         try:
-            self._observe(request, event)
+            self._observe(gen.model or gen.request.model, event)
         except Exception:  # pragma: no cover - a metrics bug must not break serving
             log.exception("metrics listener failed")
 
-    def _observe(self, request: GenerateRequest, event: Event) -> None:
-        model = request.model
+    def _observe(self, model: str, event: Event) -> None:
         if event.type == "start" and event.usage is not None:
             self.prompt_tokens.labels(model).inc(event.usage.prompt_tokens)
             self.cache_queries.labels(model).inc(event.usage.prompt_tokens)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from importlib.resources import files
 
 from impetus.api.auth import scope
@@ -95,6 +96,7 @@ class ExplorerHandler(ImpetusHandler):
         body = (STATIC / name).read_bytes()
         if asset == "":
             # absolute asset and API URLs: the page works at docs and docs/ alike
-            body = body.replace(b"__PREFIX__", self.settings.get("impetus_prefix", "/").encode())
+            prefix = html.escape(self.settings.get("impetus_prefix", "/"), quote=True)
+            body = body.replace(b"__PREFIX__", prefix.encode())
         self.set_header("Cache-Control", "no-cache")
         self.finish(body, set_content_type=ctype)

@@ -178,8 +178,20 @@ async def serve(settings: Settings) -> int:
         await service.drain(5.0)
     try:
         await asyncio.wait_for(server.close_all_connections(), timeout=5.0)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("some connections did not close")
     await service.close()
     log.info("stopped")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m impetus.api.serve ...`: the same command as `impetus serve ...`."""
+    parser = argparse.ArgumentParser(prog="impetus")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -85,7 +85,7 @@ class ImpetusService:
         """The engine's status (None if it does not answer in time); refreshes the gauges."""
         try:
             st = await self.engine.status(timeout=timeout)
-        except (EngineError, asyncio.TimeoutError):
+        except (TimeoutError, EngineError):
             st = None
         self.metrics.set_status(st)
         return st
@@ -149,7 +149,7 @@ class ImpetusService:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=grace)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     def abort_all(self, reason: str) -> int:

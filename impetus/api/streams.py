@@ -62,7 +62,7 @@ class EventStream:
                 continue
             if isinstance(item, EngineError):
                 raise item
-            return item  # type: ignore[no-any-return]
+            return item  # type: ignore[no-any-return,unused-ignore]
         return None
 
     def abort(self, reason: str) -> None:

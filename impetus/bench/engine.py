@@ -60,7 +60,8 @@ def random_prompts(vocab: int, config: EngineBenchConfig) -> list[list[int]]:
     """Warm-up and trial prompts, uniform over the vocabulary like mlx-lm's benchmark."""
     rng = np.random.default_rng(config.seed)
     count = config.warmup + config.trials
-    return rng.integers(0, vocab, size=(count, config.prompt_tokens)).tolist()  # type: ignore[no-any-return]
+    prompts: list[list[int]] = rng.integers(0, vocab, size=(count, config.prompt_tokens)).tolist()
+    return prompts
 
 
 def _side(name: str, load_seconds: float, dtype: str, trials: list[EngineTrial]) -> EngineSide:
@@ -84,16 +85,19 @@ def bench_engine_side(
     warnings: list[str],
     on_trial: TrialCallback | None = None,
 ) -> EngineSide:
-    from impetus.engine import GenerateRequest, SamplingParams
+    from impetus.engine import GenerateRequest
 
     trials: list[EngineTrial] = []
     for i, prompt in enumerate(prompts):
-        request = GenerateRequest(
-            model=config.model,
-            prompt=prompt,
-            max_tokens=config.generation_tokens,
-            ignore_eos=True,
-            sampling=SamplingParams(temperature=0.0),  # mlx-lm's default sampler: argmax
+        # model_validate rather than keywords: mypy without the pydantic plugin wants every field
+        request = GenerateRequest.model_validate(
+            {
+                "model": config.model,
+                "prompt": prompt,
+                "max_tokens": config.generation_tokens,
+                "ignore_eos": True,
+                "sampling": {"temperature": 0.0},  # mlx-lm's default sampler: argmax
+            }
         )
         t0 = time.perf_counter()
         done = None
@@ -157,8 +161,8 @@ def bench_raw_side(
         mx.reset_peak_memory()
         t0 = time.perf_counter()
         response = None
-        for response in stream_generate(model, tokenizer, prompt, max_tokens=config.generation_tokens):
-            pass
+        for step in stream_generate(model, tokenizer, prompt, max_tokens=config.generation_tokens):
+            response = step  # the last response carries the totals
         wall = time.perf_counter() - t0
         if response is None:
             raise RuntimeError("mlx_lm.stream_generate produced nothing")

@@ -82,12 +82,6 @@ def headline(record: RunRecord) -> str:
     return "-"
 
 
-def failures(record: RunRecord) -> int:
-    return sum(1 for part in record.results for r in part if not r.success) or sum(
-        p.failed for p in record.profiles
-    ) + sum(t.failed for t in record.turns)
-
-
 def format_history(records: Sequence[RunRecord]) -> str:
     if not records:
         return "no benchmark runs stored yet"
@@ -240,66 +234,77 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return b / a if a and b is not None else None
 
 
-def format_compare(a: RunRecord, b: RunRecord) -> str:
-    """Side by side, B relative to A (ratio B/A), matching profiles / turns / sides by name."""
-    lines = [f"A  {a.id}  {a.kind}  {a.label}  {a.model}  {a.created:%Y-%m-%d %H:%M}",
-             f"B  {b.id}  {b.kind}  {b.label}  {b.model}  {b.created:%Y-%m-%d %H:%M}"]
+def compare(a: RunRecord, b: RunRecord) -> dict[str, Any]:
+    """B relative to A (ratio B/A), matching profiles / turns / engine sides by name.
+
+    -> {"a", "b", "kind", "group": column title, "rows": [{group, metric, a, b, ratio}], "notes"}
+    """
+    notes: list[str] = []
+    rows: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"a": a.id, "b": b.id, "kind": a.kind, "group": "", "rows": rows, "notes": notes}
     if a.kind != b.kind:
-        return "\n".join([*lines, f"cannot compare a {a.kind} run with a {b.kind} run"])
+        notes.append(f"cannot compare a {a.kind} run with a {b.kind} run")
+        return out
     for key in sorted(set(a.params) | set(b.params)):
         if key not in ("base_url", "label") and a.params.get(key) != b.params.get(key):
-            lines.append(f"param {key}: {a.params.get(key)!r} -> {b.params.get(key)!r}")
+            notes.append(f"param {key}: {a.params.get(key)!r} -> {b.params.get(key)!r}")
     if machine_line(a.machine) != machine_line(b.machine):
-        lines += [f"machine A: {machine_line(a.machine)}", f"machine B: {machine_line(b.machine)}"]
-    rows: list[tuple[Any, ...]] = []
+        notes += [f"machine A: {machine_line(a.machine)}", f"machine B: {machine_line(b.machine)}"]
+
+    def add(group: str, metric: str, va: float | None, vb: float | None) -> None:
+        rows.append({"group": group, "metric": metric, "a": va, "b": vb, "ratio": _ratio(va, vb)})
+
     if a.kind == "serve":
-        metrics: list[tuple[str, Any]] = [
-            ("out tok/s", lambda p: p.output_throughput),
-            ("req/s", lambda p: p.request_throughput),
-            ("TTFT p50 ms", lambda p: _stat(p.ttft, 1000)),
-            ("TPOT p50 ms", lambda p: _stat(p.tpot, 1000)),
-            ("E2E p50 ms", lambda p: _stat(p.e2e, 1000)),
-            ("failed", lambda p: p.failed),
-        ]
+        out["group"] = "profile"
         b_profiles = {p.spec.name: p for p in b.profiles}
         for pa in a.profiles:
             pb = b_profiles.get(pa.spec.name)
             if pb is None:
                 continue
-            for name, get in metrics:
-                rows.append((pa.spec.name, name, get(pa), get(pb), _ratio(get(pa), get(pb))))
-        unmatched = [p.spec.name for p in b.profiles if p.spec.name not in {q.spec.name for q in a.profiles}]
-        if unmatched:
-            lines.append(f"only in B: {', '.join(unmatched)}")
-        header = "profile"
+            name = pa.spec.name
+            add(name, "out tok/s", pa.output_throughput, pb.output_throughput)
+            add(name, "req/s", pa.request_throughput, pb.request_throughput)
+            add(name, "TTFT p50 ms", _stat(pa.ttft, 1000), _stat(pb.ttft, 1000))
+            add(name, "TPOT p50 ms", _stat(pa.tpot, 1000), _stat(pb.tpot, 1000))
+            add(name, "E2E p50 ms", _stat(pa.e2e, 1000), _stat(pb.e2e, 1000))
+            add(name, "failed", pa.failed, pb.failed)
+        a_names = {p.spec.name for p in a.profiles}
+        if unmatched := [p.spec.name for p in b.profiles if p.spec.name not in a_names]:
+            notes.append(f"only in B: {', '.join(unmatched)}")
     elif a.kind == "multiturn":
+        out["group"] = "turn"
         b_turns = {t.turn: t for t in b.turns}
         for ta in a.turns:
             tb = b_turns.get(ta.turn)
             if tb is None:
                 continue
-            for name, va, vb in (
-                ("TTFT p50 ms", _stat(ta.ttft, 1000), _stat(tb.ttft, 1000)),
-                ("cold TTFT p50 ms", _stat(ta.cold_ttft, 1000), _stat(tb.cold_ttft, 1000)),
-                ("cached tok", ta.cached_tokens.mean, tb.cached_tokens.mean),
-            ):
-                rows.append((f"turn {ta.turn}", name, va, vb, _ratio(va, vb)))
-        header = "turn"
+            add(f"turn {ta.turn}", "TTFT p50 ms", _stat(ta.ttft, 1000), _stat(tb.ttft, 1000))
+            add(f"turn {ta.turn}", "cold TTFT p50 ms", _stat(ta.cold_ttft, 1000), _stat(tb.cold_ttft, 1000))
+            add(f"turn {ta.turn}", "cached tok", ta.cached_tokens.mean, tb.cached_tokens.mean)
     else:
+        out["group"] = "run"
         b_sides = {s.name: s for s in (b.engine.sides if b.engine else [])}
         for sa in a.engine.sides if a.engine else []:
             sb = b_sides.get(sa.name)
             if sb is None:
                 continue
-            for name, va, vb in (
-                ("prompt tok/s", sa.prompt_tps.mean, sb.prompt_tps.mean),
-                ("gen tok/s", sa.generation_tps.mean, sb.generation_tps.mean),
-                ("peak GiB", gib(sa.peak_memory), gib(sb.peak_memory)),
-                ("load s", sa.load_seconds, sb.load_seconds),
-            ):
-                rows.append((sa.name, name, va, vb, _ratio(va, vb)))
-        header = "run"
+            add(sa.name, "prompt tok/s", sa.prompt_tps.mean, sb.prompt_tps.mean)
+            add(sa.name, "gen tok/s", sa.generation_tps.mean, sb.generation_tps.mean)
+            add(sa.name, "peak GiB", gib(sa.peak_memory), gib(sb.peak_memory))
+            add(sa.name, "load s", sa.load_seconds, sb.load_seconds)
     if not rows:
-        lines.append("nothing in common to compare (different profiles)")
-        return "\n".join(lines)
-    return "\n".join([*lines, "", table([header, "metric", "A", "B", "B/A"], rows)])
+        notes.append("nothing in common to compare (different profiles)")
+    return out
+
+
+def format_compare(a: RunRecord, b: RunRecord) -> str:
+    result = compare(a, b)
+    lines = [
+        f"A  {a.id}  {a.kind}  {a.label}  {a.model}  {a.created:%Y-%m-%d %H:%M}",
+        f"B  {b.id}  {b.kind}  {b.label}  {b.model}  {b.created:%Y-%m-%d %H:%M}",
+        *result["notes"],
+    ]
+    if result["rows"]:
+        rows = [(r["group"], r["metric"], r["a"], r["b"], r["ratio"]) for r in result["rows"]]
+        lines += ["", table([result["group"], "metric", "A", "B", "B/A"], rows)]
+    return "\n".join(lines)

@@ -177,7 +177,7 @@ class AsyncEngine:
                 await asyncio.wait_for(self._call("shutdown", {}), timeout=grace)
             try:
                 await asyncio.wait_for(proc.wait(), timeout=grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await proc.wait()
         for t in self._tasks:
@@ -362,7 +362,7 @@ class AsyncEngine:
         try:
             await self._call("ping", {}, timeout=timeout)
             return True
-        except (EngineError, asyncio.TimeoutError):
+        except (TimeoutError, EngineError):
             return False
 
     async def kill(self) -> None:

@@ -107,7 +107,7 @@ def make_grammar_processor(tokenizer: Any, vocab_size: int, grammar: str) -> Cal
         nonlocal calls
         # The first call sees the prompt; every later one sees the token sampled last step.
         if calls > 0 and not matcher.is_stopped():
-            matcher.consume_token(int(tokens[-1].item()))
+            matcher.consume_token(int(tokens[-1].item()))  # type: ignore[arg-type]
         calls += 1
         if matcher.is_stopped() or matcher.is_error():
             allowed = np.zeros(logits.shape[-1], dtype=bool)

@@ -60,11 +60,9 @@ class EngineCore:
 
     def resolve(self, model_id: str) -> tuple[str, str, Path]:
         """(canonical id, kind, folder) for an id the registry knows, or a model folder path."""
-        try:
-            from impetus.models import registry
-        except ImportError:
-            registry = None  # type: ignore[assignment]
-        if registry is not None:
+        from impetus.models import registry
+
+        if True:
             try:
                 r = registry.resolve(model_id, self.settings)
             except EngineError:
@@ -206,9 +204,8 @@ class EngineCore:
             raise EngineError("invalid_request", f"{mid} is not an embedding model", "model")
         vectors, tokens = emb.embedder.embed(texts)
         emb.last_used = time.time()
-        if isinstance(vectors, mx.array):
-            vectors = vectors.tolist()
-        return {"model": mid, "vectors": vectors, "prompt_tokens": int(tokens)}
+        rows = vectors.tolist() if isinstance(vectors, mx.array) else vectors
+        return {"model": mid, "vectors": rows, "prompt_tokens": int(tokens)}
 
     @property
     def busy(self) -> bool:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -265,7 +265,8 @@ class Embedder:
 
     @property
     def memory_bytes(self) -> int:
-        return sum(v.nbytes for _, v in tree_flatten(self.model.parameters()))
+        params = cast(list[tuple[str, mx.array]], tree_flatten(self.model.parameters()))
+        return sum(v.nbytes for _, v in params)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens each text uses after truncation, special tokens included (what embed counts)."""

@@ -131,7 +131,7 @@ def load_chat_model(model_id: str, path: Path, dtype: str, budget_left: int) -> 
             dequantize_model(model)
         model.set_dtype(DTYPES[target])
     mx.eval(model.parameters())
-    memory = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    memory = sum(v.nbytes for _, v in _arrays(model))
     served = target if target in DTYPES else source_dtype
     log.info("%s: serving in %s (stored as %s) on %s, %d MiB", model_id, served, source_dtype, backend(), memory >> 20)
     vocab = int(model.args.vocab_size) if hasattr(model, "args") and hasattr(model.args, "vocab_size") else int(config.get("vocab_size", 0))
@@ -153,8 +153,12 @@ def load_chat_model(model_id: str, path: Path, dtype: str, budget_left: int) -> 
     return loaded
 
 
+def _arrays(model: nn.Module) -> list[tuple[str, mx.array]]:
+    return [(k, v) for k, v in tree_flatten(model.parameters()) if isinstance(v, mx.array)]
+
+
 def _param_dtype(model: nn.Module) -> str:
-    for _, v in tree_flatten(model.parameters()):
+    for _, v in _arrays(model):
         if mx.issubdtype(v.dtype, mx.floating):
             return str(v.dtype).removeprefix("mlx.core.")
     return "unknown"

@@ -189,7 +189,12 @@ class ModelRunner:
         elif req.tools and req.tool_choice not in (None, "auto", "none"):
             raise EngineError("invalid_request", f"{self.loaded.id} has no tool-calling chat template", "tool_choice")
 
-        choices, caches, segments, all_tokens, samplers, processors = [], [], [], [], [], []
+        choices: list[Choice] = []
+        caches: list[Any] = []
+        samplers: list[Any] = []
+        segments: list[list[list[int]]] = []
+        all_tokens: list[list[int]] = []
+        processors: list[list[Any]] = []
         for index in range(req.n):
             cache, rest = self._fetch_cache(prompt)
             cached = len(prompt) - len(rest)
@@ -350,7 +355,8 @@ class ModelRunner:
             idx = mx.argpartition(-logprobs, kth=top - 1)[:top]
             vals = logprobs[idx]
             order = mx.argsort(-vals)
-            idx_l, val_l = idx[order].tolist(), vals[order].tolist()
+            idx_l: list[int] = idx[order].tolist()  # type: ignore[assignment]
+            val_l: list[float] = vals[order].tolist()  # type: ignore[assignment]
             entry["top"] = [
                 {"token": _token_text(tok, int(i)), "token_id": int(i), "logprob": float(v)} for i, v in zip(idx_l, val_l, strict=True)
             ]

@@ -14,7 +14,14 @@ from typing import Any, TypeVar
 
 from impetus.config import Settings
 from impetus.engine.client import AsyncEngine, Generation
-from impetus.engine.types import EmbedResult, EngineError, EngineStatus, Event, GenerateRequest, ModelState
+from impetus.engine.types import (
+    EmbedResult,
+    EngineError,
+    EngineStatus,
+    Event,
+    GenerateRequest,
+    ModelState,
+)
 
 T = TypeVar("T")
 _END = object()

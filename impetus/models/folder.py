@@ -14,9 +14,9 @@ import struct
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-Kind = Literal["chat", "embedding"]
+from impetus.models.types import Kind
 
 # model_types served as embedding models by the engine's encoder (impetus.engine.embeddings)
 EMBEDDING_MODEL_TYPES = {"bert"}

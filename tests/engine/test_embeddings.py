@@ -36,7 +36,9 @@ def embedder(model_path: Path) -> Embedder:
 
 @pytest.fixture(scope="module")
 def reference(model_path: Path):  # -> SentenceTransformer
-    st = pytest.importorskip("sentence_transformers", reason="reference needs sentence-transformers")
+    st = pytest.importorskip(
+        "sentence_transformers", reason="reference needs sentence-transformers"
+    )
     return st.SentenceTransformer(str(model_path), device="cpu")
 
 
@@ -103,7 +105,7 @@ def test_bad_input(embedder: Embedder, tiny_model_dir: Path) -> None:
     vectors, tokens = embedder.embed([])
     assert vectors.shape == (0, 384) and tokens == 0
     with pytest.raises(TypeError):
-        embedder.embed("not a list")  # type: ignore[arg-type]
+        embedder.embed("not a list")
     with pytest.raises(TypeError):
         embedder.embed([1, 2])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="not a BERT"):

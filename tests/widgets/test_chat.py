@@ -23,7 +23,9 @@ def chat(endpoint: Endpoint, tiny_model: str, client: ImpetusClient) -> Iterator
 
 def frontend(widget: Any, content: dict[str, Any]) -> None:
     """Deliver a custom message as the front end would (through the comm's message handler)."""
-    widget._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
+    widget._handle_msg(
+        {"content": {"data": {"method": "custom", "content": content}}, "buffers": []}
+    )
 
 
 def test_streamed_answer_state(chat: Chat) -> None:
@@ -51,7 +53,13 @@ def test_history_is_resent_and_reuses_the_prompt_cache(chat: Chat) -> None:
     chat.system_prompt = "You are terse."
     chat.ask("What is the capital of France?", timeout=60)
     chat.ask("And the quick brown fox?", timeout=60)
-    assert [m["role"] for m in chat.messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert [m["role"] for m in chat.messages] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]
     first, second = chat.history[1]["stats"], chat.history[3]["stats"]
     # turn 2 sends turn 1 again; the engine finds it in its prompt cache
     assert second["prompt_tokens"] > first["prompt_tokens"]
@@ -93,14 +101,18 @@ def test_export(chat: Chat, tiny_model: str) -> None:
     assert data["messages"] == chat.messages
     code = chat.to_cell(insert=False)
     namespace: dict[str, Any] = {}
-    exec(code.replace("iw.Chat(", "dict("), {"iw": None}, namespace)  # the cell's arguments are valid Python
+    exec(
+        code.replace("iw.Chat(", "dict("), {"iw": None}, namespace
+    )  # the cell's arguments are valid Python
     assert namespace["chat"]["messages"] == chat.messages
     again = Chat(model=tiny_model, client=chat._conn.endpoint, messages=chat.messages)
     assert again.messages == chat.messages and again.system_prompt == "Be brief."
     again.close()
 
 
-def test_errors_show_in_place_and_recover(endpoint: Endpoint, tiny_model: str, client: ImpetusClient) -> None:
+def test_errors_show_in_place_and_recover(
+    endpoint: Endpoint, tiny_model: str, client: ImpetusClient
+) -> None:
     chat = Chat(model="no-such-model", client=endpoint)
     try:
         with pytest.raises(Exception, match="no-such-model|not found"):

@@ -1,0 +1,222 @@
+"""The impetus sidebar in a real JupyterLab, driven through Debian's chromium.
+
+The tests share one JupyterLab and one page (see conftest.py) and run in file order, as a user
+would: look at the panel, download a model, unload and load, make an API key and use it, switch
+the theme. Screenshots land in tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.browser.sidebar.conftest import ARTIFACTS, DEFAULT_MODEL, HUB_REPO, LabServer
+from tests.browser.sidebar.fake_hub import FakeHub
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
+
+# Records every progress change of every download row, so that no intermediate state is missed
+# between two polls from Python.
+WATCH_PULLS = """() => {
+  window.__impetusPulls = [];
+  const record = () => {
+    for (const el of document.querySelectorAll('[data-testid="impetus-pull"]')) {
+      const bar = el.querySelector('[role="progressbar"]');
+      const row = el.closest('[data-model-id]');
+      const entry = {
+        id: row ? row.getAttribute('data-model-id') : null,
+        status: el.getAttribute('data-status'),
+        value: bar ? bar.getAttribute('aria-valuenow') : null,
+        text: (el.querySelector('[data-testid="impetus-pull-text"]') || {}).textContent || ''
+      };
+      const last = window.__impetusPulls[window.__impetusPulls.length - 1];
+      if (!last || JSON.stringify(last) !== JSON.stringify(entry)) window.__impetusPulls.push(entry);
+    }
+  };
+  new MutationObserver(record).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+
+
+def model_row(page: Any, model_id: str) -> Any:
+    return page.locator(f'[data-testid="impetus-model"][data-model-id="{model_id}"]')
+
+
+def run_command(page: Any, command: str, args: dict[str, Any] | None = None) -> Any:
+    return page.evaluate(
+        "([c, a]) => window.jupyterapp.commands.execute(c, a)", [command, args or {}]
+    )
+
+
+def shoot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#impetus-sidebar").screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    page.screenshot(path=str(ARTIFACTS / f"{name}-full.png"))
+
+
+def test_panel_shows_engine_and_default_model_loaded(page: Any, lab: LabServer) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("impetus-engine-state")).to_have_attribute("data-state", "ready")
+    expect(page.get_by_test_id("impetus-backend")).to_contain_text("CPU")
+    status = lab.admin_status()
+    assert status["memory_budget"] > 0
+    expect(page.get_by_test_id("impetus-memory")).to_contain_text(" / ")
+    row = model_row(page, DEFAULT_MODEL)
+    expect(row).to_have_attribute("data-status", "loaded")
+    expect(row.get_by_test_id("impetus-model-status")).to_have_text("loaded")
+    # The endpoint is the page's origin + the server's base URL + impetus/v1.
+    assert page.get_by_test_id("impetus-base-url").input_value() == f"{lab.url}impetus/v1"
+    # Polled every second: the activity history grows.
+    page.wait_for_function(
+        """() => (document.querySelector('[data-testid="impetus-spark-tps"] polyline')
+                 ?.getAttribute('points') ?? '').split(' ').length >= 3""",
+        timeout=20_000,
+    )
+    shoot(page, "sidebar-light")
+
+
+def test_download_from_fake_hub_shows_progress_to_completion(
+    page: Any, lab: LabServer, hub: FakeHub
+) -> None:
+    from playwright.sync_api import expect
+
+    page.evaluate(WATCH_PULLS)
+    search = page.get_by_test_id("impetus-model-search")
+    search.fill(HUB_REPO)
+    page.get_by_test_id("impetus-pull-query").click()
+    row = model_row(page, HUB_REPO)
+    expect(row.get_by_test_id("impetus-pull")).to_have_attribute("data-status", "downloading")
+    shoot(page, "sidebar-download")
+    expect(row.get_by_test_id("impetus-pull")).to_have_attribute(
+        "data-status", "done", timeout=120_000
+    )
+    log: list[dict[str, Any]] = page.evaluate("() => window.__impetusPulls")
+    mine = [e for e in log if e["id"] == HUB_REPO]
+    statuses = [e["status"] for e in mine]
+    assert statuses[0] == "downloading" and statuses[-1] == "done", statuses
+    partial = [
+        float(e["value"]) for e in mine if e["status"] == "downloading" and e["value"] is not None
+    ]
+    assert any(0 < v < 100 for v in partial), f"no intermediate progress shown: {mine}"
+    assert partial == sorted(partial), "progress went backwards"
+    assert any(" / " in e["text"] for e in mine if e["status"] == "downloading"), mine
+    # Every byte came from the fake hub, and the registry now has the model on disk.
+    assert hub.bytes_sent >= hub.total_bytes(HUB_REPO)
+    listed = {m["id"]: m for m in lab.get("impetus/admin/models").json()["data"]}
+    assert listed[HUB_REPO]["downloaded"] is True
+    expect(row).to_have_attribute("data-status", "downloaded")
+    search.fill("")
+
+
+def test_unload_then_load_changes_status(page: Any, lab: LabServer) -> None:
+    from playwright.sync_api import expect
+
+    row = model_row(page, DEFAULT_MODEL)
+    expect(row).to_have_attribute("data-status", "loaded")
+    row.get_by_role("button", name="Unload").click()
+    expect(row).to_have_attribute("data-status", "downloaded", timeout=60_000)
+    assert DEFAULT_MODEL not in lab.loaded()
+
+    page.get_by_test_id("impetus-keep-alive").select_option(label="forever")
+    row.get_by_role("button", name="Load").click()
+    expect(row).to_have_attribute("data-status", "loaded", timeout=180_000)
+    state = next(m for m in lab.admin_status()["models"] if m["id"] == DEFAULT_MODEL)
+    assert (
+        state["keep_alive"] is not None and state["keep_alive"] < 0
+    )  # "forever" reached the engine
+    expect(row).to_contain_text("keep-alive forever")
+    expect(page.get_by_test_id("impetus-engine-state")).to_have_attribute("data-state", "ready")
+
+
+def test_api_key_flow_works_with_the_openai_sdk(page: Any, lab: LabServer) -> None:
+    from playwright.sync_api import expect
+
+    page.get_by_test_id("impetus-create-key").click()
+    key = page.get_by_test_id("impetus-new-key-value").input_value()
+    assert key.startswith("imp-")
+    base_url = page.get_by_test_id("impetus-base-url").input_value()
+
+    client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=120)
+    reply = client.chat.completions.create(
+        model=DEFAULT_MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8
+    )
+    assert reply.choices[0].message.content
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+    # Inference only: the key opens no Jupyter API (files, kernels, terminals).
+    for path in ("api/contents", "api/kernels"):
+        r = httpx.get(lab.url + path, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert r.status_code in (401, 403), (path, r.status_code)
+
+    # "Copy Python" puts a snippet with this key on the clipboard; it runs as is.
+    page.get_by_test_id("impetus-copy-python").click()
+    snippet = page.evaluate("() => navigator.clipboard.readText()")
+    assert key in snippet and base_url in snippet
+    out = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()
+
+    # The traffic shows in the activity panel's totals.
+    expect(page.get_by_test_id("impetus-activity")).to_contain_text("requests")
+
+    # Revoke it from the list: the same client is refused from then on.
+    keys = lab.get("impetus/admin/keys").json()["data"]
+    key_id = next(k["id"] for k in keys if key.startswith(k["prefix"]))
+    page.locator(f'[data-key-id="{key_id}"]').get_by_role("button", name="Revoke").click()
+    page.locator(".jp-Dialog").get_by_role("button", name="Revoke").click()
+    expect(page.locator(f'[data-key-id="{key_id}"]')).to_have_count(0)
+    expect(page.get_by_test_id("impetus-new-key")).to_have_count(0)
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(
+            model=DEFAULT_MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+
+
+def test_chat_notebook_command(page: Any, lab: LabServer) -> None:
+    from playwright.sync_api import expect
+
+    run_command(page, "impetus:open-chat", {"model": DEFAULT_MODEL})
+    expect(page.locator(".jp-mod-current .jp-Notebook")).to_be_visible(timeout=60_000)
+    nb = lab.get(f"api/contents/chat-{DEFAULT_MODEL}.ipynb").json()["content"]
+    code = [c["source"] for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code == [f'import impetus.widgets as iw\n\niw.Chat(model="{DEFAULT_MODEL}")']
+
+
+def test_benchmark_report_command_from_the_palette(page: Any, lab: LabServer) -> None:
+    from playwright.sync_api import expect
+
+    if not (lab.root / "notebooks" / "benchmark-report.ipynb").exists():
+        pytest.skip("notebooks/benchmark-report.ipynb is not in this checkout yet")
+    page.keyboard.press("Control+Shift+C")
+    palette = page.locator("#command-palette input")
+    palette.fill("impetus: Open Benchmark Report")
+    page.keyboard.press("Enter")
+    expect(page.locator('.lm-TabBar-tab[title*="benchmark-report.ipynb"]')).to_have_count(
+        1, timeout=60_000
+    )
+
+
+def test_dark_theme(page: Any) -> None:
+    def background() -> list[int]:
+        rgb = page.evaluate(
+            "() => getComputedStyle(document.querySelector('.jp-ImpetusSidebar')).backgroundColor"
+        )
+        return [int(x) for x in rgb[rgb.index("(") + 1 : rgb.index(")")].split(",")[:3]]
+
+    page.evaluate("() => window.jupyterapp.shell.activateById('impetus-sidebar')")
+    light = background()
+    run_command(page, "apputils:change-theme", {"theme": "JupyterLab Dark"})
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+    page.wait_for_timeout(500)
+    dark = background()
+    assert sum(dark) < sum(light), (light, dark)
+    shoot(page, "sidebar-dark")
+    run_command(page, "apputils:change-theme", {"theme": "JupyterLab Light"})
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'", timeout=30_000)
