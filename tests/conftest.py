@@ -6,11 +6,11 @@ from impetus.engine.blas import load_optimized_blas
 load_optimized_blas()
 
 import os  # noqa: E402
-from pathlib import Path
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.tiny_model import build_tiny_llama
+from tests.tiny_model import build_tiny_llama  # noqa: E402
 
 # Tests never touch the user's model cache or the network beyond what a test serves itself.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
