@@ -68,6 +68,9 @@ STREAM_TIMEOUT = httpx.Timeout(30.0, connect=5.0, read=300.0)
 # How long `impetus serve` may take to answer /health (first start converts the default model).
 SERVER_START_TIMEOUT = float(os.environ.get("IMPETUS_SERVER_START_TIMEOUT", 300.0))
 
+# Below this (seconds between the first and the last text chunk) a decode speed is not measurable.
+MIN_DECODE_SPAN = 0.02
+
 PullStatus = Literal["downloading", "converting", "done", "error", "cancelled"]
 PULL_FINAL: frozenset[str] = frozenset({"done", "error", "cancelled"})
 
@@ -427,7 +430,8 @@ class ChatResult(BaseModel):
     usage: dict[str, Any] | None = None
     ttft: float | None = None  # seconds from sending the request to the first text
     elapsed: float = 0.0  # seconds from sending the request to the end
-    tokens_per_second: float | None = None  # completion tokens / decode time (after the first)
+    tokens_per_second: float | None = None  # decode speed: the engine's if it reports it, else ours
+    engine_timings: dict[str, Any] | None = None  # the server's own timings, where it sends them
 
     def summary(self) -> str:
         parts = []
@@ -471,6 +475,10 @@ class _ChatAccumulator:
                 self.t_first = now
             self.t_last = now
             self.parts.append(text)
+        # llama.cpp-style engine timings, on the last chunk or inside usage, where a server sends them
+        timings = chunk.get("timings") or (chunk.get("usage") or {}).get("timings")
+        if isinstance(timings, dict):
+            self.result.engine_timings = dict(timings)
         usage = chunk.get("usage")
         if usage:
             self.result.usage = dict(usage)
@@ -488,10 +496,15 @@ class _ChatAccumulator:
             r.finish_reason = "cancelled"
         if self.t_first is not None:
             r.ttft = self.t_first - self.t0
-        # decode speed: the tokens after the first over the time after the first
-        if r.completion_tokens and r.completion_tokens > 1 and self.t_first is not None:
+        engine_tps = (r.engine_timings or {}).get("decode_tps")
+        if isinstance(engine_tps, int | float) and engine_tps > 0:
+            r.tokens_per_second = float(engine_tps)
+        elif r.completion_tokens and r.completion_tokens > 1 and self.t_first is not None:
+            # decode speed seen here: the tokens after the first over the time after the first.
+            # Tokens that arrive in one burst (a server flushing several engine steps at once)
+            # give no measurable span: no number then, rather than an absurd one.
             span = (self.t_last or self.t_first) - self.t_first
-            if span > 0:
+            if span >= MIN_DECODE_SPAN:
                 r.tokens_per_second = (r.completion_tokens - 1) / span
         return r
 
@@ -681,8 +694,9 @@ class ImpetusClient:
         return list(self._request("GET", "admin/models").json().get("data", []))
 
     def search_models(self, query: str) -> list[dict[str, Any]]:
+        """Hugging Face hub models matching `query` (raises when the hub cannot be searched)."""
         r = self._request("GET", "admin/models/search", params={"q": query})
-        return list(r.json().get("data", []))
+        return _search_results(r.json())
 
     def served_models(self) -> list[dict[str, Any]]:
         """OpenAI's `v1/models`."""
@@ -758,6 +772,16 @@ def make_openai(endpoint: Endpoint, **kwargs: Any) -> openai.OpenAI:
         default_headers=headers,
         **kwargs,
     )
+
+
+def _search_results(data: Any) -> list[dict[str, Any]]:
+    """`{"query", "models": [...], "error"}` -> the models; the hub's failure as an exception."""
+    if not isinstance(data, dict):
+        return list(data)
+    models: list[dict[str, Any]] = list(data.get("models") or data.get("data") or [])
+    if not models and data.get("error"):
+        raise ImpetusError(str(data["error"]), code="hub_unavailable")
+    return models
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -907,7 +931,7 @@ class AsyncImpetusClient:
 
     async def search_models(self, query: str) -> list[dict[str, Any]]:
         r = await self._request("GET", "admin/models/search", params={"q": query})
-        return list(r.json().get("data", []))
+        return _search_results(r.json())
 
     async def served_models(self) -> list[dict[str, Any]]:
         return list((await self._request("GET", "v1/models")).json().get("data", []))

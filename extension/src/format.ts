@@ -134,6 +134,24 @@ export function backendLabel(backend: string | null | undefined): string {
   }
 }
 
+/** The BLAS library the engine loaded, by family; "" when MLX's own reference BLAS is used. */
+export function blasLabel(blas: string | null | undefined): string {
+  if (!blas) {
+    return '';
+  }
+  const name = blas.split('/').pop() ?? blas;
+  if (/openblas/i.test(name)) {
+    return 'OpenBLAS';
+  }
+  if (/blis/i.test(name)) {
+    return 'BLIS';
+  }
+  if (/mkl/i.test(name)) {
+    return 'MKL';
+  }
+  return name;
+}
+
 /** Memory in use against the budget: text and a 0..1 fraction for the bar. */
 export function memoryView(status: IEngineStatus): { text: string; fraction: number | null } {
   const used = status.memory_used ?? 0;

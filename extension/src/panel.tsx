@@ -9,6 +9,7 @@ import * as React from 'react';
 
 import {
   backendLabel,
+  blasLabel,
   describeProgress,
   formatBytes,
   formatKeepAlive,
@@ -202,10 +203,10 @@ function EngineSection(props: { state: ISidebarState }): JSX.Element {
       {status && (
         <dl className="jp-ImpetusSidebar-facts">
           <dt>Backend</dt>
-          <dd data-testid="impetus-backend">
+          <dd data-testid="impetus-backend" title={[status.device, status.blas].filter(Boolean).join('\n')}>
             {backendLabel(status.backend)}
             {status.device ? ` · ${status.device}` : ''}
-            {status.blas ? ` · ${status.blas}` : ''}
+            {status.blas ? ` · ${blasLabel(status.blas)}` : ''}
           </dd>
           <dt>Memory</dt>
           <dd data-testid="impetus-memory">

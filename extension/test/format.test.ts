@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import {
   backendLabel,
+  blasLabel,
   describeProgress,
   formatBytes,
   formatDuration,
@@ -65,6 +66,13 @@ describe('format', () => {
     expect(stateView('failed')).toEqual({ label: 'error', tone: 'bad' });
     expect(stateView('unreachable').tone).toBe('bad');
     expect(['cpu', 'metal', 'cuda', 'rocm', undefined].map(backendLabel)).toEqual(['CPU', 'Metal', 'CUDA', 'rocm', '—']);
+  });
+
+  it('names the BLAS family', () => {
+    expect(blasLabel('/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblasp-r0.3.21.so')).toBe('OpenBLAS');
+    expect(blasLabel('libblis.so.4')).toBe('BLIS');
+    expect(blasLabel('')).toBe('');
+    expect(blasLabel('/opt/libfoo.so')).toBe('libfoo.so');
   });
 
   it('shows memory against the budget', () => {

@@ -89,6 +89,11 @@ class APIError(Exception):
         first = err.errors(include_url=False)[0]
         param = loc_to_param(first.get("loc", ()))
         msg = first.get("msg", "invalid value")
+        cause = (first.get("ctx") or {}).get("error")
+        if isinstance(cause, ValueError) and isinstance(getattr(cause, "param", None), str):
+            # a model-level check that knows which parameter it is about
+            param = f"{param}.{cause.param}" if param else cause.param  # type: ignore[attr-defined]
+            return cls(400, f"{cause}.", param=param, code="invalid_value")
         if first.get("type") == "missing":
             message = f"Missing required parameter: '{param}'."
         else:

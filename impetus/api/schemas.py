@@ -13,6 +13,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+class ParamError(ValueError):
+    """A validation failure about one parameter, raised where pydantic cannot say which
+    (model-level validators); `APIError.from_validation` reports `param`."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -141,13 +150,13 @@ class ChatCompletionRequest(_SamplingFields):
     @model_validator(mode="after")
     def _consistent(self) -> ChatCompletionRequest:
         if self.top_logprobs and not self.logprobs:
-            raise ValueError("'top_logprobs' requires 'logprobs' to be true")
+            raise ParamError("top_logprobs", "'top_logprobs' requires 'logprobs' to be true")
         if isinstance(self.tool_choice, NamedToolChoice):
             names = {t.function.name for t in self.tools or []}
             if self.tool_choice.function.name not in names:
-                raise ValueError(f"tool_choice names an unknown tool: {self.tool_choice.function.name!r}")
+                raise ParamError("tool_choice", f"tool_choice names an unknown tool: {self.tool_choice.function.name!r}")
         elif self.tool_choice == "required" and not self.tools:
-            raise ValueError("tool_choice 'required' needs 'tools'")
+            raise ParamError("tool_choice", "tool_choice 'required' needs 'tools'")
         return self
 
 
@@ -263,9 +272,9 @@ class CompletionRequest(_SamplingFields):
     @model_validator(mode="after")
     def _unsupported(self) -> CompletionRequest:
         if self.suffix:
-            raise ValueError("'suffix' (fill in the middle) is not supported")
+            raise ParamError("suffix", "'suffix' (fill in the middle) is not supported")
         if self.best_of is not None and self.best_of != (self.n or 1):
-            raise ValueError("'best_of' other than n is not supported")
+            raise ParamError("best_of", "'best_of' other than n is not supported")
         return self
 
     def prompts(self) -> list[str | list[int]]:

@@ -176,10 +176,12 @@ async def serve(settings: Settings) -> int:
         n = service.abort_all("shutdown")
         log.warning("grace period over: cancelled %d request(s)", n)
         await service.drain(5.0)
+    log.debug("closing connections")
     try:
         await asyncio.wait_for(server.close_all_connections(), timeout=5.0)
     except TimeoutError:
         log.warning("some connections did not close")
+    log.debug("stopping the engine")
     await service.close()
     log.info("stopped")
     return 0

@@ -56,7 +56,7 @@ class _Progress:
         self.bar: Any = None
 
     def progress(self, done: int, total: int) -> None:
-        if self.quiet:
+        if self.quiet or not sys.stderr.isatty():
             return
         if self.bar is None:
             from tqdm import tqdm
@@ -89,21 +89,37 @@ class _Progress:
 
 def _common_generation(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("endpoint and requests")
-    g.add_argument("--base-url", required=True, help="OpenAI base URL, e.g. http://127.0.0.1:8000/v1")
+    g.add_argument(
+        "--base-url", required=True, help="OpenAI base URL, e.g. http://127.0.0.1:8000/v1"
+    )
     g.add_argument("--model", required=True, help="model id as the endpoint knows it")
     g.add_argument("--api-key", help="Bearer key (default: $IMPETUS_API_KEY or $OPENAI_API_KEY)")
     g.add_argument("--label", default="", help="name of the endpoint in tables and charts")
-    g.add_argument("--tokenizer", help="local folder of the model's tokenizer: random-token prompts, "
-                   "and token counts when the endpoint sends no usage")
-    g.add_argument("--prompt-source", choices=["auto", "random", "synthetic"], default="auto",
-                   help="random token ids (needs --tokenizer) or synthetic words (auto: random if possible)")
-    g.add_argument("--no-ignore-eos", dest="ignore_eos", action="store_false",
-                   help="don't send ignore_eos (for endpoints that reject unknown parameters)")
+    g.add_argument(
+        "--tokenizer",
+        help="local folder of the model's tokenizer: random-token prompts, "
+        "and token counts when the endpoint sends no usage",
+    )
+    g.add_argument(
+        "--prompt-source",
+        choices=["auto", "random", "synthetic"],
+        default="auto",
+        help="random token ids (needs --tokenizer) or synthetic words (auto: random if possible)",
+    )
+    g.add_argument(
+        "--no-ignore-eos",
+        dest="ignore_eos",
+        action="store_false",
+        help="don't send ignore_eos (for endpoints that reject unknown parameters)",
+    )
     g.add_argument("--temperature", type=float, default=0.0)
-    g.add_argument("--extra-body", type=_json_object, default={}, help="JSON merged into every request body")
+    g.add_argument(
+        "--extra-body", type=_json_object, default={}, help="JSON merged into every request body"
+    )
     g.add_argument("--timeout", type=float, default=600.0, help="seconds a request may take")
     g.add_argument("--warmup", type=int, default=1, help="requests sent before measuring")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, help="prompt seed (default: a fresh one per run, so that "
+                   "prompt caches can't recognise prompts from an earlier run)")
 
 
 def _output(p: argparse.ArgumentParser) -> None:
@@ -218,7 +234,9 @@ def cmd_engine(args: argparse.Namespace) -> int:
             )
 
     try:
-        record = run_engine_bench(config, on_trial=on_trial, store=_store(args) if args.store else None)
+        record = run_engine_bench(
+            config, on_trial=on_trial, store=_store(args) if args.store else None
+        )
     except EngineError as exc:
         print(f"impetus bench engine: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
@@ -229,7 +247,9 @@ def cmd_engine(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     from impetus.bench.report import format_history
 
-    records = _store(args).list(kind=args.kind, model=args.model, label=args.label, limit=args.limit)
+    records = _store(args).list(
+        kind=args.kind, model=args.model, label=args.label, limit=args.limit
+    )
     if args.json:
         print(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
     else:
@@ -282,13 +302,24 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     _common_generation(serve)
     load = serve.add_argument_group("load")
     load.add_argument("--concurrency", type=_list(int), help="closed-loop levels, e.g. 1,2,4,8")
-    load.add_argument("--rate", type=_list(float), help="open-loop request rates per second, e.g. 0.5,1")
-    load.add_argument("--sweep", type=int, default=0, metavar="N",
-                      help="synchronous, max throughput, then N rates evenly between them")
+    load.add_argument(
+        "--rate", type=_list(float), help="open-loop request rates per second, e.g. 0.5,1"
+    )
+    load.add_argument(
+        "--sweep",
+        type=int,
+        default=0,
+        metavar="N",
+        help="synchronous, max throughput, then N rates evenly between them",
+    )
     load.add_argument("--poisson", action="store_true", help="Poisson arrivals for rate profiles")
-    load.add_argument("--max-concurrency", type=int, help="cap on requests in flight for rates / throughput")
+    load.add_argument(
+        "--max-concurrency", type=int, help="cap on requests in flight for rates / throughput"
+    )
     load.add_argument("--requests", type=int, default=32, help="requests per profile")
-    load.add_argument("--prompt-tokens", type=_list(int), default=[256], help="prompt lengths, e.g. 128,1024")
+    load.add_argument(
+        "--prompt-tokens", type=_list(int), default=[256], help="prompt lengths, e.g. 128,1024"
+    )
     load.add_argument("--max-tokens", type=int, default=128, help="tokens generated per request")
     _run_options(serve)
     serve.set_defaults(func=cmd_serve)
@@ -306,7 +337,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     conv.add_argument("--turns", type=int, default=4)
     conv.add_argument("--concurrency", type=int, default=1, help="conversations in flight at once")
     conv.add_argument("--first-prompt-tokens", type=int, default=512)
-    conv.add_argument("--turn-tokens", type=int, default=64, help="tokens of each later user message")
+    conv.add_argument(
+        "--turn-tokens", type=int, default=64, help="tokens of each later user message"
+    )
     conv.add_argument("--max-tokens", type=int, default=64)
     conv.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold twins")
     _run_options(multi)
@@ -320,16 +353,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "from IMPETUS_* environment variables.",
     )
     engine.add_argument("--model", required=True, help="model id or folder")
-    engine.add_argument("--preset", choices=["default", "long"], default="default",
-                        help="default: prompt 512 / generate 128; long: 2048 / 128")
+    engine.add_argument(
+        "--preset",
+        choices=["default", "long"],
+        default="default",
+        help="default: prompt 512 / generate 128; long: 2048 / 128",
+    )
     engine.add_argument("--prompt-tokens", "-p", type=int, help="overrides the preset")
     engine.add_argument("--generation-tokens", "-g", type=int, help="overrides the preset")
     engine.add_argument("--trials", "-n", type=int, default=5)
     engine.add_argument("--warmup", type=int, default=1)
-    engine.add_argument("--raw", action="store_true",
-                        help="also run mlx_lm.stream_generate in this process, same weights and dtype")
+    engine.add_argument(
+        "--raw",
+        action="store_true",
+        help="also run mlx_lm.stream_generate in this process, same weights and dtype",
+    )
     engine.add_argument("--dtype", help="serving dtype to ask of the engine (default: its choice)")
-    engine.add_argument("--seed", type=int, default=0)
+    engine.add_argument("--seed", type=int, help="prompt seed (default: a fresh one per run)")
     _run_options(engine)
     engine.set_defaults(func=cmd_engine)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from impetus.bench.schema import EngineSide, EngineSummary, EngineTrial, RunRecord
 from impetus.bench.stats import stats
@@ -45,7 +46,13 @@ class EngineBenchConfig(BaseModel):
     warmup: int = Field(1, ge=0)
     raw: bool = False  # also run mlx_lm.stream_generate in this process
     dtype: str | None = None  # serving dtype asked of the engine (None: its default)
-    seed: int = 0
+    seed: int | None = None  # None: a fresh one per run, stored with it
+
+    @model_validator(mode="after")
+    def _fresh_seed(self) -> EngineBenchConfig:
+        if self.seed is None:
+            self.seed = secrets.randbits(31)
+        return self
 
 
 def vocab_size(path: Path) -> int:
@@ -116,7 +123,9 @@ def bench_engine_side(
                 f"not {config.generation_tokens} (finish_reason={done.finish_reason})"
             )
         if usage.cached_tokens:
-            warnings.append(f"engine trial {len(trials)}: {usage.cached_tokens} prompt tokens came from the cache")
+            warnings.append(
+                f"engine trial {len(trials)}: {usage.cached_tokens} prompt tokens came from the cache"
+            )
         trial = EngineTrial(
             trial=len(trials),
             prompt_tokens=usage.prompt_tokens,
@@ -203,7 +212,9 @@ def run_engine_bench(
         from impetus.engine.blas import load_optimized_blas
 
         if "mlx.core" in sys.modules:
-            warnings.append("mlx.core was imported before the benchmark: the raw side uses MLX's reference BLAS")
+            warnings.append(
+                "mlx.core was imported before the benchmark: the raw side uses MLX's reference BLAS"
+            )
         else:
             load_optimized_blas(settings.blas)
 
@@ -242,7 +253,9 @@ def run_engine_bench(
             )
         path = Path(state.path)
         prompts = random_prompts(vocab_size(path), config)
-        sides = [bench_engine_side(eng, config, prompts, load_seconds, state.dtype, warnings, on_trial)]
+        sides = [
+            bench_engine_side(eng, config, prompts, load_seconds, state.dtype, warnings, on_trial)
+        ]
     finally:
         if owned:
             eng.close()  # frees the engine's memory before the raw side loads its own copy

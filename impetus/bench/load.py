@@ -57,7 +57,9 @@ async def execute(
         except Exception as exc:  # a bug in a send function must still count as a failure
             log.exception("request %d raised", index)
             now = time.perf_counter()
-            result = RequestResult(index=index, success=False, error=f"client error: {exc!r}", sent=now)
+            result = RequestResult(
+                index=index, success=False, error=f"client error: {exc!r}", sent=now
+            )
         result.scheduled = scheduled
         result.sent -= t0
         results.append(result)

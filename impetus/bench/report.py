@@ -16,7 +16,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(
-            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
         ).rstrip()
 
     out = [line(headers), line(["-" * w for w in widths])]
@@ -108,6 +109,8 @@ def profile_rows(profiles: Sequence[ProfileSummary]) -> list[tuple[Any, ...]]:
             p.failed,
             p.request_throughput,
             p.output_throughput,
+            p.prompt_tokens.mean,
+            p.cached_tokens.mean,
             ms(p.ttft.mean),
             ms(p.ttft.p50),
             ms(p.ttft.p90),
@@ -128,6 +131,8 @@ PROFILE_HEADERS = [
     "failed",
     "req/s",
     "out tok/s",
+    "prompt",
+    "cached",
     "TTFT mean",
     "TTFT p50",
     "p90",
@@ -205,7 +210,18 @@ def format_run(record: RunRecord) -> str:
         ]
         lines += [
             "",
-            table(["turn", "prompt tok", "cached tok", "TTFT p50", "cold TTFT p50", "cold/warm", "failed"], rows),
+            table(
+                [
+                    "turn",
+                    "prompt tok",
+                    "cached tok",
+                    "TTFT p50",
+                    "cold TTFT p50",
+                    "cold/warm",
+                    "failed",
+                ],
+                rows,
+            ),
         ]
         reasons: dict[str, int] = {}
         for part in record.results:
@@ -241,7 +257,14 @@ def compare(a: RunRecord, b: RunRecord) -> dict[str, Any]:
     """
     notes: list[str] = []
     rows: list[dict[str, Any]] = []
-    out: dict[str, Any] = {"a": a.id, "b": b.id, "kind": a.kind, "group": "", "rows": rows, "notes": notes}
+    out: dict[str, Any] = {
+        "a": a.id,
+        "b": b.id,
+        "kind": a.kind,
+        "group": "",
+        "rows": rows,
+        "notes": notes,
+    }
     if a.kind != b.kind:
         notes.append(f"cannot compare a {a.kind} run with a {b.kind} run")
         return out
@@ -279,7 +302,12 @@ def compare(a: RunRecord, b: RunRecord) -> dict[str, Any]:
             if tb is None:
                 continue
             add(f"turn {ta.turn}", "TTFT p50 ms", _stat(ta.ttft, 1000), _stat(tb.ttft, 1000))
-            add(f"turn {ta.turn}", "cold TTFT p50 ms", _stat(ta.cold_ttft, 1000), _stat(tb.cold_ttft, 1000))
+            add(
+                f"turn {ta.turn}",
+                "cold TTFT p50 ms",
+                _stat(ta.cold_ttft, 1000),
+                _stat(tb.cold_ttft, 1000),
+            )
             add(f"turn {ta.turn}", "cached tok", ta.cached_tokens.mean, tb.cached_tokens.mean)
     else:
         out["group"] = "run"

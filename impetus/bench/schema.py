@@ -103,6 +103,7 @@ class ProfileSummary(BaseModel):
     total_token_throughput: float | None  # (prompt + output tokens) / duration
     mean_concurrency: float  # sum of request times / duration: the load the endpoint really saw
     prompt_tokens: Stats = Field(default_factory=Stats)
+    cached_tokens: Stats = Field(default_factory=Stats)  # prompt tokens the endpoint had cached
     output_tokens: Stats = Field(default_factory=Stats)
     ttft: Stats = Field(default_factory=Stats)
     tpot: Stats = Field(default_factory=Stats)

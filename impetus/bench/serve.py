@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import httpx
 import numpy as np
@@ -51,6 +52,7 @@ class _CommonConfig(BaseModel):
     model: str
     label: str = ""
     api_key: str | None = Field(None, exclude=True, repr=False)  # never stored
+    headers: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)  # nor these
     max_tokens: int = Field(128, ge=1)
     tokenizer: str | None = None  # local folder: random-token prompts, counts when no usage
     prompt_source: Literal["auto", "random", "synthetic"] = "auto"
@@ -59,11 +61,19 @@ class _CommonConfig(BaseModel):
     extra_body: dict[str, Any] = Field(default_factory=dict)
     timeout: float = Field(600.0, gt=0)
     warmup: int = Field(1, ge=0)
-    seed: int = 0
+    # Prompts come from this seed. None: a fresh seed per run (stored with the run), so that an
+    # endpoint's prompt cache never sees the same prompt in two runs and flatters the second.
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _fresh_seed(self) -> Self:
+        if self.seed is None:
+            self.seed = secrets.randbits(31)
+        return self
 
     def endpoint(self) -> Endpoint:
         key = self.api_key or os.environ.get("IMPETUS_API_KEY") or os.environ.get("OPENAI_API_KEY")
-        return Endpoint(self.base_url, self.model, key, self.label)
+        return Endpoint(self.base_url, self.model, key, self.label, dict(self.headers))
 
     def options(self, max_tokens: int | None = None) -> GenerationOptions:
         return GenerationOptions(
@@ -183,7 +193,9 @@ def _client(timeout: float, concurrency: int) -> httpx.AsyncClient:
     )
 
 
-async def describe_endpoint(client: httpx.AsyncClient, endpoint: Endpoint) -> tuple[dict[str, Any], list[str]]:
+async def describe_endpoint(
+    client: httpx.AsyncClient, endpoint: Endpoint
+) -> tuple[dict[str, Any], list[str]]:
     """What the endpoint says about itself: its model list, and impetus' engine status if it is one."""
     info: dict[str, Any] = {"base_url": endpoint.base_url}
     warnings: list[str] = []
@@ -202,7 +214,9 @@ async def describe_endpoint(client: httpx.AsyncClient, endpoint: Endpoint) -> tu
             warnings.append(f"endpoint unreachable: {exception_message(exc)}")
             return info, warnings
     try:
-        resp = await client.get(endpoint.root + "/admin/status", headers=endpoint.headers, timeout=10)
+        resp = await client.get(
+            endpoint.root + "/admin/status", headers=endpoint.headers, timeout=10
+        )
         status = resp.json() if resp.status_code == 200 else None
         if isinstance(status, dict) and "state" in status and "backend" in status:
             keep = ("state", "backend", "device", "blas", "memory_budget", "models")
@@ -224,7 +238,10 @@ def _prompt_source(config: _CommonConfig, tokenizer: Tokenizer | None) -> Prompt
 
 
 async def _calibrate(
-    client: httpx.AsyncClient, endpoint: Endpoint, source: SyntheticPrompts, rng: np.random.Generator
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    source: SyntheticPrompts,
+    rng: np.random.Generator,
 ) -> str | None:
     """Measure the endpoint's tokens per word with two short prompts; a warning if it can't."""
     counts = []
@@ -270,7 +287,9 @@ async def _prepare(
     return tokenizer, source, rng, info, warnings
 
 
-def _record(kind: Literal["serve", "multiturn"], config: _CommonConfig, endpoint: Endpoint) -> RunRecord:
+def _record(
+    kind: Literal["serve", "multiturn"], config: _CommonConfig, endpoint: Endpoint
+) -> RunRecord:
     params = config.model_dump(mode="json")
     params["base_url"] = endpoint.base_url
     params["api_key_set"] = endpoint.api_key is not None
@@ -297,11 +316,14 @@ async def run_serve(
     endpoint = config.endpoint()
     record = _record("serve", config, endpoint)
     progress = _Progress(config.profile_count * config.requests, on_result, on_progress)
-    most = max([*config.concurrency, config.max_concurrency or 0, config.requests if config.sweep else 0])
+    most = max(
+        [*config.concurrency, config.max_concurrency or 0, config.requests if config.sweep else 0]
+    )
     async with _client(config.timeout, most) as client:
         tokenizer, source, rng, record.endpoint, record.warnings = await _prepare(
             config, client, endpoint, config.prompt_tokens[0]
         )
+        record.params["prompt_source"] = source.name
         options = config.options()
 
         async def run_one(spec: ProfileSpec) -> ProfileSummary:
@@ -312,7 +334,13 @@ async def run_serve(
                 text, n = prompts[index]
                 messages = [{"role": "user", "content": text}]
                 result, _ = await stream_chat(
-                    client, endpoint, messages, options, index=index, tokenizer=tokenizer, prompt_tokens=n
+                    client,
+                    endpoint,
+                    messages,
+                    options,
+                    index=index,
+                    tokenizer=tokenizer,
+                    prompt_tokens=n,
                 )
                 return result
 
@@ -332,7 +360,9 @@ async def run_serve(
                 peak = await run_one(
                     config.spec("throughput", prompt_tokens, max_concurrency=config.max_concurrency)
                 )
-                rates = load.sweep_rates(sync.request_throughput, peak.request_throughput, config.sweep)
+                rates = load.sweep_rates(
+                    sync.request_throughput, peak.request_throughput, config.sweep
+                )
                 if len(rates) < config.sweep:
                     record.warnings.append(
                         f"sweep at prompt {prompt_tokens}: no rates between synchronous "
@@ -372,6 +402,7 @@ async def run_multiturn(
         tokenizer, source, rng, record.endpoint, record.warnings = await _prepare(
             config, client, endpoint, config.first_prompt_tokens
         )
+        record.params["prompt_source"] = source.name
         options = config.options()
         limit = asyncio.Semaphore(config.concurrency)
         t0 = time.perf_counter()  # stream_chat stamps `sent` on the same clock
@@ -379,8 +410,12 @@ async def run_multiturn(
         plans = [
             _Plan(
                 first=source.make(config.first_prompt_tokens, rng),
-                cold_firsts=[source.make(config.first_prompt_tokens, rng) for _ in range(config.turns)],
-                turns=[source.make(config.turn_prompt_tokens, rng) for _ in range(config.turns - 1)],
+                cold_firsts=[
+                    source.make(config.first_prompt_tokens, rng) for _ in range(config.turns)
+                ],
+                turns=[
+                    source.make(config.turn_prompt_tokens, rng) for _ in range(config.turns - 1)
+                ],
             )
             for _ in range(config.conversations)
         ]
@@ -400,14 +435,24 @@ async def run_multiturn(
             async with limit:
                 for turn in range(config.turns):
                     result, answer = await stream_chat(
-                        client, endpoint, messages, options, tokenizer=tokenizer, prompt_tokens=known
+                        client,
+                        endpoint,
+                        messages,
+                        options,
+                        tokenizer=tokenizer,
+                        prompt_tokens=known,
                     )
                     keep(result, c, turn, False)
                     if config.cold:
                         cold_text, _ = plan.cold_firsts[turn]
                         cold_messages = [{"role": "user", "content": cold_text}, *messages[1:]]
                         cold, _ = await stream_chat(
-                            client, endpoint, cold_messages, options, tokenizer=tokenizer, prompt_tokens=known
+                            client,
+                            endpoint,
+                            cold_messages,
+                            options,
+                            tokenizer=tokenizer,
+                            prompt_tokens=known,
                         )
                         keep(cold, c, turn, True)
                     if not result.success:
@@ -429,7 +474,11 @@ async def run_multiturn(
                             {"role": "assistant", "content": answer},
                             {"role": "user", "content": user_text},
                         ]
-                        if known is not None and user_n is not None and result.output_tokens is not None:
+                        if (
+                            known is not None
+                            and user_n is not None
+                            and result.output_tokens is not None
+                        ):
                             known += result.output_tokens + user_n
                         else:
                             known = None

@@ -82,6 +82,7 @@ def summarize_profile(spec: ProfileSpec, results: Sequence[RequestResult]) -> Pr
         total_token_throughput=total_throughput,
         mean_concurrency=sum(r.elapsed for r in results) / duration if duration > 0 else 0.0,
         prompt_tokens=stats(r.prompt_tokens for r in ok),
+        cached_tokens=stats(r.cached_tokens for r in ok),
         output_tokens=stats(r.output_tokens for r in ok),
         ttft=stats(r.ttft for r in ok),
         tpot=stats(r.tpot for r in ok),

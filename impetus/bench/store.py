@@ -130,7 +130,9 @@ class ResultStore:
                 else []
             )
         record = RunRecord.model_validate_json(row[0])
-        record.results = [[RequestResult.model_validate(r) for r in json.loads(p[0])] for p in parts]
+        record.results = [
+            [RequestResult.model_validate(r) for r in json.loads(p[0])] for p in parts
+        ]
         return record
 
     def list(

@@ -26,6 +26,7 @@ class Endpoint:
     model: str
     api_key: str | None = None
     label: str = ""
+    extra_headers: dict[str, str] = field(default_factory=dict)  # e.g. Jupyter's XSRF pair
 
     def __post_init__(self) -> None:
         url = self.base_url.rstrip("/")
@@ -35,7 +36,10 @@ class Endpoint:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        headers = dict(self.extra_headers)
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
 
     @property
     def root(self) -> str:

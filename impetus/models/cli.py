@@ -22,28 +22,54 @@ from impetus.models.types import PullProgress, RegistryEntry
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "models", help="list, download, inspect, remove, load and unload models", description=__doc__,
+        "models",
+        help="list, download, inspect, remove, load and unload models",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    def usage(args: argparse.Namespace) -> int:
+        p.print_help()
+        return 2
+
+    p.set_defaults(func=usage)
     sub = p.add_subparsers(dest="models_command", metavar="{list,pull,info,rm,load,unload}")
 
     def common(q: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
-        q.add_argument("--model-dir", type=Path, default=None, help="model directory (default: IMPETUS_HOME/models)")
+        q.add_argument(
+            "--model-dir",
+            type=Path,
+            default=None,
+            help="model directory (default: IMPETUS_HOME/models)",
+        )
         if json_flag:
             q.add_argument("--json", action="store_true", help="machine-readable output")
 
     def server(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--url", default=None, help="impetus server base URL (default: IMPETUS_URL or this Jupyter server)")
-        q.add_argument("--api-key", default=None, help="API key for --url (default: IMPETUS_API_KEY)")
+        q.add_argument(
+            "--url",
+            default=None,
+            help="impetus server base URL (default: IMPETUS_URL or this Jupyter server)",
+        )
+        q.add_argument(
+            "--api-key", default=None, help="API key for --url (default: IMPETUS_API_KEY)"
+        )
 
     q = sub.add_parser("list", help="models available on this machine")
     common(q)
-    q.add_argument("--backend", choices=["cpu", "cuda", "metal"], default=None, help="backend the memory estimates assume")
+    q.add_argument(
+        "--backend",
+        choices=["cpu", "cuda", "metal"],
+        default=None,
+        help="backend the memory estimates assume",
+    )
     q.set_defaults(func=cmd_list)
 
     q = sub.add_parser("pull", help="download / install and convert a model")
-    q.add_argument("id", help="smollm2-135m, minilm, ORG/NAME on the hub, or a GGUF name in the model directory")
+    q.add_argument(
+        "id",
+        help="smollm2-135m, minilm, ORG/NAME on the hub, or a GGUF name in the model directory",
+    )
     q.add_argument("--load", action="store_true", help="then load it in the running server")
     common(q)
     server(q)
@@ -59,14 +85,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     common(q)
     q.set_defaults(func=cmd_rm)
 
-    for name, help_ in (("load", "load a model in the running server"), ("unload", "unload a model from the running server")):
+    for name, help_ in (
+        ("load", "load a model in the running server"),
+        ("unload", "unload a model from the running server"),
+    ):
         q = sub.add_parser(name, help=help_)
         q.add_argument("id")
         q.add_argument("--json", action="store_true", help="machine-readable output")
         server(q)
         if name == "load":
-            q.add_argument("--dtype", default=None, help="serving dtype (auto, native, float32, bfloat16, float16)")
-            q.add_argument("--keep-alive", type=float, default=None, help="seconds idle before unloading (<0: never)")
+            q.add_argument(
+                "--dtype",
+                default=None,
+                help="serving dtype (auto, native, float32, bfloat16, float16)",
+            )
+            q.add_argument(
+                "--keep-alive",
+                type=float,
+                default=None,
+                help="seconds idle before unloading (<0: never)",
+            )
         q.set_defaults(func=cmd_load if name == "load" else cmd_unload)
     return p
 
@@ -123,11 +161,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
         return 0
     rows = [["ID", "KIND", "SOURCE", "ARCH", "PARAMS", "QUANT", "DISK", "MEMORY", "CTX", "READY"]]
-    for e in entries:
+    for m in entries:
         rows.append([
-            e.id, e.kind, e.source, e.architecture or "-", human_count(e.parameters), e.quantization or "-",
-            human_bytes(e.size_bytes), f"{human_bytes(e.memory_bytes)} {e.serving_dtype or ''}".strip(),
-            str(e.context_length or "-"), "yes" if e.downloaded else "pull",
+            m.id, m.kind, m.source, m.architecture or "-", human_count(m.parameters), m.quantization or "-",
+            human_bytes(m.size_bytes), f"{human_bytes(m.memory_bytes)} {m.serving_dtype or ''}".strip(),
+            str(m.context_length or "-"), "yes" if m.downloaded else "pull",
         ])  # fmt: skip
     _table(rows, sys.stdout)
     return 0
@@ -176,7 +214,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
         if client is not None:
             with client:
                 loaded = [str(m["id"]) for m in client.status().get("models", [])]
-    except Exception:  # noqa: BLE001 - no server (or an old one): nothing is loaded there
+    except Exception:  # no server (or an old one): nothing is loaded there
         loaded = []
     try:
         res = registry.delete(args.id, _settings(args), loaded=loaded)
@@ -202,7 +240,14 @@ class _Bar:
 
         if ev.status == "downloading" and ev.bytes_total:
             if self.bar is None:
-                self.bar = tqdm(total=ev.bytes_total, unit="B", unit_scale=True, unit_divisor=1024, desc=ev.id, file=sys.stderr)
+                self.bar = tqdm(
+                    total=ev.bytes_total,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=ev.id,
+                    file=sys.stderr,
+                )
             self.bar.total = ev.bytes_total
             self.bar.n = ev.bytes_done
             if ev.file:
@@ -238,8 +283,10 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
     def work() -> None:
         try:
-            result["model"] = registry.pull(args.id, _settings(args), progress=json_line if args.json else bar, cancel=cancel)
-        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            result["model"] = registry.pull(
+                args.id, _settings(args), progress=json_line if args.json else bar, cancel=cancel
+            )
+        except BaseException as e:  # handed to the main thread
             result["error"] = e
 
     # the pull runs in a thread so that Ctrl-C here sets `cancel` and the download stops cleanly
@@ -264,7 +311,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         with client:
             try:
                 state = client.load(resolved.id)
-            except Exception as e:  # noqa: BLE001 - ImpetusError / ServerUnavailable
+            except Exception as e:  # ImpetusError / ServerUnavailable
                 return _fail(e, args.json)
         if args.json:
             print(json.dumps({"loaded": state}))
@@ -299,12 +346,14 @@ def cmd_load(args: argparse.Namespace) -> int:
         client = _client(args, required=True)
         with client:
             state = client.load(args.id, dtype=args.dtype, keep_alive=args.keep_alive)
-    except Exception as e:  # noqa: BLE001 - ModelError, ImpetusError, ServerUnavailable
+    except Exception as e:  # ModelError, ImpetusError, ServerUnavailable
         return _fail(e, args.json)
     if args.json:
         print(json.dumps(state))
     else:
-        print(f"loaded {state.get('id', args.id)} ({state.get('dtype', '?')}, {human_bytes(state.get('memory_bytes'))})")
+        print(
+            f"loaded {state.get('id', args.id)} ({state.get('dtype', '?')}, {human_bytes(state.get('memory_bytes'))})"
+        )
     return 0
 
 
@@ -313,7 +362,7 @@ def cmd_unload(args: argparse.Namespace) -> int:
         client = _client(args, required=True)
         with client:
             res = client.unload(args.id)
-    except Exception as e:  # noqa: BLE001 - ModelError, ImpetusError, ServerUnavailable
+    except Exception as e:  # ModelError, ImpetusError, ServerUnavailable
         return _fail(e, args.json)
     print(json.dumps(res) if args.json else f"unloaded {args.id}")
     return 0

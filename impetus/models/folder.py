@@ -103,7 +103,10 @@ def problem(folder: Path) -> str | None:
         return f"its model_type {model_type or '(none)'!r} is not supported by mlx-lm"
     if not weight_files(folder):
         return "it has no complete set of safetensors weights (model*.safetensors)"
-    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.txt")):
+    if not any(
+        (folder / f).is_file()
+        for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.txt")
+    ):
         return "it has no tokenizer files"
     return None
 
@@ -156,11 +159,17 @@ def weight_stats(folder: Path, config: dict[str, Any]) -> WeightStats | None:
         dtypes[dtype] = dtypes.get(dtype, 0) + 1
         if name.endswith((".scales", ".biases")) and f"{name.rsplit('.', 1)[0]}.weight" in tensors:
             continue
-        scales = tensors.get(f"{name.rsplit('.', 1)[0]}.scales") if name.endswith(".weight") else None
+        scales = (
+            tensors.get(f"{name.rsplit('.', 1)[0]}.scales") if name.endswith(".weight") else None
+        )
         if scales is not None and dtype == "U32":
             layer = name.rsplit(".", 1)[0]
             override = quant.get(layer) if isinstance(quant, dict) else None
-            group = int(override.get("group_size", group_default)) if isinstance(override, dict) else group_default
+            group = (
+                int(override.get("group_size", group_default))
+                if isinstance(override, dict)
+                else group_default
+            )
             params += math.prod(scales[1][:-1]) * scales[1][-1] * group
             quantized += 1
         else:
@@ -177,7 +186,13 @@ def weight_stats(folder: Path, config: dict[str, Any]) -> WeightStats | None:
 def context_length(config: dict[str, Any]) -> int | None:
     text = config.get("text_config")
     for cfg in (config, text if isinstance(text, dict) else {}):
-        for key in ("max_position_embeddings", "max_sequence_length", "n_positions", "seq_length", "n_ctx"):
+        for key in (
+            "max_position_embeddings",
+            "max_sequence_length",
+            "n_positions",
+            "seq_length",
+            "n_ctx",
+        ):
             v = cfg.get(key)
             if isinstance(v, int) and v > 0:
                 return v

@@ -40,7 +40,14 @@ if TYPE_CHECKING:
     import mlx.core as mx
 
 MANIFEST = "impetus.json"
-SUPPORTED_TYPES = {GGMLType.F32, GGMLType.F16, GGMLType.BF16, GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q8_0}
+SUPPORTED_TYPES = {
+    GGMLType.F32,
+    GGMLType.F16,
+    GGMLType.BF16,
+    GGMLType.Q4_0,
+    GGMLType.Q4_1,
+    GGMLType.Q8_0,
+}
 SUPPORTED_ARCHITECTURES = {"llama"}
 _CHUNK = 1 << 20
 
@@ -71,7 +78,7 @@ def file_sha256(path: str | Path, cancel: Callable[[], bool] | None = None) -> s
 
 def mlx_name(gguf_name: str) -> str:
     """`blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`; unknown names raise."""
-    m = _BLOCK.match(gguf_name)
+    m = _BLOCK.fullmatch(gguf_name)
     if m and m.group(2) in _LAYER_NAMES:
         return f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
     base, _, suffix = gguf_name.rpartition(".")
@@ -85,7 +92,9 @@ def _num(x: Any) -> float:
     return float(f"{float(x):.7g}")
 
 
-def _llama3_rope_scaling(freq_factors: np.ndarray, head_dim: int, base: float, meta_factor: float | None) -> dict[str, Any]:
+def _llama3_rope_scaling(
+    freq_factors: np.ndarray, head_dim: int, base: float, meta_factor: float | None
+) -> dict[str, Any]:
     """Recover Llama 3 rope scaling from llama.cpp's `rope_freqs` tensor.
 
     llama.cpp stores the per-frequency divisors; HF configs store the four parameters of the
@@ -131,21 +140,31 @@ def build_config(gg: GGUFFile) -> dict[str, Any]:
     kv_heads = gg.arch_value("attention.head_count_kv", heads)
     if isinstance(kv_heads, list):
         if len(set(kv_heads)) != 1:
-            raise ModelError("model_load_failed", "per-layer key/value head counts are not supported")
+            raise ModelError(
+                "model_load_failed", "per-layer key/value head counts are not supported"
+            )
         kv_heads = kv_heads[0]
     head_dim = int(gg.arch_value("attention.key_length", hidden // heads))
     rope_dims = int(gg.arch_value("rope.dimension_count", head_dim))
     if rope_dims != head_dim:
-        raise ModelError("model_load_failed", f"partial rotary embeddings ({rope_dims} of {head_dim}) are not supported")
+        raise ModelError(
+            "model_load_failed",
+            f"partial rotary embeddings ({rope_dims} of {head_dim}) are not supported",
+        )
     embd = gg.tensors.get("token_embd.weight")
     if embd is None:
         raise ModelError("model_load_failed", "the GGUF file has no token_embd.weight")
     vocab = int(gg.arch_value("vocab_size", embd.shape[0]))
     if embd.shape != (vocab, hidden):
-        raise ModelError("model_load_failed", f"token_embd.weight is {embd.shape}, the metadata says ({vocab}, {hidden})")
+        raise ModelError(
+            "model_load_failed",
+            f"token_embd.weight is {embd.shape}, the metadata says ({vocab}, {hidden})",
+        )
     q = gg.tensors.get("blk.0.attn_q.weight")
     if q is None or q.shape != (heads * head_dim, hidden):
-        raise ModelError("model_load_failed", "blk.0.attn_q.weight is missing or does not match the head count")
+        raise ModelError(
+            "model_load_failed", "blk.0.attn_q.weight is missing or does not match the head count"
+        )
     base = _num(gg.arch_value("rope.freq_base", 10000.0))
     context = int(gg.arch_value("context_length", 2048))
     cfg: dict[str, Any] = {
@@ -172,10 +191,14 @@ def build_config(gg: GGUFFile) -> dict[str, Any]:
     if scaling == "linear" and factor:
         cfg["rope_scaling"] = {"rope_type": "linear", "factor": _num(factor)}
     elif scaling not in (None, "none", "linear"):
-        raise ModelError("model_load_failed", f"rope scaling {scaling!r} is not supported for GGUF conversion")
+        raise ModelError(
+            "model_load_failed", f"rope scaling {scaling!r} is not supported for GGUF conversion"
+        )
     if "rope_freqs.weight" in gg.tensors:
         freqs = _read_plain(gg, "rope_freqs.weight").astype(np.float64)
-        cfg["rope_scaling"] = _llama3_rope_scaling(freqs, head_dim, base, _num(factor) if factor else None)
+        cfg["rope_scaling"] = _llama3_rope_scaling(
+            freqs, head_dim, base, _num(factor) if factor else None
+        )
     ids = {r: meta.get(f"tokenizer.ggml.{r}_token_id") for r in ("bos", "eos")}
     if ids["bos"] is not None:
         cfg["bos_token_id"] = int(ids["bos"])
@@ -188,7 +211,9 @@ def build_config(gg: GGUFFile) -> dict[str, Any]:
 def _read_plain(gg: GGUFFile, name: str) -> np.ndarray:
     """A float tensor read straight from the file (for types mx.load would change, and small ones)."""
     t = gg.tensors[name]
-    dtype = {GGMLType.F32: np.float32, GGMLType.F16: np.float16, GGMLType.BF16: np.uint16}.get(GGMLType(t.ggml_type))
+    dtype = {GGMLType.F32: np.float32, GGMLType.F16: np.float16, GGMLType.BF16: np.uint16}.get(
+        GGMLType(t.ggml_type)
+    )
     if dtype is None:
         raise ModelError("model_load_failed", f"{name} is {t.type_name}, expected a float tensor")
     arr = np.fromfile(gg.path, dtype=dtype, count=t.n_elements, offset=gg.data_offset + t.offset)
@@ -232,7 +257,9 @@ def load_weights(gg: GGUFFile) -> tuple[dict[str, mx.array], dict[str, Any] | No
     try:
         raw = mx.load(str(gg.path))
     except (RuntimeError, ValueError) as e:
-        raise ModelError("model_load_failed", f"cannot read the tensors of {gg.path.name}: {e}") from e
+        raise ModelError(
+            "model_load_failed", f"cannot read the tensors of {gg.path.name}: {e}"
+        ) from e
     assert isinstance(raw, dict)
     weights: dict[str, mx.array] = {}
     bits_seen: Counter[int] = Counter()
@@ -251,11 +278,16 @@ def load_weights(gg: GGUFFile) -> tuple[dict[str, mx.array], dict[str, Any] | No
         if ggml_type in (GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q8_0):
             scales, biases = raw.get(f"{stem}.scales"), raw.get(f"{stem}.biases")
             if scales is None or biases is None:
-                raise ModelError("model_load_failed", f"{name}: quantized tensor without scales/biases")
+                raise ModelError(
+                    "model_load_failed", f"{name}: quantized tensor without scales/biases"
+                )
             in_dims = info.shape[-1]
             bits = 32 * w.shape[-1] // in_dims
             if in_dims // scales.shape[-1] != 32 or bits not in (4, 8):
-                raise ModelError("model_load_failed", f"{name}: unexpected quantized layout {w.shape}/{scales.shape}")
+                raise ModelError(
+                    "model_load_failed",
+                    f"{name}: unexpected quantized layout {w.shape}/{scales.shape}",
+                )
             bits_seen[bits] += 1
             base = target.rpartition(".")[0]
             weights[target] = w
@@ -263,7 +295,9 @@ def load_weights(gg: GGUFFile) -> tuple[dict[str, mx.array], dict[str, Any] | No
             weights[f"{base}.biases"] = biases
         else:
             if tuple(w.shape) != info.shape:
-                raise ModelError("model_load_failed", f"{name}: shape {w.shape} != header {info.shape}")
+                raise ModelError(
+                    "model_load_failed", f"{name}: shape {w.shape} != header {info.shape}"
+                )
             weights[target] = w
     if not bits_seen:
         return weights, None
@@ -278,7 +312,9 @@ def _check_layers(weights: dict[str, Any], n_layers: int, tied: bool) -> None:
         need += [f"model.layers.{i}.{v}.weight" for v in _LAYER_NAMES.values()]
     missing = [n for n in need if n not in weights]
     if missing:
-        raise ModelError("model_load_failed", f"the GGUF file lacks {len(missing)} tensors, e.g. {missing[:3]}")
+        raise ModelError(
+            "model_load_failed", f"the GGUF file lacks {len(missing)} tensors, e.g. {missing[:3]}"
+        )
 
 
 def source_record(path: Path, sha256: str, gg: GGUFFile | None = None) -> dict[str, Any]:
@@ -369,7 +405,9 @@ def convert_gguf(
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         tokenizer.save(str(tmp / "tokenizer.json"))
         tok_cfg = tokenizer_config(gg.metadata, config["max_position_embeddings"])
-        (tmp / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n")
+        (tmp / "tokenizer_config.json").write_text(
+            json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n"
+        )
         manifest = {
             "format": 1,
             "source": source_record(src, sha, gg),

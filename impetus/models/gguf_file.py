@@ -107,7 +107,9 @@ class GGUFFormatError(ValueError):
 @dataclass(frozen=True)
 class GGUFTensorInfo:
     name: str
-    shape: tuple[int, ...]  # row-major (numpy / MLX) order: GGUF stores ne[0] (the row length) first
+    shape: tuple[
+        int, ...
+    ]  # row-major (numpy / MLX) order: GGUF stores ne[0] (the row length) first
     ggml_type: int
     offset: int  # from the start of the tensor data section
     nbytes: int | None  # None for a type this reader does not know
@@ -280,5 +282,7 @@ def _nbytes(ggml_type: int, dims: list[int]) -> int | None:
         return None
     n = math.prod(dims)
     if dims and dims[0] % block:
-        raise GGUFFormatError(f"damaged header: a row of {dims[0]} is not whole {type_name(ggml_type)} blocks")
+        raise GGUFFormatError(
+            f"damaged header: a row of {dims[0]} is not whole {type_name(ggml_type)} blocks"
+        )
     return n // block * block_bytes

@@ -22,7 +22,14 @@ from tokenizers import pre_tokenizers as pre
 
 from impetus.models.errors import ModelError
 
-TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
+TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = (
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+)
 
 # Llama 3's split regex (its tokenizer.json), used by llama.cpp for pre "llama-bpe".
 _LLAMA3_SPLIT = (
@@ -59,7 +66,9 @@ def _special_ids(meta: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def _added_tokens(tokens: Sequence[str], types: Sequence[int], extra_special: set[int]) -> list[AddedToken]:
+def _added_tokens(
+    tokens: Sequence[str], types: Sequence[int], extra_special: set[int]
+) -> list[AddedToken]:
     added = []
     for i, (tok, typ) in enumerate(zip(tokens, types, strict=False)):
         if typ == TOKEN_CONTROL or i in extra_special:
@@ -69,7 +78,9 @@ def _added_tokens(tokens: Sequence[str], types: Sequence[int], extra_special: se
     return added
 
 
-def _template(add_bos: bool, add_eos: bool, tokens: Sequence[str], ids: dict[str, int]) -> processors.PostProcessor | None:
+def _template(
+    add_bos: bool, add_eos: bool, tokens: Sequence[str], ids: dict[str, int]
+) -> processors.PostProcessor | None:
     """A TemplateProcessing that adds bos/eos, as llama.cpp does for `add_bos_token`/`add_eos_token`."""
     single, pair, specials = ["$A"], ["$A", "$B"], []
     if add_bos and "bos" in ids:
@@ -90,11 +101,15 @@ def build_tokenizer(meta: dict[str, Any]) -> Tokenizer:
     kind = meta.get("tokenizer.ggml.model")
     tokens: list[str] = list(meta.get("tokenizer.ggml.tokens") or [])
     if not tokens:
-        raise ModelError("model_load_failed", "the GGUF file has no tokenizer vocabulary (tokenizer.ggml.tokens)")
+        raise ModelError(
+            "model_load_failed", "the GGUF file has no tokenizer vocabulary (tokenizer.ggml.tokens)"
+        )
     types: list[int] = list(meta.get("tokenizer.ggml.token_type") or [TOKEN_NORMAL] * len(tokens))
     ids = _special_ids(meta)
     if any(not 0 <= i < len(tokens) for i in ids.values()):
-        raise ModelError("model_load_failed", f"GGUF special token ids {ids} are outside the vocabulary")
+        raise ModelError(
+            "model_load_failed", f"GGUF special token ids {ids} are outside the vocabulary"
+        )
     # eos/eot must never be split into pieces even when the file marks them "normal"
     specials = {i for role, i in ids.items() if role in ("bos", "eos", "eot", "eom")}
     if kind == "gpt2":
@@ -137,14 +152,22 @@ def _build_gpt2(meta: dict[str, Any], tokens: list[str]) -> Tokenizer:
     )
     vocab = {t: i for i, t in enumerate(tokens)}
     tok = Tokenizer(
-        models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False, ignore_merges=ignore_merges)
+        models.BPE(
+            vocab=vocab,
+            merges=merges,
+            fuse_unk=False,
+            byte_fallback=False,
+            ignore_merges=ignore_merges,
+        )
     )
     tok.pre_tokenizer = pre_tok
     tok.decoder = decoders.ByteLevel()
     return tok
 
 
-def spm_merges(tokens: Sequence[str], scores: Sequence[float], mergeable: Sequence[bool]) -> list[tuple[str, str]]:
+def spm_merges(
+    tokens: Sequence[str], scores: Sequence[float], mergeable: Sequence[bool]
+) -> list[tuple[str, str]]:
     """BPE merges implied by SentencePiece scores: a merge ranks by the score of the piece it makes.
 
     Same ordering as transformers' `generate_merges`: by score of the merged piece (best first),
@@ -169,18 +192,27 @@ def spm_merges(tokens: Sequence[str], scores: Sequence[float], mergeable: Sequen
 def _build_spm(meta: dict[str, Any], tokens: list[str], types: list[int]) -> Tokenizer:
     scores = meta.get("tokenizer.ggml.scores")
     if not scores or len(scores) != len(tokens):
-        raise ModelError("model_load_failed", "GGUF SentencePiece vocabulary has no scores (tokenizer.ggml.scores)")
+        raise ModelError(
+            "model_load_failed",
+            "GGUF SentencePiece vocabulary has no scores (tokenizer.ggml.scores)",
+        )
     merges = spm_merges(tokens, scores, [t == TOKEN_NORMAL for t in types])
     unk_id = meta.get("tokenizer.ggml.unknown_token_id")
     unk = tokens[int(unk_id)] if unk_id is not None else None
     vocab = {t: i for i, t in enumerate(tokens)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
+    tok = Tokenizer(
+        models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True)
+    )
     norms: list[normalizers.Normalizer] = []
     if bool(meta.get("tokenizer.ggml.add_space_prefix", True)):
         norms.append(normalizers.Prepend("▁"))
     norms.append(normalizers.Replace(" ", "▁"))
     tok.normalizer = normalizers.Sequence(norms)
-    decs: list[decoders.Decoder] = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    decs: list[decoders.Decoder] = [
+        decoders.Replace("▁", " "),
+        decoders.ByteFallback(),
+        decoders.Fuse(),
+    ]
     if bool(meta.get("tokenizer.ggml.add_space_prefix", True)):
         decs.append(decoders.Strip(" ", 1, 0))
     tok.decoder = decoders.Sequence(decs)
@@ -197,7 +229,12 @@ def tokenizer_config(meta: dict[str, Any], context_length: int | None) -> dict[s
         "tokenizer_class": "PreTrainedTokenizerFast",
         "clean_up_tokenization_spaces": False,
     }
-    for role, key in (("bos", "bos_token"), ("eos", "eos_token"), ("unknown", "unk_token"), ("padding", "pad_token")):
+    for role, key in (
+        ("bos", "bos_token"),
+        ("eos", "eos_token"),
+        ("unknown", "unk_token"),
+        ("padding", "pad_token"),
+    ):
         if role in ids:
             cfg[key] = tokens[ids[role]]
     if context_length:
@@ -213,4 +250,3 @@ def eos_token_ids(meta: dict[str, Any]) -> list[int]:
     ids = _special_ids(meta)
     out = [ids[r] for r in ("eos", "eot", "eom") if r in ids]
     return list(dict.fromkeys(out))
-

@@ -1,7 +1,8 @@
 """Downloading MLX models from the Hugging Face hub, with progress, resume, cancel and checksums.
 
 Built on huggingface-hub: `HfApi.model_info` lists the files of a commit with their sizes and
-hashes; its HTTP session (auth, proxies, user agent, `HF_ENDPOINT`) and retrying stream fetch them.
+hashes; its HTTP session (auth, proxies, user agent, offline mode) fetches them; `HF_ENDPOINT`
+is honoured (read per call).
 What it lacks here is done here:
 
 * resume across calls: `hf_hub_download` deletes a partial file when a download stops, so each file
@@ -38,7 +39,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status, http_stream_backoff
+from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
 from impetus.models import folder as mf
 from impetus.models.errors import ModelError
@@ -73,6 +74,13 @@ ALLOW_PATTERNS = [
 _ST_MODULE = re.compile(r"^\d+_[A-Za-z]+/[^/]+\.json$")
 
 
+_TRANSIENT = {408, 429, 500, 502, 503, 504}
+
+
+class _Transient(Exception):
+    """A server answer worth retrying (overload, gateway errors)."""
+
+
 class _Sibling(Protocol):
     rfilename: str
     size: int | None
@@ -81,7 +89,7 @@ class _Sibling(Protocol):
 
 
 def validate_repo_id(repo_id: str) -> str:
-    if not REPO_ID.match(repo_id) or ".." in repo_id or "--" in repo_id:
+    if not REPO_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
         raise ModelError(
             "invalid_request",
             f"{repo_id!r} is not a hub repo id (expected ORG/NAME of letters, digits, '.', '_', '-')",
@@ -99,12 +107,15 @@ def _endpoint() -> str | None:
 def wanted(path: str) -> bool:
     if "/" not in path:
         return any(fnmatch.fnmatch(path, p) for p in ALLOW_PATTERNS)
-    return bool(_ST_MODULE.match(path))
+    return bool(_ST_MODULE.fullmatch(path))
 
 
 def _hub_error(repo_id: str, e: Exception) -> ModelError:
     if isinstance(e, GatedRepoError):
-        return ModelError("download_failed", f"{repo_id} is gated: accept its terms on the hub and log in (HF_TOKEN)")
+        return ModelError(
+            "download_failed",
+            f"{repo_id} is gated: accept its terms on the hub and log in (HF_TOKEN)",
+        )
     if isinstance(e, RevisionNotFoundError):
         return ModelError("model_not_found", f"{repo_id}: revision not found on the hub")
     if isinstance(e, RepositoryNotFoundError):
@@ -114,14 +125,23 @@ def _hub_error(repo_id: str, e: Exception) -> ModelError:
         if status == 404:
             return ModelError("model_not_found", f"{repo_id}: not found on the hub (404)")
         return ModelError("download_failed", f"{repo_id}: the hub answered {status}: {e}")
-    return ModelError("download_failed", f"{repo_id}: the hub cannot be reached ({type(e).__name__}: {e})")
+    return ModelError(
+        "download_failed", f"{repo_id}: the hub cannot be reached ({type(e).__name__}: {e})"
+    )
 
 
 class _Tracker:
     """Turns byte counts into PullProgress events (throttled to `min_interval`)."""
 
-    def __init__(self, repo_id: str, total: int, callback: ProgressCallback | None, min_interval: float) -> None:
-        self.repo_id, self.total, self.callback, self.min_interval = repo_id, total, callback, min_interval
+    def __init__(
+        self, repo_id: str, total: int, callback: ProgressCallback | None, min_interval: float
+    ) -> None:
+        self.repo_id, self.total, self.callback, self.min_interval = (
+            repo_id,
+            total,
+            callback,
+            min_interval,
+        )
         self.done = 0
         self.session_bytes = 0
         self.started = time.monotonic()
@@ -203,7 +223,11 @@ def _fetch(
         if have:
             req["Range"] = f"bytes={have}-"
         try:
-            with http_stream_backoff("GET", url, headers=req, timeout=30.0, max_retries=3) as resp:
+            # the session's own stream, not huggingface_hub's retrying wrapper: a connection lost
+            # mid-body must come back here, to continue from the bytes already on disk
+            with get_session().stream("GET", url, headers=req, timeout=30.0) as resp:
+                if resp.status_code in _TRANSIENT:
+                    raise _Transient(f"the server answered {resp.status_code}")
                 hf_raise_for_status(resp)
                 mode = "ab"
                 if have and resp.status_code != 206:  # the server ignored Range: start over
@@ -222,7 +246,7 @@ def _fetch(
                 break
             if have < size:  # the body ended early without an error
                 raise _httpx.RemoteProtocolError("response ended before the whole file")
-        except (_httpx.TransportError, ConnectionError) as e:
+        except (_httpx.TransportError, ConnectionError, _Transient) as e:
             resumes += 1
             if resumes > MAX_RESUMES:
                 raise ModelError(
@@ -232,7 +256,9 @@ def _fetch(
             _wait(min(2.0**resumes * 0.25, 8.0), cancel)
     if size is not None and have != size:
         part.unlink(missing_ok=True)
-        raise ModelError("download_failed", f"{sibling.rfilename}: got {have} bytes, expected {size}")
+        raise ModelError(
+            "download_failed", f"{sibling.rfilename}: got {have} bytes, expected {size}"
+        )
     if expected is not None and hasher.hexdigest() != expected:
         part.unlink(missing_ok=True)
         raise ModelError(
@@ -244,15 +270,15 @@ def _fetch(
 
 
 def _check_listing(repo_id: str, names: list[str], all_names: list[str]) -> None:
+    ggufs = [n for n in all_names if n.endswith(".gguf")]
+    hint = (
+        f"; it holds GGUF files ({', '.join(ggufs[:3])}): put one in the model directory to convert it"
+        if ggufs
+        else ""
+    )
     if "config.json" not in names:
-        raise ModelError("invalid_request", f"{repo_id} is not an MLX-loadable model: it has no config.json")
+        raise ModelError("invalid_request", f"{repo_id} is not an MLX-loadable model: it has no config.json{hint}")
     if not any(fnmatch.fnmatch(n, "model*.safetensors") for n in names):
-        ggufs = [n for n in all_names if n.endswith(".gguf")]
-        hint = (
-            f"; it holds GGUF files ({', '.join(ggufs[:3])}): put one in the model directory to convert it"
-            if ggufs
-            else ""
-        )
         raise ModelError(
             "invalid_request",
             f"{repo_id} is not an MLX-loadable model: it has no safetensors weights (model*.safetensors){hint}",
@@ -288,10 +314,22 @@ def download(
     _check_listing(repo_id, [s.rfilename for s in files], [s.rfilename for s in siblings])
     commit = str(info.sha)
     manifest = read_manifest(dest)
-    if manifest and manifest.get("source", {}).get("revision") == commit and mf.is_model_folder(dest):
+    if (
+        manifest
+        and manifest.get("source", {}).get("revision") == commit
+        and mf.is_model_folder(dest)
+    ):
         total = sum(_size(s) for s in files)
         if progress:
-            progress(PullProgress(id=repo_id, status="downloading", bytes_done=total, bytes_total=total, message="already downloaded"))
+            progress(
+                PullProgress(
+                    id=repo_id,
+                    status="downloading",
+                    bytes_done=total,
+                    bytes_total=total,
+                    message="already downloaded",
+                )
+            )
         return dest
 
     downloads = models_path / DOWNLOADS_DIR
@@ -301,7 +339,10 @@ def download(
             shutil.rmtree(stale, ignore_errors=True)
     staging.mkdir(parents=True, exist_ok=True)
     # config.json first: refuse a model mlx-lm cannot run before fetching gigabytes
-    order = sorted(files, key=lambda s: (s.rfilename != "config.json", not s.rfilename.endswith(".json"), _size(s)))
+    order = sorted(
+        files,
+        key=lambda s: (s.rfilename != "config.json", not s.rfilename.endswith(".json"), _size(s)),
+    )
     total = sum(_size(s) for s in files)
     tracker = _Tracker(repo_id, total, progress, min_interval)
     headers = build_hf_headers(token=token)
@@ -310,7 +351,10 @@ def download(
         free = shutil.disk_usage(staging).free
         need = total - mf.folder_bytes(staging)
         if need > free:
-            raise ModelError("download_failed", f"not enough disk space for {repo_id}: {need} bytes needed, {free} free")
+            raise ModelError(
+                "download_failed",
+                f"not enough disk space for {repo_id}: {need} bytes needed, {free} free",
+            )
         for s in order:
             tracker.file = s.rfilename
             target = staging / s.rfilename
@@ -353,7 +397,10 @@ def _size(s: _Sibling) -> int:
 def _check_config(repo_id: str, staging: Path) -> None:
     config = mf.read_config(staging)
     if config is None:
-        raise ModelError("invalid_request", f"{repo_id} is not an MLX-loadable model: its config.json is not JSON")
+        raise ModelError(
+            "invalid_request",
+            f"{repo_id} is not an MLX-loadable model: its config.json is not JSON",
+        )
     model_type = str(config.get("model_type", ""))
     if not mf.supported_model_type(model_type):
         raise ModelError(
@@ -362,7 +409,9 @@ def _check_config(repo_id: str, staging: Path) -> None:
         )
 
 
-def search(query: str, *, limit: int = 20, token: str | None = None, timeout: float = 10.0) -> SearchResult:
+def search(
+    query: str, *, limit: int = 20, token: str | None = None, timeout: float = 10.0
+) -> SearchResult:
     """MLX models on the hub matching `query`, most downloaded first; errors come back in `.error`.
 
     One request, no retries: with no network the caller learns it at once.
@@ -370,15 +419,27 @@ def search(query: str, *, limit: int = 20, token: str | None = None, timeout: fl
     from huggingface_hub import constants
 
     base = _endpoint() or constants.ENDPOINT
-    params: dict[str, Any] = {"filter": "mlx", "sort": "downloads", "direction": -1, "limit": max(1, min(limit, 100))}
+    params: dict[str, Any] = {
+        "filter": "mlx",
+        "sort": "downloads",
+        "direction": -1,
+        "limit": max(1, min(limit, 100)),
+    }
     if query:
         params["search"] = query
     try:
-        r = get_session().get(f"{base}/api/models", params=params, headers=build_hf_headers(token=token), timeout=timeout)
+        r = get_session().get(
+            f"{base}/api/models",
+            params=params,
+            headers=build_hf_headers(token=token),
+            timeout=timeout,
+        )
         hf_raise_for_status(r)
         items = r.json()
     except (HfHubHTTPError, _httpx.HTTPError, OSError, ValueError) as e:
-        return SearchResult(query=query, error=f"the hub cannot be searched: {type(e).__name__}: {e}")
+        return SearchResult(
+            query=query, error=f"the hub cannot be searched: {type(e).__name__}: {e}"
+        )
     models = []
     for it in items if isinstance(items, list) else []:
         if not isinstance(it, dict) or not (it.get("id") or it.get("modelId")):

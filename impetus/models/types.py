@@ -31,16 +31,28 @@ class RegistryEntry(BaseModel):
     source: Source
     description: str = ""
     architecture: str | None = None
-    parameters: int | None = Field(None, description="logical parameters (quantized weights unpacked)")
-    quantization: str | None = Field(None, description='e.g. "4-bit affine, group 32" or "GGUF Q4_1"')
-    size_bytes: int | None = Field(None, description="bytes on disk")
-    memory_bytes: int | None = Field(None, description="estimated weight memory when loaded in serving_dtype")
-    serving_dtype: str | None = Field(None, description="dtype memory_bytes assumes (native: as stored)")
+    parameters: int | None = Field(
+        default=None, description="logical parameters (quantized weights unpacked)"
+    )
+    quantization: str | None = Field(
+        default=None, description='e.g. "4-bit affine, group 32" or "GGUF Q4_1"'
+    )
+    size_bytes: int | None = Field(default=None, description="bytes on disk")
+    memory_bytes: int | None = Field(
+        default=None, description="estimated weight memory when loaded in serving_dtype"
+    )
+    serving_dtype: str | None = Field(
+        default=None, description="dtype memory_bytes assumes (native: as stored)"
+    )
     context_length: int | None = None
-    downloaded: bool = Field(False, description="usable without a network")
-    loaded: bool = Field(False, description="filled in by whoever knows the engine's state")
-    path: str | None = Field(None, description="the MLX folder (None until converted / downloaded)")
-    source_path: str | None = Field(None, description="the GGUF file or package folder it comes from")
+    downloaded: bool = Field(default=False, description="usable without a network")
+    loaded: bool = Field(default=False, description="filled in by whoever knows the engine's state")
+    path: str | None = Field(
+        default=None, description="the MLX folder (None until converted / downloaded)"
+    )
+    source_path: str | None = Field(
+        default=None, description="the GGUF file or package folder it comes from"
+    )
 
 
 class PullProgress(BaseModel):
@@ -51,8 +63,8 @@ class PullProgress(BaseModel):
     status: PullStatus
     bytes_done: int = 0
     bytes_total: int | None = None
-    speed: float = Field(0.0, description="bytes/s received in this session")
-    eta: float | None = Field(None, description="seconds left at the current speed")
+    speed: float = Field(default=0.0, description="bytes/s received in this session")
+    eta: float | None = Field(default=None, description="seconds left at the current speed")
     file: str | None = None
     message: str = ""
 
@@ -75,4 +87,6 @@ class HubModel(BaseModel):
 class SearchResult(BaseModel):
     query: str
     models: list[HubModel] = Field(default_factory=list)
-    error: str | None = Field(None, description="why the hub could not be searched (no network, ...)")
+    error: str | None = Field(
+        default=None, description="why the hub could not be searched (no network, ...)"
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from jupyter_bokeh import BokehModel
+
 from impetus.client import AsyncImpetusClient, Endpoint, ImpetusClient, default_endpoint
 from impetus.widgets import _loop
 
@@ -50,6 +52,18 @@ class Connection:
                 self._resolving = None  # try again next time (the error is shown by the caller)
                 raise
         return _loop.async_client(self._endpoint)
+
+
+class Charts(BokehModel):
+    """jupyter_bokeh's widget with a `close` that may run twice (explicitly, then on GC)."""
+
+    _closed = False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        super().close()
 
 
 def short_error(e: BaseException) -> str:

@@ -21,7 +21,8 @@ import ipywidgets as w
 from bokeh.layouts import gridplot
 from bokeh.models import ColumnDataSource
 from bokeh.plotting import figure
-from jupyter_bokeh import BokehModel
+
+from impetus.widgets._base import Charts
 
 NAN = float("nan")
 
@@ -65,7 +66,7 @@ class BenchChart(w.VBox):
             }
         )
         self.figures = self._figures()
-        self.charts = BokehModel(
+        self.charts = Charts(
             gridplot(self.figures, ncols=2, width=430, height=210, toolbar_location=None)
         )
         self.progress = w.IntProgress(

@@ -19,11 +19,10 @@ import psutil
 from bokeh.layouts import gridplot
 from bokeh.models import ColumnDataSource, Range1d
 from bokeh.plotting import figure
-from jupyter_bokeh import BokehModel
 
 from impetus.client import ImpetusError, parse_metrics
 from impetus.widgets import _loop
-from impetus.widgets._base import ClientLike, Connection, fmt_bytes, get, short_error
+from impetus.widgets._base import Charts, ClientLike, Connection, fmt_bytes, get, short_error
 
 NAN = float("nan")
 GB = 1 << 30
@@ -153,7 +152,7 @@ class Dashboard(w.VBox):
         self.last_status: dict[str, Any] = {}
         self.source = ColumnDataSource({c: [] for c in COLUMNS})
         self.figures = [self._figure(*spec) for spec in CHARTS]
-        self.charts = BokehModel(
+        self.charts = Charts(
             gridplot(self.figures, ncols=2, width=430, height=190, toolbar_location=None)
         )
         self.summary = w.HTML("<i>connecting…</i>")

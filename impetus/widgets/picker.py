@@ -46,11 +46,24 @@ def label(entry: dict[str, Any], loaded: set[str]) -> str:
     mem = memory_of(entry)
     if mem:
         parts.append(f"~{fmt_bytes(mem)} to serve")
-    if mid in loaded or entry.get("loaded"):
+    if entry.get("_hub"):
+        parts.append(
+            "hub" + (f" · {entry['downloads']:,} downloads" if entry.get("downloads") else "")
+        )
+    elif mid in loaded or entry.get("loaded"):
         parts.append("● loaded")
     elif field(entry, "downloaded", "local", "available"):
         parts.append("downloaded")
     return "  ·  ".join(parts)
+
+
+def fmt_count(n: int | None) -> str | None:
+    if not n:
+        return None
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
 
 
 class ModelPicker(w.VBox):
@@ -314,12 +327,21 @@ class ModelPicker(w.VBox):
             self.detail.value = ""
             return
         rows = [
-            ("source", field(entry, "source", "kind")),
+            ("source", "Hugging Face hub" if entry.get("_hub") else field(entry, "source")),
+            ("kind", field(entry, "kind", "pipeline_tag")),
             ("description", field(entry, "description", "name")),
-            ("path", field(entry, "path", "repo_id")),
+            ("architecture", field(entry, "architecture")),
+            ("parameters", fmt_count(field(entry, "parameters"))),
+            ("path", field(entry, "path", "source_path")),
             ("size", fmt_bytes(size_of(entry)) if size_of(entry) else None),
             ("quantization", quant_of(entry) or None),
-            ("memory to serve", f"~{fmt_bytes(memory_of(entry))}" if memory_of(entry) else None),
+            (
+                "memory to serve",
+                f"~{fmt_bytes(memory_of(entry))}"
+                + (f" ({entry['serving_dtype']})" if entry.get("serving_dtype") else "")
+                if memory_of(entry)
+                else None,
+            ),
             ("context", field(entry, "context_length")),
         ]
         loaded = entry.get("id") in self._loaded_ids() or bool(entry.get("loaded"))

@@ -89,6 +89,18 @@ class Server:
             time.sleep(0.2)
         raise TimeoutError(f"not ready after {timeout} s:\n{self.log_text()}")
 
+    def wait_ready_or_engine(self, timeout: float = 120) -> None:
+        """Wait for the engine (not for a model: the server may have none)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url("health"), timeout=5).json()["engine"] == "ready":
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"engine not up after {timeout} s:\n{self.log_text()}")
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")[-6000:]
 
@@ -107,11 +119,13 @@ def serve_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "impetus.api.serve", *args]
 
 
-def start_server(args: list[str], home: Path, key: str | None = ADMIN_KEY, env: dict[str, str] | None = None) -> Server:
+def start_server(
+    args: list[str], home: Path, key: str | None = ADMIN_KEY, no_auth: bool = False, env: dict[str, str] | None = None
+) -> Server:
     cmd = serve_command("--host", "127.0.0.1", "--port", "0", "--home", str(home), "--log-level", "info", *args)
     if key:
         cmd += ["--api-key", key]
-    else:
+    if no_auth:
         cmd += ["--no-auth"]
     full_env = {k: v for k, v in os.environ.items() if k not in ("IMPETUS_API_KEY",)}
     full_env.update(env or {})
@@ -151,7 +165,8 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
     started: list[Server] = []
 
     def make(*args: str, key: str | None = ADMIN_KEY, ready: bool = True, env: dict[str, str] | None = None) -> Server:
-        srv = start_server(list(args), tmp_path_factory.mktemp("serve-home"), key=key, env=env)
+        home = tmp_path_factory.mktemp("serve-home")
+        srv = start_server(list(args), home, key=key, no_auth=key is None, env=env)
         started.append(srv)
         if ready:
             srv.wait_ready()
@@ -171,3 +186,24 @@ def server(server_factory: Callable[..., Server], tiny_model_dir: Path, tool_mod
 @pytest.fixture(scope="session")
 def model(tiny_model_dir: Path) -> str:
     return str(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A still random but larger Llama with a 4096-token context: ~200 tokens/s on one CPU
+    stream, so a long request stays in flight for seconds (disconnects, limits, shutdown)."""
+    from tests.tiny_model import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "slow-llama", context=4096, hidden=256, layers=6)
+
+
+def long_chat(model: str, max_tokens: int = 3000, **extra: object) -> dict[str, object]:
+    """A chat request that generates exactly `max_tokens` tokens."""
+    body: dict[str, object] = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+    }
+    body.update(extra)
+    return body

@@ -40,8 +40,12 @@ class NumpyLlama:
             arr = dequantize(t.data, t.tensor_type).astype(np.float32)
             self.w[t.name] = arr.reshape([int(d) for d in reversed(t.shape)])
         for i in range(self.n_layer):
-            self.w[f"blk.{i}.attn_q.weight"] = _unpermute(self.w[f"blk.{i}.attn_q.weight"], self.n_head)
-            self.w[f"blk.{i}.attn_k.weight"] = _unpermute(self.w[f"blk.{i}.attn_k.weight"], self.n_kv)
+            self.w[f"blk.{i}.attn_q.weight"] = _unpermute(
+                self.w[f"blk.{i}.attn_q.weight"], self.n_head
+            )
+            self.w[f"blk.{i}.attn_k.weight"] = _unpermute(
+                self.w[f"blk.{i}.attn_k.weight"], self.n_kv
+            )
         self.head_dim = self.w["blk.0.attn_q.weight"].shape[0] // self.n_head
 
     def _norm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -113,7 +113,7 @@ def test_export(chat: Chat, tiny_model: str) -> None:
 def test_errors_show_in_place_and_recover(
     endpoint: Endpoint, tiny_model: str, client: ImpetusClient
 ) -> None:
-    chat = Chat(model="no-such-model", client=endpoint)
+    chat = Chat(model="no-such-model", client=endpoint, max_tokens=24)
     try:
         with pytest.raises(Exception, match="no-such-model|not found"):
             chat.ask("Hello", timeout=60)

@@ -119,7 +119,16 @@ def _write_config(tmp: Path) -> dict[str, str]:
     """Isolated Jupyter config, data and state; returns the environment that points at them."""
     dirs = {
         name: tmp / name
-        for name in ("config", "data", "runtime", "settings", "workspaces", "labext", "hf")
+        for name in (
+            "config",
+            "data",
+            "runtime",
+            "settings",
+            "workspaces",
+            "app-settings",
+            "labext",
+            "hf",
+        )
     }
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
@@ -132,9 +141,7 @@ def _write_config(tmp: Path) -> dict[str, str]:
         )
     )
     # No news prompt over the screenshots, and a known starting theme.
-    settings = dirs["data"] / "lab" / "settings"
-    settings.mkdir(parents=True, exist_ok=True)
-    (settings / "overrides.json").write_text(
+    (dirs["app-settings"] / "overrides.json").write_text(
         json.dumps(
             {
                 "@jupyterlab/apputils-extension:notification": {
@@ -155,6 +162,7 @@ def _write_config(tmp: Path) -> dict[str, str]:
         "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]),
         "HF_HOME": str(dirs["hf"]),
         "LABEXT": str(dirs["labext"]),
+        "APP_SETTINGS": str(dirs["app-settings"]),
     }
 
 
@@ -173,7 +181,7 @@ def lab(
     port = _free_port()
     token = os.urandom(16).hex()
     env = dict(os.environ)
-    env.update({k: v for k, v in paths.items() if k != "LABEXT"})
+    env.update({k: v for k, v in paths.items() if k not in ("LABEXT", "APP_SETTINGS")})
     env.update(
         IMPETUS_HOME=str(home),
         HF_ENDPOINT=hub.url,
@@ -190,6 +198,7 @@ def lab(
         f"--ServerApp.token={token}",
         f"--ServerApp.root_dir={root}",
         f"--LabApp.extra_labextensions_path={paths['LABEXT']}",
+        f"--LabApp.app_settings_dir={paths['APP_SETTINGS']}",
         "--LabApp.expose_app_in_browser=True",
     ]  # fmt: skip
     if hasattr(os, "geteuid") and os.geteuid() == 0:

@@ -183,7 +183,9 @@ def test_chat_notebook_command(page: Any, lab: LabServer) -> None:
     from playwright.sync_api import expect
 
     run_command(page, "impetus:open-chat", {"model": DEFAULT_MODEL})
-    expect(page.locator(".jp-mod-current .jp-Notebook")).to_be_visible(timeout=60_000)
+    tab = page.locator(f'.lm-TabBar-tab[title*="chat-{DEFAULT_MODEL}.ipynb"]')
+    expect(tab).to_have_count(1, timeout=60_000)
+    expect(page.get_by_role("heading", name=f"Chat with {DEFAULT_MODEL}")).to_be_visible()
     nb = lab.get(f"api/contents/chat-{DEFAULT_MODEL}.ipynb").json()["content"]
     code = [c["source"] for c in nb["cells"] if c["cell_type"] == "code"]
     assert code == [f'import impetus.widgets as iw\n\niw.Chat(model="{DEFAULT_MODEL}")']
