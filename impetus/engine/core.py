@@ -59,22 +59,11 @@ class EngineCore:
     # ---- models ----------------------------------------------------------------------------
 
     def resolve(self, model_id: str) -> tuple[str, str, Path]:
-        """(canonical id, kind, folder) for an id the registry knows, or a model folder path."""
+        """(canonical id, kind, folder) of a registry id or a model folder path (GGUF converted once)."""
         from impetus.models import registry
 
-        if True:
-            try:
-                r = registry.resolve(model_id, self.settings)
-            except EngineError:
-                raise
-            except Exception as e:
-                code = getattr(e, "code", None) or "model_load_failed"
-                raise EngineError(code, str(e), "model") from e
-            return r.id, r.kind, Path(r.path)
-        p = Path(model_id).expanduser()
-        if (p / "config.json").exists():
-            return model_id, "chat", p
-        raise EngineError("model_not_found", f"unknown model {model_id!r}", "model")
+        r = registry.resolve(model_id, self.settings)
+        return r.id, r.kind, Path(r.path)
 
     def loaded_ids(self) -> list[str]:
         return list(self.runners) + list(self.embeddings)

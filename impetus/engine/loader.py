@@ -14,6 +14,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from impetus.engine.types import EngineError
+from impetus.models.registry import detect_backend, serving_dtype_for_backend
 
 log = logging.getLogger("impetus.engine")
 
@@ -21,12 +22,7 @@ DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 
 
 def backend() -> str:
-    if mx.metal.is_available():
-        return "metal"
-    cuda = getattr(mx, "cuda", None)
-    if cuda is not None and cuda.is_available():
-        return "cuda"
-    return "cpu"
+    return detect_backend()
 
 
 def device_name() -> str:
@@ -41,9 +37,7 @@ def serving_dtype(requested: str, backend_name: str, quantized: bool) -> str:
     """The dtype that decodes fastest here (DESIGN.md: quantized kernels are slow off Apple silicon)."""
     if requested not in ("auto", ""):
         return requested
-    if backend_name == "metal":
-        return "native"
-    return "bfloat16" if backend_name == "cuda" else "float32"
+    return serving_dtype_for_backend(backend_name)
 
 
 def read_config(path: Path) -> dict[str, Any]:
