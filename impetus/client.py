@@ -112,7 +112,10 @@ class ImpetusError(Exception):
             data = None
         if isinstance(data, dict):
             return cls.from_payload(data, status=status)
-        return cls(text.strip()[:500] or httpx.codes.get_reason_phrase(status), status=status)
+        text = text.strip()
+        if text.startswith("<"):  # an HTML error page (a proxy, or Jupyter's own 404 page)
+            text = ""
+        return cls(text[:500] or httpx.codes.get_reason_phrase(status), status=status)
 
     @classmethod
     def from_payload(cls, data: Mapping[str, Any], *, status: int | None = None) -> ImpetusError:

@@ -321,7 +321,8 @@ function ModelsSection(props: {
   const query = state.query.trim();
   const known = new Set(state.models.map(m => m.id));
   const offerPull = looksLikeRepoId(query) && !known.has(query) && !state.pulls.has(query);
-  const hubOnly = (state.hubResults ?? []).filter(r => !known.has(r.id));
+  // A hub result being downloaded moves up into the model list, where its progress shows.
+  const hubOnly = (state.hubResults ?? []).filter(r => !known.has(r.id) && !state.pulls.has(r.id));
   return (
     <Section title="Models" testId="impetus-models">
       <div className="jp-ImpetusSidebar-row">
@@ -388,7 +389,7 @@ function ModelsSection(props: {
           <div className="jp-ImpetusSidebar-subtitle">From the hub</div>
           <ul className="jp-ImpetusSidebar-models" data-testid="impetus-hub-results">
             {hubOnly.map(entry => (
-              <HubItem key={entry.id} entry={entry} model={model} state={state} />
+              <HubItem key={entry.id} entry={entry} model={model} />
             ))}
             {hubOnly.length === 0 && <li className="jp-ImpetusSidebar-muted">Nothing new found.</li>}
           </ul>
@@ -526,9 +527,15 @@ function ModelItem(props: {
   );
 }
 
-function HubItem(props: { entry: IRegistryEntry; model: SidebarModel; state: ISidebarState }): JSX.Element {
-  const { entry, model, state } = props;
-  const pulling = model.isPulling(entry.id);
+function HubItem(props: { entry: IRegistryEntry; model: SidebarModel }): JSX.Element {
+  const { entry, model } = props;
+  const facts = [
+    entry.pipeline_tag,
+    typeof entry.downloads === 'number' ? `${entry.downloads} downloads` : null,
+    typeof entry.likes === 'number' ? `${entry.likes} likes` : null
+  ]
+    .filter(Boolean)
+    .join(' · ');
   return (
     <li className="jp-ImpetusSidebar-model" data-model-id={entry.id} data-testid="impetus-hub-model">
       <div className="jp-ImpetusSidebar-row">
@@ -536,15 +543,12 @@ function HubItem(props: { entry: IRegistryEntry; model: SidebarModel; state: ISi
           {entry.id}
         </span>
       </div>
-      <div className="jp-ImpetusSidebar-muted">{entryFacts(entry)}</div>
-      <PullProgress id={entry.id} model={model} state={state} />
-      {!pulling && !state.pulls.has(entry.id) && (
-        <div className="jp-ImpetusSidebar-actions">
-          <button className="jp-mod-styled jp-mod-accept" onClick={() => void model.pull(entry.id)}>
-            Download
-          </button>
-        </div>
-      )}
+      <div className="jp-ImpetusSidebar-muted">{facts || entryFacts(entry)}</div>
+      <div className="jp-ImpetusSidebar-actions">
+        <button className="jp-mod-styled jp-mod-accept" onClick={() => void model.pull(entry.id)}>
+          Download
+        </button>
+      </div>
     </li>
   );
 }

@@ -73,6 +73,10 @@ export interface IRegistryEntry {
   loaded?: boolean;
   downloaded?: boolean;
   description?: string | null;
+  /** Hub search results: popularity and task. */
+  downloads?: number | null;
+  likes?: number | null;
+  pipeline_tag?: string | null;
   [extra: string]: unknown;
 }
 

@@ -75,6 +75,12 @@ class ImpetusHandler(APIHandler):
                     code="insufficient_scope",
                 )
         else:
+            if not self.check_host():  # DNS rebinding guard (loopback-only servers)
+                raise APIError(
+                    403,
+                    f"Host {self.request.host!r} is not allowed; this server only answers to local names.",
+                    code="host_not_allowed",
+                )
             try:
                 await super().prepare()
             except web.HTTPError as e:

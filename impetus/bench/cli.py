@@ -118,8 +118,12 @@ def _common_generation(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--timeout", type=float, default=600.0, help="seconds a request may take")
     g.add_argument("--warmup", type=int, default=1, help="requests sent before measuring")
-    g.add_argument("--seed", type=int, help="prompt seed (default: a fresh one per run, so that "
-                   "prompt caches can't recognise prompts from an earlier run)")
+    g.add_argument(
+        "--seed",
+        type=int,
+        help="prompt seed (default: a fresh one per run, so that "
+        "prompt caches can't recognise prompts from an earlier run)",
+    )
 
 
 def _output(p: argparse.ArgumentParser) -> None:

@@ -264,27 +264,33 @@ async def _prepare(
     source = _prompt_source(config, tokenizer)
     rng = np.random.default_rng(config.seed)
     info, warnings = await describe_endpoint(client, endpoint)
-    reachable = not any(w.startswith("endpoint unreachable") for w in warnings)
-    if reachable and isinstance(source, SyntheticPrompts):
-        if warning := await _calibrate(client, endpoint, source, rng):
-            warnings.append(warning)
+    if any(w.startswith("endpoint unreachable") for w in warnings):
+        return tokenizer, source, rng, info, warnings
+    found: list[str] = []
+    if isinstance(source, SyntheticPrompts) and (
+        warning := await _calibrate(client, endpoint, source, rng)
+    ):
+        found.append(warning)
+    # Warm-up: first-call kernel compilation and lazy loading stay out of the figures.
+    for _ in range(config.warmup):
+        text, n = source.make(prompt_tokens, rng)
+        result, _ = await stream_chat(
+            client,
+            endpoint,
+            [{"role": "user", "content": text}],
+            config.options(min(config.max_tokens, 16)),
+            tokenizer=tokenizer,
+            prompt_tokens=n,
+        )
+        if not result.success:
+            found.append(f"warm-up request failed: {result.error}")
+            break
+    # Asked again now that the warm-up made the endpoint load the model: model lists and
+    # impetus' status only then show it.
+    info, warnings = await describe_endpoint(client, endpoint)
+    if isinstance(source, SyntheticPrompts):
         info["tokens_per_word"] = source.tokens_per_word
-    if reachable:
-        # Warm-up: first-call kernel compilation and lazy loading stay out of the figures.
-        for _ in range(config.warmup):
-            text, n = source.make(prompt_tokens, rng)
-            result, _ = await stream_chat(
-                client,
-                endpoint,
-                [{"role": "user", "content": text}],
-                config.options(min(config.max_tokens, 16)),
-                tokenizer=tokenizer,
-                prompt_tokens=n,
-            )
-            if not result.success:
-                warnings.append(f"warm-up request failed: {result.error}")
-                break
-    return tokenizer, source, rng, info, warnings
+    return tokenizer, source, rng, info, warnings + found
 
 
 def _record(

@@ -111,7 +111,9 @@ def open_endpoint(spec: str, model: str, model_path: str | Path | None = None) -
         folder = str(Path(model_path or model_folder(model)).resolve())
         server = MlxLmServer(folder)
         server.start()
-        return BenchEndpoint(name="mlx_lm", base_url=server.openai_base_url, model=folder, server=server)
+        return BenchEndpoint(
+            name="mlx_lm", base_url=server.openai_base_url, model=folder, server=server
+        )
     raise ValueError(f"unknown endpoint {spec!r}: use 'impetus', 'mlx_lm' or 'NAME=URL'")
 
 

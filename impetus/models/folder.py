@@ -7,10 +7,14 @@ weights are.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
 import json
 import math
 import struct
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -222,3 +226,32 @@ def folder_bytes(folder: Path) -> int:
             seen.add((st.st_dev, st.st_ino))
             total += st.st_size
     return total
+
+
+@contextlib.contextmanager
+def exclusive_lock(
+    models_path: Path, name: str, cancel: Callable[[], bool] | None = None
+) -> Iterator[None]:
+    """One writer per model at a time, across processes (the engine, the api, the CLI).
+
+    Waits for the holder to finish; `cancel` is polled while waiting.
+    """
+    from impetus.models.errors import ModelError
+
+    locks = models_path / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{name.replace('/', '--')}.lock", "w") as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if cancel is not None and cancel():
+                    raise ModelError(
+                        "cancelled", f"cancelled while waiting for another pull of {name}"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -343,7 +343,7 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 def is_current_conversion(folder: Path, src: Path) -> bool:
-    """True when `folder` was converted from `src` as it is now (same size and mtime)."""
+    """True when `folder` was converted from `src` as it is now (same file, size and mtime)."""
     manifest = read_manifest(folder)
     if not manifest or not (folder / "config.json").is_file():
         return False
@@ -352,7 +352,11 @@ def is_current_conversion(folder: Path, src: Path) -> bool:
         st = src.stat()
     except OSError:
         return False
-    return rec.get("size") == st.st_size and rec.get("mtime") == st.st_mtime
+    return (
+        rec.get("path") == str(src.resolve())
+        and rec.get("size") == st.st_size
+        and rec.get("mtime") == st.st_mtime
+    )
 
 
 def convert_gguf(

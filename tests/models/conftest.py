@@ -34,7 +34,11 @@ def smollm_mlx(smollm_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     from impetus.models.gguf import convert_gguf
 
     assert SMOLLM2.sha256 is not None
-    return convert_gguf(smollm_gguf, tmp_path_factory.mktemp("smollm") / "smollm2-135m", expected_sha256=SMOLLM2.sha256)
+    return convert_gguf(
+        smollm_gguf,
+        tmp_path_factory.mktemp("smollm") / "smollm2-135m",
+        expected_sha256=SMOLLM2.sha256,
+    )
 
 
 @pytest.fixture(scope="session")

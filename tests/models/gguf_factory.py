@@ -6,7 +6,9 @@ metadata (tokens, merges, token types), the way llama.cpp's converter stores it.
 
 from __future__ import annotations
 
+import functools
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +30,27 @@ LAYER_TENSORS = {
 }
 
 
-def tokenizer_metadata(tmp: Path) -> dict[str, Any]:
-    """tokens / merges / token types of tests/tiny_model's tokenizer, as GGUF stores them."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    build_tokenizer(tmp)
-    data = json.loads((tmp / "tokenizer.json").read_text())
+@functools.cache
+def tokenizer_metadata() -> dict[str, Any]:
+    """tokens / merges / token types of tests/tiny_model's tokenizer, as GGUF stores them, and
+    the original tokenizer.json (`json`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        build_tokenizer(Path(tmp))
+        text = (Path(tmp) / "tokenizer.json").read_text()
+    data = json.loads(text)
     vocab: dict[str, int] = data["model"]["vocab"]
     tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
     merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
     special = {a["content"] for a in data["added_tokens"] if a["special"]}
     types = [3 if t in special else 1 for t in tokens]
-    return {"tokens": tokens, "merges": merges, "types": types, "eos": vocab["<|im_end|>"], "bos": vocab["<|im_start|>"]}
+    return {
+        "tokens": tokens,
+        "merges": merges,
+        "types": types,
+        "eos": vocab["<|im_end|>"],
+        "bos": vocab["<|im_start|>"],
+        "json": text,
+    }
 
 
 def write_llama_gguf(
@@ -61,7 +73,7 @@ def write_llama_gguf(
 ) -> Path:
     """A random llama GGUF; `types` overrides the GGML type of single tensors (by GGUF name)."""
     rng = np.random.default_rng(seed)
-    tok = tokenizer_metadata(path.parent / f".{path.stem}-tok")
+    tok = tokenizer_metadata()
     vocab = len(tok["tokens"])
     head_dim = hidden // heads
     dims = {"hidden": hidden, "q": heads * head_dim, "kv": kv_heads * head_dim, "ffn": ffn}

@@ -13,6 +13,7 @@ only `n` bytes, then drops the connection) and `corrupt` (files whose bytes are 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -41,7 +42,11 @@ class Repo:
 
     @staticmethod
     def from_folder(repo_id: str, folder: Path) -> Repo:
-        files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+        files = {
+            p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
         return Repo(repo_id, files)
 
     def is_lfs(self, name: str) -> bool:
@@ -108,7 +113,11 @@ def _info(repo: Repo, blobs: bool) -> dict[str, object]:
             if repo.is_lfs(name):
                 pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\nsize {len(data)}\n"
                 entry["blobId"] = git_blob_sha1(pointer.encode())
-                entry["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": len(pointer)}
+                entry["lfs"] = {
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "size": len(data),
+                    "pointerSize": len(pointer),
+                }
             else:
                 entry["blobId"] = git_blob_sha1(data)
         siblings.append(entry)
@@ -139,10 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def handle(self) -> None:
-        try:
+        # the client went away (a cancelled download): nothing to answer
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
             super().handle()
-        except (ConnectionResetError, BrokenPipeError):
-            pass  # the client went away (a cancelled download): nothing to answer
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
@@ -158,7 +166,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _missing(self, code: str, message: str) -> None:
         body = json.dumps({"error": message}).encode()
-        self._send(404, body, {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message})
+        self._send(
+            404,
+            body,
+            {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message},
+        )
 
     def do_HEAD(self) -> None:
         self.do_GET()
@@ -167,7 +179,9 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         path = unquote(url.path)
         query = parse_qs(url.query)
-        self.owner.requests.append(Request(self.command, path, self.headers.get("Range"), url.query))
+        self.owner.requests.append(
+            Request(self.command, path, self.headers.get("Range"), url.query)
+        )
         repos = self.owner.repos
         if path == "/api/models":
             terms = " ".join(query.get("search", [""])).lower()
@@ -193,7 +207,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Location", f"/cdn/{repo.id}/{repo.sha}/{name}")
                 self.send_header("X-Repo-Commit", repo.sha)
                 self.send_header("X-Linked-Size", str(len(repo.files[name])))
-                self.send_header("X-Linked-Etag", f'"{hashlib.sha256(repo.files[name]).hexdigest()}"')
+                self.send_header(
+                    "X-Linked-Etag", f'"{hashlib.sha256(repo.files[name]).hexdigest()}"'
+                )
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return None

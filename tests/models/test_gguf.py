@@ -16,7 +16,7 @@ from impetus.models.errors import ModelError
 from impetus.models.gguf import build_config, convert_gguf
 from impetus.models.gguf_file import read_gguf
 from impetus.models.gguf_tokenizer import build_tokenizer
-from tests.models.gguf_factory import write_llama_gguf
+from tests.models.gguf_factory import tokenizer_metadata, write_llama_gguf
 from tests.models.reference import NumpyLlama
 
 TRICKY = [
@@ -60,9 +60,16 @@ def test_default_model_folder(smollm_mlx: Path, smollm_gguf: Path) -> None:
     assert config["rope_traditional"] is True
     assert config["tie_word_embeddings"] is True
     assert config["quantization"] == {"group_size": 32, "bits": 4}
-    assert (config["num_hidden_layers"], config["num_key_value_heads"], config["rms_norm_eps"]) == (30, 3, 1e-5)
+    assert (config["num_hidden_layers"], config["num_key_value_heads"], config["rms_norm_eps"]) == (
+        30,
+        3,
+        1e-5,
+    )
     manifest = json.loads((smollm_mlx / "impetus.json").read_text())
-    assert manifest["source"]["sha256"] == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    assert (
+        manifest["source"]["sha256"]
+        == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    )
     assert manifest["source"]["size"] == smollm_gguf.stat().st_size
     # the Q8_0 embedding of this Q4_1 file stays 8-bit (mlx-lm infers it from the packed width)
     import mlx.core as mx
@@ -130,7 +137,9 @@ def test_default_model_tokenizer_matches_transformers(smollm_mlx: Path, smollm_g
         (Q.BF16, False, {"blk.0.attn_q.weight": Q.Q4_1}),
     ],
 )
-def test_crafted_types_match_reference(tmp_path: Path, weight_type: Q, tied: bool, types: dict[str, Q]) -> None:
+def test_crafted_types_match_reference(
+    tmp_path: Path, weight_type: Q, tied: bool, types: dict[str, Q]
+) -> None:
     import mlx.core as mx
     import mlx_lm
 
@@ -153,7 +162,7 @@ def test_crafted_tokenizer_round_trips(tmp_path: Path) -> None:
     from tokenizers import Tokenizer
 
     src = write_llama_gguf(tmp_path / "tiny.gguf")
-    original = Tokenizer.from_file(str(tmp_path / ".tiny-tok" / "tokenizer.json"))
+    original = Tokenizer.from_str(tokenizer_metadata()["json"])
     rebuilt = build_tokenizer(read_gguf(src).metadata)
     for s in TRICKY:
         assert rebuilt.encode(s).ids == original.encode(s).ids, s
@@ -229,11 +238,20 @@ def test_llama3_rope_scaling_is_recovered(tmp_path: Path) -> None:
 
 
 def test_k_quant_is_refused_by_name(tmp_path: Path) -> None:
-    src = write_llama_gguf(tmp_path / "k.gguf", hidden=256, ffn=512, types={"blk.0.ffn_down.weight": Q.Q6_K, "blk.1.attn_q.weight": Q.Q4_K})
+    src = write_llama_gguf(
+        tmp_path / "k.gguf",
+        hidden=256,
+        ffn=512,
+        types={"blk.0.ffn_down.weight": Q.Q6_K, "blk.1.attn_q.weight": Q.Q4_K},
+    )
     with pytest.raises(ModelError) as e:
         convert_gguf(src, tmp_path / "k")
     assert e.value.code == "model_load_failed"
-    assert "Q6_K" in e.value.message and "Q4_K" in e.value.message and "blk.0.ffn_down.weight" in e.value.message
+    assert (
+        "Q6_K" in e.value.message
+        and "Q4_K" in e.value.message
+        and "blk.0.ffn_down.weight" in e.value.message
+    )
     assert not (tmp_path / "k").exists() and _leftovers(tmp_path) == []
 
 
@@ -270,7 +288,9 @@ def test_not_a_gguf_file(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="not a GGUF file"):
         convert_gguf(junk, tmp_path / "junk")
     damaged = tmp_path / "damaged.gguf"  # the magic, then an absurd tensor count
-    damaged.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (1 << 40).to_bytes(8, "little") + bytes(64))
+    damaged.write_bytes(
+        b"GGUF" + (3).to_bytes(4, "little") + (1 << 40).to_bytes(8, "little") + bytes(64)
+    )
     with pytest.raises(ModelError, match="damaged header"):
         convert_gguf(damaged, tmp_path / "damaged")
     assert not (tmp_path / "junk").exists() and not (tmp_path / "damaged").exists()

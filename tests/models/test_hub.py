@@ -43,7 +43,12 @@ def test_full_download_with_progress(settings: Settings, hub: FakeHub, tiny_fold
     events: list[PullProgress] = []
     resolved = registry.pull(REPO, settings, progress=events.append, min_interval=0)
     dest = settings.models_path / "impetus-test" / "tiny-llama"
-    assert (resolved.id, resolved.source, resolved.path, resolved.kind) == (REPO, "hub", dest, "chat")
+    assert (resolved.id, resolved.source, resolved.path, resolved.kind) == (
+        REPO,
+        "hub",
+        dest,
+        "chat",
+    )
     _assert_same_files(dest, tiny_folder)
     manifest = json.loads((dest / "impetus.json").read_text())
     assert manifest["source"] == {"type": "hub", "repo": REPO, "revision": hub.repos[REPO].sha}
@@ -77,7 +82,9 @@ def test_downloaded_model_loads_in_mlx_lm(settings: Settings, hub: FakeHub) -> N
     assert isinstance(mlx_lm.generate(model, tok, "Hello", max_tokens=3), str)
 
 
-def test_dropped_connection_is_resumed_with_range(settings: Settings, hub: FakeHub, tiny_folder: Path) -> None:
+def test_dropped_connection_is_resumed_with_range(
+    settings: Settings, hub: FakeHub, tiny_folder: Path
+) -> None:
     size = (tiny_folder / WEIGHTS).stat().st_size
     hub.cut_after[WEIGHTS] = 300_000  # the first GET stops there and the connection drops
     events: list[PullProgress] = []
@@ -92,7 +99,9 @@ def test_dropped_connection_is_resumed_with_range(settings: Settings, hub: FakeH
     assert done == sorted(done)
 
 
-def test_cancel_then_resume_in_a_later_call(settings: Settings, hub: FakeHub, tiny_folder: Path) -> None:
+def test_cancel_then_resume_in_a_later_call(
+    settings: Settings, hub: FakeHub, tiny_folder: Path
+) -> None:
     size = (tiny_folder / WEIGHTS).stat().st_size
     cancel = threading.Event()
     seen: list[PullProgress] = []
@@ -188,7 +197,12 @@ def test_unknown_revision(settings: Settings, hub: FakeHub) -> None:
 
 
 def test_gguf_only_repo_is_refused(settings: Settings, hub: FakeHub) -> None:
-    hub.add(Repo("impetus-test/gguf-only", {"README.md": b"# hi\n", "model.Q4_0.gguf": b"GGUF" + bytes(100)}))
+    hub.add(
+        Repo(
+            "impetus-test/gguf-only",
+            {"README.md": b"# hi\n", "model.Q4_0.gguf": b"GGUF" + bytes(100)},
+        )
+    )
     with pytest.raises(ModelError) as e:
         registry.pull("impetus-test/gguf-only", settings)
     assert e.value.code == "invalid_request"
@@ -196,14 +210,19 @@ def test_gguf_only_repo_is_refused(settings: Settings, hub: FakeHub) -> None:
     assert hub.gets("model.Q4_0.gguf") == []
 
 
-def test_unsupported_architecture_is_refused_before_the_weights(settings: Settings, hub: FakeHub, tiny_folder: Path) -> None:
+def test_unsupported_architecture_is_refused_before_the_weights(
+    settings: Settings, hub: FakeHub, tiny_folder: Path
+) -> None:
     files = {p.name: p.read_bytes() for p in tiny_folder.iterdir()}
     config = json.loads(files["config.json"])
     files["config.json"] = json.dumps({**config, "model_type": "not_a_real_arch"}).encode()
     hub.add(Repo("impetus-test/odd-arch", files))
     with pytest.raises(ModelError) as e:
         registry.pull("impetus-test/odd-arch", settings)
-    assert e.value.code == "invalid_request" and "'not_a_real_arch' is not supported by mlx-lm" in e.value.message
+    assert (
+        e.value.code == "invalid_request"
+        and "'not_a_real_arch' is not supported by mlx-lm" in e.value.message
+    )
     assert hub.gets(WEIGHTS) == []  # refused before fetching the weights
     assert _visible(settings) == [] and list(_downloads(settings).iterdir()) == []
 
@@ -242,3 +261,56 @@ def test_delete_a_downloaded_model(settings: Settings, hub: FakeHub) -> None:
     res = registry.delete(REPO, settings)
     assert res.removed == [str(r.path)] and res.freed_bytes > 0
     assert _visible(settings) == []  # the empty ORG folder went too
+
+
+def test_not_enough_disk_space(
+    settings: Settings, hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = hubmod.shutil.disk_usage
+    monkeypatch.setattr(
+        hubmod.shutil, "disk_usage", lambda p: real(p)._replace(free=100_000)
+    )  # a nearly full disk
+    with pytest.raises(ModelError) as e:
+        registry.pull(REPO, settings)
+    assert e.value.code == "download_failed" and "not enough disk space" in e.value.message
+    assert _visible(settings) == [] and hub.gets(WEIGHTS) == []
+
+
+def test_repo_already_pulled_is_not_fetched_again_but_a_new_commit_is(
+    settings: Settings, hub: FakeHub, tiny_folder: Path
+) -> None:
+    registry.pull(REPO, settings)
+    repo = hub.repos[REPO]
+    files = dict(repo.files)
+    files["README.md"] = b"# new commit\n"
+    hub.add(Repo(REPO, files))  # the repo moves on: a new sha
+    served = len(hub.served)
+    registry.pull(REPO, settings)
+    dest = settings.models_path / "impetus-test" / "tiny-llama"
+    manifest = json.loads((dest / "impetus.json").read_text())
+    assert manifest["source"]["revision"] == hub.repos[REPO].sha != repo.sha
+    assert len(hub.served) > served  # downloaded again (README.md is not fetched: not a model file)
+    assert not (dest / "README.md").exists()
+
+
+def test_concurrent_pulls_download_once(
+    settings: Settings, hub: FakeHub, tiny_folder: Path
+) -> None:
+    hub.chunk = 16 * 1024
+    results: list[object] = []
+
+    def pull() -> None:
+        try:
+            results.append(registry.pull(REPO, settings).path)
+        except BaseException as e:  # handed to the test thread
+            results.append(e)
+
+    threads = [threading.Thread(target=pull) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    dest = settings.models_path / "impetus-test" / "tiny-llama"
+    assert results == [dest, dest]
+    assert len(hub.gets(WEIGHTS)) == 1  # the second waited for the first, then found it complete
+    _assert_same_files(dest, tiny_folder)

@@ -57,8 +57,15 @@ def test_local_folder(settings: Settings, tiny_folder: Path) -> None:
     assert e.parameters == params
     assert (e.serving_dtype, e.memory_bytes) == ("float32", params * 4)
     assert registry.describe("tiny", settings, backend="cuda").memory_bytes == params * 2
-    assert registry.describe("tiny", settings, backend="metal").memory_bytes == params * 4  # stored as float32
-    assert (e.context_length, e.quantization, e.downloaded, e.path) == (512, None, True, str(r.path))
+    assert (
+        registry.describe("tiny", settings, backend="metal").memory_bytes == params * 4
+    )  # stored as float32
+    assert (e.context_length, e.quantization, e.downloaded, e.path) == (
+        512,
+        None,
+        True,
+        str(r.path),
+    )
 
 
 def test_org_name_folder_and_hf_cache(settings: Settings, tiny_folder: Path) -> None:
@@ -69,15 +76,22 @@ def test_org_name_folder_and_hf_cache(settings: Settings, tiny_folder: Path) -> 
     assert (cached.source, cached.path) == ("hf-cache", snap)
     ids = {e.id: e for e in registry.list_entries(settings, backend="cpu")}
     assert {"smollm2-135m", "minilm", "acme/tiny", "someone/cached-tiny"} <= set(ids)
-    assert ids["someone/cached-tiny"].size_bytes == sum(f.stat().st_size for f in tiny_folder.iterdir())
+    assert ids["someone/cached-tiny"].size_bytes == sum(
+        f.stat().st_size for f in tiny_folder.iterdir()
+    )
     res = registry.delete("someone/cached-tiny", settings)
     assert res.freed_bytes > 0 and not snap.exists()
     with pytest.raises(ModelError) as e:
         registry.resolve("someone/cached-tiny", settings)
-    assert e.value.code == "model_not_found" and "impetus models pull someone/cached-tiny" in e.value.message
+    assert (
+        e.value.code == "model_not_found"
+        and "impetus models pull someone/cached-tiny" in e.value.message
+    )
 
 
-def test_path_ids(settings: Settings, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_path_ids(
+    settings: Settings, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     r = registry.resolve(str(tiny_folder), settings)
     assert (r.source, r.path) == ("path", tiny_folder)
     monkeypatch.chdir(tiny_folder.parent)
@@ -105,7 +119,20 @@ def test_unsupported_model_type(settings: Settings, tiny_folder: Path) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["../etc", "a/../../b", "..", "a b", "a/b/c", "", ".hidden", "x;rm -rf", "name\n", "a\\b", "ü", "a//b"],
+    [
+        "../etc",
+        "a/../../b",
+        "..",
+        "a b",
+        "a/b/c",
+        "",
+        ".hidden",
+        "x;rm -rf",
+        "name\n",
+        "a\\b",
+        "ü",
+        "a//b",
+    ],
 )
 def test_bad_ids_are_refused(settings: Settings, tmp_path: Path, bad: str) -> None:
     victim = settings.models_path.parent / "etc"
@@ -134,7 +161,6 @@ def test_unknown_id(settings: Settings) -> None:
 def test_gguf_in_model_dir_is_converted_once(settings: Settings) -> None:
     settings.models_path.mkdir(parents=True)
     src = write_llama_gguf(settings.models_path / "mini.Q8_0.gguf")
-    shutil.rmtree(settings.models_path / ".mini.Q8_0-tok")
     before = {e.id: e for e in registry.list_entries(settings, backend="cpu")}["mini.Q8_0"]
     assert (before.source, before.path, before.quantization) == ("gguf", None, "GGUF Q8_0")
     assert before.parameters == read_gguf(src).n_parameters
@@ -160,7 +186,9 @@ def test_gguf_name_clash_with_a_user_folder(settings: Settings, tiny_folder: Pat
     write_llama_gguf(settings.models_path / "clash.gguf")
     with pytest.raises(ModelError, match="is not a conversion of clash.gguf"):
         registry.resolve("clash", settings)
-    assert (settings.models_path / "clash" / "config.json").read_text() == (tiny_folder / "config.json").read_text()
+    assert (settings.models_path / "clash" / "config.json").read_text() == (
+        tiny_folder / "config.json"
+    ).read_text()
 
 
 def test_broken_gguf_in_model_dir(settings: Settings) -> None:
@@ -172,7 +200,9 @@ def test_broken_gguf_in_model_dir(settings: Settings) -> None:
     with pytest.raises(ModelError) as e:
         registry.resolve("broken", settings)
     assert e.value.code == "model_load_failed"
-    assert sorted(p.name for p in settings.models_path.iterdir() if not p.name.startswith(".")) == ["broken.gguf"]
+    assert sorted(p.name for p in settings.models_path.iterdir() if not p.name.startswith(".")) == [
+        "broken.gguf"
+    ]
     assert [p for p in settings.models_path.iterdir() if p.name.endswith(".partial")] == []
 
 
@@ -192,7 +222,12 @@ def test_minilm_resolves_inside_its_package(settings: Settings) -> None:
 @pytest.mark.slow
 def test_smollm2_converts_once_and_is_cached(settings: Settings, smollm_gguf: Path) -> None:
     e = registry.describe("smollm2-135m", settings, backend="cpu")
-    assert (e.path, e.downloaded, e.quantization, e.context_length) == (None, True, "GGUF Q4_1", 8192)
+    assert (e.path, e.downloaded, e.quantization, e.context_length) == (
+        None,
+        True,
+        "GGUF Q4_1",
+        8192,
+    )
     assert e.parameters == 134_515_008 and e.memory_bytes == 134_515_008 * 4
     events: list[PullProgress] = []
     r = registry.pull("smollm2-135m", settings, progress=events.append)
@@ -201,6 +236,15 @@ def test_smollm2_converts_once_and_is_cached(settings: Settings, smollm_gguf: Pa
     stamp = (r.path / "impetus.json").stat().st_mtime_ns
     assert registry.resolve("smollm2-135m", settings).path == r.path
     assert (r.path / "impetus.json").stat().st_mtime_ns == stamp
+    # the converted copy serves on even if the package that shipped the GGUF goes away
+    gone = BuiltinModel(
+        id="smollm2-135m", kind="chat", package="impetus-test-no-such-package", version="0",
+        file=registry.SMOLLM2.file, description="", sha256=registry.SMOLLM2.sha256,
+    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(registry.BUILTINS, "smollm2-135m", gone)
+        assert registry.resolve("smollm2-135m", settings).path == r.path
+        assert registry.describe("smollm2-135m", settings, backend="cpu").downloaded
     with pytest.raises(ModelError, match="is loaded"):
         registry.delete("smollm2-135m", settings, loaded=["smollm2-135m"])
     res = registry.delete("smollm2-135m", settings)
@@ -208,7 +252,9 @@ def test_smollm2_converts_once_and_is_cached(settings: Settings, smollm_gguf: Pa
 
 
 @pytest.mark.slow
-def test_builtin_with_wrong_checksum_leaves_nothing(settings: Settings, smollm_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_builtin_with_wrong_checksum_leaves_nothing(
+    settings: Settings, smollm_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = BuiltinModel(
         id="smollm2-135m", kind="chat", package=registry.SMOLLM2.package, version=registry.SMOLLM2.version,
         file=registry.SMOLLM2.file, description="", sha256="f" * 64,
@@ -219,11 +265,16 @@ def test_builtin_with_wrong_checksum_leaves_nothing(settings: Settings, smollm_g
         registry.pull("smollm2-135m", settings, progress=events.append)
     assert e.value.code == "model_load_failed"
     assert [ev.status for ev in events] == ["converting", "error"]
-    assert not settings.models_path.exists() or [p.name for p in settings.models_path.iterdir() if not p.name.startswith(".")] == []
+    assert (
+        not settings.models_path.exists()
+        or [p.name for p in settings.models_path.iterdir() if not p.name.startswith(".")] == []
+    )
     assert [p for p in settings.models_path.iterdir() if p.name.endswith(".partial")] == []
 
 
-def test_pull_of_a_package_that_cannot_be_installed(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pull_of_a_package_that_cannot_be_installed(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """pip really runs, with no index: the failure comes back as a clear error."""
     fake = BuiltinModel(
         id="missing-model", kind="chat", package="impetus-test-no-such-package", version="9.9.9",
@@ -233,15 +284,22 @@ def test_pull_of_a_package_that_cannot_be_installed(settings: Settings, monkeypa
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     with pytest.raises(ModelError) as e:
         registry.resolve("missing-model", settings)
-    assert e.value.code == "model_not_found" and "impetus models pull missing-model" in e.value.message
+    assert (
+        e.value.code == "model_not_found" and "impetus models pull missing-model" in e.value.message
+    )
     events: list[PullProgress] = []
     with pytest.raises(ModelError) as e:
         registry.pull("missing-model", settings, progress=events.append)
-    assert e.value.code == "download_failed" and "impetus-test-no-such-package==9.9.9" in e.value.message
+    assert (
+        e.value.code == "download_failed"
+        and "impetus-test-no-such-package==9.9.9" in e.value.message
+    )
     assert [ev.status for ev in events] == ["downloading", "error"]
 
 
-def test_pull_cancelled_before_it_starts(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pull_cancelled_before_it_starts(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = BuiltinModel(
         id="slow-model", kind="chat", package="impetus-test-no-such-package", version="9.9.9",
         file="x/model.gguf", description="", sha256="0" * 64,

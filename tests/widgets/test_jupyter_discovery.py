@@ -22,7 +22,7 @@ from impetus.client import ImpetusClient, PrivateServer, find_endpoint
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_jupyter(tmp: Path, token: str, models: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_jupyter(tmp: Path, token: str) -> tuple[subprocess.Popen[bytes], str]:
     port = PrivateServer(None).port
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
@@ -32,7 +32,6 @@ def start_jupyter(tmp: Path, token: str, models: list[str]) -> tuple[subprocess.
         sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}",
         "--ServerApp.jpserver_extensions=impetus=True", "--allow-root",
-        f"--ImpetusExtension.models={models!r}".replace("'", '"'),
     ]  # fmt: skip
     log = (tmp / "jupyter.log").open("wb")
     proc = subprocess.Popen(
@@ -71,7 +70,7 @@ def jupyter(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[str]:
     token = secrets.token_hex(8) if request.param == "token" else ""
-    proc, base = start_jupyter(tmp_path, token, [tiny_model])
+    proc, base = start_jupyter(tmp_path, token)
     monkeypatch.setenv("JPY_PARENT_PID", str(proc.pid))
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
     monkeypatch.delenv("IMPETUS_URL", raising=False)
@@ -86,9 +85,11 @@ def test_kernel_finds_its_jupyter_server(jupyter: str, tiny_model: str) -> None:
     assert ep.source == "jupyter"
     assert ep.base_url == jupyter + "impetus/"
     with ImpetusClient(endpoint=ep, model=tiny_model) as c:
-        c.wait_ready(120)
+        assert (
+            c.load(tiny_model)["id"] == tiny_model
+        )  # a POST through Jupyter's auth and XSRF checks
+        c.wait_ready(60)
         assert c.status()["state"] == "ready"
-        # a POST, through Jupyter's auth and XSRF checks (with or without a token)
         stream = c.chat_stream([{"role": "user", "content": "Hello"}], max_tokens=8)
         assert "".join(stream) == stream.result.text  # type: ignore[union-attr]
         assert stream.result is not None and stream.result.completion_tokens

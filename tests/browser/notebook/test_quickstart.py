@@ -97,7 +97,7 @@ def test_quickstart_chat_streams_in_the_browser(lab: tuple[str, str, Path]) -> N
             )
 
             page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
-            page.locator("li[data-command='notebook:run-all-cells']").click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
 
             chat = page.locator(".impetus-chat").first
             chat.wait_for(timeout=300_000)

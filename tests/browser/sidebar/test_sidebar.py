@@ -86,9 +86,13 @@ def test_download_from_fake_hub_shows_progress_to_completion(
     from playwright.sync_api import expect
 
     page.evaluate(WATCH_PULLS)
+    # Search the hub (Enter in the search box), then download the result.
     search = page.get_by_test_id("impetus-model-search")
-    search.fill(HUB_REPO)
-    page.get_by_test_id("impetus-pull-query").click()
+    search.fill("tiny-llama")
+    search.press("Enter")
+    found = page.locator(f'[data-testid="impetus-hub-model"][data-model-id="{HUB_REPO}"]')
+    expect(found).to_have_count(1)
+    found.get_by_role("button", name="Download").click()
     row = model_row(page, HUB_REPO)
     expect(row.get_by_test_id("impetus-pull")).to_have_attribute("data-status", "downloading")
     shoot(page, "sidebar-download")
