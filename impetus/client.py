@@ -558,7 +558,8 @@ class ChatStream:
                 text = self._acc.add(payload)
                 if text:
                     yield text
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.StreamError) as e:
+            # closing the response (Stop) ends the read with an error: that is not a failure
             if not self._closed:
                 raise ServerUnavailable(f"stream broken: {e}") from e
         finally:
@@ -820,7 +821,8 @@ class AsyncChatStream:
                 text = self._acc.add(payload)
                 if text:
                     yield text
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.StreamError) as e:
+            # closing the response (Stop) ends the read with an error: that is not a failure
             if not self._closed:
                 raise ServerUnavailable(f"stream broken: {e}") from e
         finally:

@@ -180,6 +180,10 @@ class ImpetusService:
     async def model_cards(self) -> list[ModelCard]:
         """Models a client may name: those loaded, then those the registry has on disk."""
         cards: dict[str, ModelCard] = {}
+        try:
+            await self.ensure_engine()  # the start-up models count as available
+        except APIError:
+            pass  # the engine is down: the registry still tells what could be loaded
         st = await self.status() if self.engine.state == "ready" else None
         for m in st.models if st else []:
             cards[m.id] = ModelCard(

@@ -6,7 +6,10 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from impetus.bench.schema import ProfileSummary, RequestResult, RunRecord
 
@@ -97,8 +100,8 @@ def _common_generation(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label", default="", help="name of the endpoint in tables and charts")
     g.add_argument(
         "--tokenizer",
-        help="local folder of the model's tokenizer: random-token prompts, "
-        "and token counts when the endpoint sends no usage",
+        help="the model's tokenizer: a local folder or an impetus model id (random-token prompts, "
+        "and token counts when the endpoint sends no usage)",
     )
     g.add_argument(
         "--prompt-source",
@@ -160,7 +163,25 @@ def _nothing_worked(record: RunRecord) -> bool:
     return bool(results) and not any(r.success for r in results)
 
 
+def _usage_error(command: str, exc: Exception) -> int:
+    """Bad input (a tokenizer that isn't there, contradictory options): one line, exit 2."""
+    message = (
+        str(exc).splitlines()[0]
+        if not isinstance(exc, ValidationError)
+        else "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    )
+    print(f"impetus bench {command}: {message}", file=sys.stderr)
+    return 2
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        return _serve(args)
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        return _usage_error("serve", exc)
+
+
+def _serve(args: argparse.Namespace) -> int:
     from impetus.bench.serve import ServeConfig, run_serve, run_sync
 
     config = ServeConfig.model_validate(
@@ -193,6 +214,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_multiturn(args: argparse.Namespace) -> int:
+    try:
+        return _multiturn(args)
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        return _usage_error("multiturn", exc)
+
+
+def _multiturn(args: argparse.Namespace) -> int:
     from impetus.bench.serve import MultiTurnConfig, run_multiturn, run_sync
 
     config = MultiTurnConfig.model_validate(
@@ -285,6 +313,41 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(compare(a, b), indent=2) if args.json else format_compare(a, b))
     return 0 if a.kind == b.kind else 1
+
+
+def _value(text: str) -> Any:
+    """A -p value: JSON when it parses ([1, 2], 8, true), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from impetus.bench.notebook import run_report
+
+    given = {
+        "endpoints": args.endpoints,
+        "model": args.model,
+        "model_path": str(Path(args.model_path).resolve()) if args.model_path else None,
+        "concurrency": args.concurrency,
+        "requests": args.requests,
+        "prompt_tokens": args.prompt_tokens,
+        "max_tokens": args.max_tokens,
+        "trials": args.trials,
+        "db_path": str(Path(args.db).resolve()) if args.db else None,
+    }
+    parameters = {k: v for k, v in given.items() if v is not None}
+    parameters.update({name: _value(value) for name, value in args.parameter or []})
+    try:
+        html, executed = run_report(
+            parameters, output=args.output, executed=args.executed, notebook=args.notebook
+        )
+    except FileNotFoundError as exc:
+        print(f"impetus bench report: {exc}", file=sys.stderr)
+        return 1
+    print(f"report: {html}\nexecuted notebook: {executed}")
+    return 0
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -396,4 +459,33 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     cmp.add_argument("b", metavar="RUN_B")
     _output(cmp)
     cmp.set_defaults(func=cmd_compare)
+
+    report = sub.add_parser(
+        "report",
+        help="run notebooks/benchmark-report.ipynb with papermill: a self-contained HTML report",
+        description="Runs the report notebook (engine benchmark, serving benchmarks of each "
+        "endpoint, TTFT vs prompt length, multi-turn, history) and writes one HTML page with "
+        "Bokeh inline. Parameters not given keep the notebook's defaults.",
+    )
+    report.add_argument("--output", default="reports/benchmark-report.html", help="the HTML report")
+    report.add_argument("--executed", help="the executed notebook (default: beside the report)")
+    report.add_argument("--notebook", help="the report notebook (default: the source tree's)")
+    report.add_argument("--endpoints", type=_list(str), help="impetus, mlx_lm and/or NAME=URL")
+    report.add_argument("--model", help="model id (default: smollm2-135m)")
+    report.add_argument("--model-path", help="MLX folder for mlx_lm.server and the tokenizer")
+    report.add_argument("--concurrency", type=_list(int), help="e.g. 1,2,4,8")
+    report.add_argument("--requests", type=int, help="requests per load profile")
+    report.add_argument("--prompt-tokens", type=int)
+    report.add_argument("--max-tokens", type=int)
+    report.add_argument("--trials", type=int, help="engine benchmark trials (0: skip it)")
+    report.add_argument("--db", help="result store (default: IMPETUS_HOME/bench.sqlite)")
+    report.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="any notebook parameter; VALUE is JSON or text (repeatable)",
+    )
+    report.set_defaults(func=cmd_report)
     return bench

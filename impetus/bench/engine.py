@@ -206,17 +206,19 @@ def run_engine_bench(
 
     settings = settings or Settings.model_validate({})
     warnings: list[str] = []
+    raw_blas = ""
     if config.raw and sys.platform == "linux":
         # The raw side runs MLX in this process: give it the BLAS the engine process gets, which
         # only works before the first `import mlx.core` (so before machine_info below).
         from impetus.engine.blas import load_optimized_blas
 
-        if "mlx.core" in sys.modules:
+        already = "mlx.core" in sys.modules
+        info = load_optimized_blas(settings.blas)  # the one loaded earlier, if any
+        raw_blas = info.path if info else ""
+        if info is None and already:
             warnings.append(
-                "mlx.core was imported before the benchmark: the raw side uses MLX's reference BLAS"
+                "mlx.core was imported before the benchmark: the mlx_lm side uses MLX's reference BLAS"
             )
-        else:
-            load_optimized_blas(settings.blas)
 
     from impetus.bench.machine import machine_info
 
@@ -246,6 +248,8 @@ def run_engine_bench(
             "source_dtype": state.source_dtype,
             "context_length": state.context_length,
         }
+        if config.raw:
+            record.endpoint["raw_blas"] = raw_blas
         if config.prompt_tokens + config.generation_tokens > state.context_length:
             warnings.append(
                 f"prompt + generation ({config.prompt_tokens + config.generation_tokens}) exceeds "

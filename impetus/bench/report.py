@@ -234,7 +234,16 @@ def format_run(record: RunRecord) -> str:
             f"prompt {p.get('prompt_tokens')} tokens, generate {p.get('generation_tokens')}, "
             f"{p.get('trials')} trials after {p.get('warmup')} warm-up"
         )
-        lines += ["", table(SIDE_HEADERS, [_side_row(s) for s in record.engine.sides])]
+        e = record.endpoint
+        served = f"serving {e.get('dtype')} (stored {e.get('source_dtype')}) on {e.get('backend')}"
+        blas = f"BLAS {e.get('blas') or 'MLX default'}"
+        if "raw_blas" in e:
+            blas += f", mlx_lm side {e.get('raw_blas') or 'MLX default'}"
+        lines += [
+            f"{served}; {blas}",
+            "",
+            table(SIDE_HEADERS, [_side_row(s) for s in record.engine.sides]),
+        ]
         for key, value in record.engine.ratio.items():
             lines.append(f"  {key}: {value:.3f}")
         lines += [f"  {w}" for w in record.engine.warnings]

@@ -134,6 +134,8 @@ async def stream_chat(
     usage: dict[str, Any] | None = None
     first = last_text = last_data = 0.0
     done = False
+    events = 0
+    content_type = ""
     start = time.perf_counter()
     result.sent = start
     try:
@@ -141,6 +143,7 @@ async def stream_chat(
             "POST", endpoint.base_url + "/chat/completions", json=body, headers=endpoint.headers
         ) as response:
             result.status_code = response.status_code
+            content_type = response.headers.get("content-type", "")
             if response.status_code != 200:
                 result.error = error_message(response.status_code, await response.aread())
                 return _finish(result, start), ""
@@ -158,6 +161,7 @@ async def stream_chat(
                     result.error = f"bad SSE data: {payload[:120]}"
                     return _finish(result, start), "".join(text_parts)
                 last_data = now
+                events += 1
                 if chunk.get("error"):
                     result.error = "error in stream: " + _reason(chunk, payload)
                     return _finish(result, start), "".join(text_parts)
@@ -180,7 +184,9 @@ async def stream_chat(
         return _finish(result, start), "".join(text_parts)
 
     text = "".join(text_parts)
-    if not done and result.finish_reason is None:
+    if not events:
+        result.error = f"no SSE events in the response (content-type {content_type or 'none'})"
+    elif not done and result.finish_reason is None:
         result.error = "stream ended before the response was complete"
     elif not first:
         result.error = f"no output (finish_reason={result.finish_reason})"

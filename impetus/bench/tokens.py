@@ -23,15 +23,31 @@ class Tokenizer(Protocol):
     def __len__(self) -> int: ...
 
 
+def tokenizer_folder(ref: str | Path) -> Path:
+    """A local folder, or an id impetus' model registry knows (`smollm2-135m`: its converted
+    folder, made on first use). Never downloads."""
+    folder = Path(ref).expanduser()
+    if folder.is_dir():
+        return folder
+    from impetus.config import Settings
+    from impetus.models.registry import resolve
+
+    try:
+        return Path(resolve(str(ref), Settings.model_validate({})).path)
+    except Exception as exc:
+        raise FileNotFoundError(
+            f"no tokenizer at {ref!r}: not a folder, nor a model id ({exc})"
+        ) from exc
+
+
 def load_tokenizer(path: str | Path) -> Any:
-    """transformers' AutoTokenizer from a local folder (tokenizer.json / tokenizer_config.json).
+    """transformers' AutoTokenizer from a local folder (tokenizer.json / tokenizer_config.json)
+    or from the folder of an impetus model id.
 
     Local files only: a benchmark must not stall on the network. transformers warns at import
     that PyTorch is missing; tokenizers don't need it, so that advice is silenced.
     """
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"tokenizer folder not found: {folder}")
+    folder = tokenizer_folder(path)
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     from transformers import AutoTokenizer

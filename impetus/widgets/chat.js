@@ -286,7 +286,11 @@ function render({ model, el: root }) {
     if (!pending) return;
     pending.scheduled = false;
     pending.body.innerHTML = renderMarkdown(pending.text);
-    pending.body.append(el("span", { class: "impetus-cursor" }));
+    // the cursor goes at the end of the last line of text, not on a line of its own
+    let target = pending.body;
+    while (target.lastElementChild && /^(P|UL|OL|LI|BLOCKQUOTE|H[1-6])$/.test(target.lastElementChild.tagName))
+      target = target.lastElementChild;
+    target.append(el("span", { class: "impetus-cursor" }));
     scrollDown();
   };
 

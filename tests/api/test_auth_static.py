@@ -7,11 +7,10 @@ on a real server.
 from __future__ import annotations
 
 import asyncio
-import socket
-
 import httpx
 from tornado import web
 from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 
 from impetus.api.auth import method_scope, scope
 from impetus.api.base import ImpetusHandler
@@ -67,12 +66,10 @@ def test_untagged_methods_fail_closed(tmp_path: object) -> None:
 
         app = make_app(service)
         app.add_handlers(".*", [("/forgetful", Forgetful), ("/tagged", Tagged)])
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
+        sockets = bind_sockets(0, "127.0.0.1")
         server = HTTPServer(app)
-        server.add_sockets([sock])
-        port = sock.getsockname()[1]
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
         try:
             async with httpx.AsyncClient() as client:
                 return await client.get(f"http://127.0.0.1:{port}/forgetful"), await client.get(f"http://127.0.0.1:{port}/tagged")

@@ -43,12 +43,17 @@ def lab(tmp_path: Path, impetus_home: Path) -> Iterator[tuple[str, str, Path]]:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "runtime")
     env["JUPYTER_CONFIG_DIR"] = str(tmp_path / "config")  # nothing from the user's config
+    # no "get notified about Jupyter news?" toast over the screenshots
+    settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    env["JUPYTERLAB_SETTINGS_DIR"] = str(tmp_path / "lab-settings")
     env.pop("IMPETUS_URL", None)
     log = (tmp_path / "lab.log").open("wb")
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-        "--ServerApp.jpserver_extensions=impetus=True", "--LabApp.news_url=", "--allow-root",
+        "--ServerApp.jpserver_extensions=impetus=True", "--allow-root",
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
