@@ -49,7 +49,9 @@ class KeysHandler(ImpetusHandler):
 
     @scope("admin")
     async def post(self) -> None:
-        req = self.parse(CreateKeyRequest) if self.body_bytes().strip() else CreateKeyRequest(name="")
+        req = (
+            self.parse(CreateKeyRequest) if self.body_bytes().strip() else CreateKeyRequest(name="")
+        )
         rec, key = self.service.keys.create(req.name)
         self.write_json(CreatedKey(**_info(rec).model_dump(), key=key), status=201)
 
@@ -58,6 +60,8 @@ class KeyHandler(ImpetusHandler):
     @scope("admin")
     async def delete(self, key_id: str) -> None:
         if not self.service.keys.revoke(key_id):
-            raise APIError(404, f"No API key with id {key_id!r}.", param="key_id", code="key_not_found")
+            raise APIError(
+                404, f"No API key with id {key_id!r}.", param="key_id", code="key_not_found"
+            )
         self.set_status(204)
         self.finish()

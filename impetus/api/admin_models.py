@@ -1,28 +1,284 @@
 """Model management over HTTP: list, search, pull (progress as SSE), load, unload, delete.
 
-Thin handlers over `impetus.models` (the registry and hub downloads) and the engine.
+Thin handlers over `impetus.models.registry` / `impetus.models.hub` (which do the file work, run
+here in threads) and the engine (load / unload). A pull is a job of the server, not of the HTTP
+request: several clients may follow the same pull (each gets the latest state, then every event),
+a client that leaves does not stop it, and `pull/cancel` does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
+import contextlib
 import logging
-from typing import Any
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from tornado.iostream import StreamClosedError
+
+from impetus.api import sse
+from impetus.api.auth import scope
+from impetus.api.base import ImpetusHandler
+from impetus.api.errors import APIError
+from impetus.api.schemas import LoadRequest, ModelIdRequest, PullRequest
 from impetus.config import Settings
+from impetus.engine import EngineError
+from impetus.models import hub, registry
+from impetus.models.types import PullProgress
+
+if TYPE_CHECKING:
+    from impetus.api.service import ImpetusService
 
 log = logging.getLogger("impetus.api")
 
+FINAL = {"done", "error", "cancelled"}
+
 
 async def registry_entries(settings: Settings) -> list[dict[str, Any]]:
-    """The registry's entries as dicts (it scans folders: run it off the event loop)."""
-    try:
-        registry = importlib.import_module("impetus.models.registry")
-    except ImportError:  # the registry module is not part of this build yet
-        return []
+    """The registry's entries as dicts (it scans folders: run off the event loop)."""
     entries = await asyncio.to_thread(registry.list_entries, settings)
-    return [e.model_dump(mode="json") if hasattr(e, "model_dump") else dict(e) for e in entries]
+    return [e.model_dump(mode="json") for e in entries]
 
 
-ROUTES: list[tuple[str, Any]] = []
+def _model_error(e: EngineError) -> APIError:
+    return APIError.from_engine(e)
+
+
+# ---------------------------------------------------------------- pull jobs
+
+
+@dataclass
+class PullJob:
+    id: str
+    load: bool = False
+    cancel: threading.Event = field(default_factory=threading.Event)
+    last: PullProgress | None = None
+    subscribers: list[asyncio.Queue[PullProgress]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    def publish(self, ev: PullProgress) -> None:
+        self.last = ev
+        for q in list(self.subscribers):
+            q.put_nowait(ev)
+
+
+def _jobs(service: ImpetusService) -> dict[str, PullJob]:
+    return service.pull_jobs
+
+
+async def _run_pull(service: ImpetusService, job: PullJob) -> None:
+    loop = asyncio.get_running_loop()
+    held_done: list[PullProgress] = []
+
+    def progress(ev: PullProgress) -> None:  # called in the download thread
+        if ev.status == "done" and job.load:
+            held_done.append(ev)  # "done" only once the model is loaded too
+            return
+        loop.call_soon_threadsafe(job.publish, ev)
+
+    try:
+        try:
+            await asyncio.to_thread(
+                registry.pull, job.id, service.settings, progress=progress, cancel=job.cancel
+            )
+        except EngineError:
+            return  # registry.pull has already published the "error" / "cancelled" event
+        if job.load and held_done:
+            done = held_done[-1]
+            job.publish(
+                done.model_copy(
+                    update={"status": "converting", "message": "loading into the engine"}
+                )
+            )
+            try:
+                await service.ensure_engine()
+                state = await service.engine.load(job.id)
+            except (EngineError, APIError) as e:
+                job.publish(
+                    done.model_copy(
+                        update={
+                            "status": "error",
+                            "message": f"downloaded, but loading failed: {e}",
+                        }
+                    )
+                )
+                return
+            job.publish(
+                done.model_copy(update={"message": f"{done.message}; loaded as {state.dtype}"})
+            )
+    except Exception as e:  # a bug must end the stream, not leave followers waiting
+        log.exception("pull of %s failed", job.id)
+        job.publish(PullProgress(id=job.id, status="error", message=f"internal error: {e}"))
+    finally:
+        _jobs(service).pop(job.id, None)
+
+
+# ---------------------------------------------------------------- handlers
+
+
+class ModelsAdminHandler(ImpetusHandler):
+    @scope("admin")
+    async def get(self) -> None:
+        service = self.service
+        loaded: dict[str, Any] = {}
+        if service.engine.state == "ready":
+            st = await service.status()
+            loaded = {m.id: m for m in st.models} if st else {}
+        entries = await registry_entries(service.settings)
+        for e in entries:
+            e["loaded"] = e["id"] in loaded
+        known = {e["id"] for e in entries}
+        for mid, m in loaded.items():
+            if mid not in known:  # loaded by path: not a registry entry, still worth listing
+                entries.append(
+                    {
+                        "id": mid,
+                        "kind": m.kind,
+                        "source": "path",
+                        "path": m.path,
+                        "loaded": True,
+                        "downloaded": True,
+                        "context_length": m.context_length,
+                        "memory_bytes": m.memory_bytes,
+                        "serving_dtype": m.dtype,
+                    }
+                )
+        pulling = sorted(_jobs(service))
+        self.write_json({"data": entries, "pulling": pulling})
+
+
+class ModelSearchHandler(ImpetusHandler):
+    @scope("admin")
+    async def get(self) -> None:
+        query = self.get_argument("q", "")
+        limit = int(self.get_argument("limit", "20") or 20)
+        result = await asyncio.to_thread(hub.search, query, limit=limit)
+        # the hub's failure (offline, ...) comes back in `error`, with a 200: the list is empty
+        self.write_json(result.model_dump(mode="json"))
+
+
+class PullHandler(ImpetusHandler):
+    _queue: asyncio.Queue[PullProgress] | None = None
+    _job: PullJob | None = None
+
+    def on_connection_close(self) -> None:
+        # the pull goes on without this follower; wake the handler so it stops writing
+        if self._queue is not None:
+            self._queue.put_nowait(PullProgress(id="", status="cancelled", message="client left"))
+
+    @scope("admin")
+    async def post(self) -> None:
+        req = self.parse(PullRequest)
+        try:
+            registry.validate_id(req.id)
+        except EngineError as e:
+            raise _model_error(e) from e
+        jobs = _jobs(self.service)
+        job = jobs.get(req.id)
+        if job is None:
+            job = PullJob(id=req.id, load=req.load)
+            jobs[req.id] = job
+            job.task = asyncio.ensure_future(_run_pull(self.service, job))
+        else:
+            job.load = job.load or req.load
+        queue: asyncio.Queue[PullProgress] = asyncio.Queue()
+        self._queue, self._job = queue, job
+        job.subscribers.append(queue)
+        try:
+            sse.start(self)
+            if job.last is not None:
+                await sse.send(self, job.last.model_dump(mode="json"))
+                if job.last.status in FINAL:
+                    await sse.send(self, sse.DONE)
+                    await sse.finish(self)
+                    return
+            while True:
+                ev = await queue.get()
+                if self.request.connection is None or self._finished:
+                    return
+                if not ev.id:  # the client left
+                    return
+                await sse.send(self, ev.model_dump(mode="json"))
+                if ev.status in FINAL:
+                    break
+            await sse.send(self, sse.DONE)
+            await sse.finish(self)
+        except StreamClosedError:
+            pass
+        finally:
+            with contextlib.suppress(ValueError):
+                job.subscribers.remove(queue)
+
+
+class PullCancelHandler(ImpetusHandler):
+    @scope("admin")
+    async def post(self) -> None:
+        req = self.parse(ModelIdRequest)
+        job = _jobs(self.service).get(req.id)
+        if job is None:
+            raise APIError(
+                404, f"No pull of {req.id!r} is running.", param="id", code="pull_not_found"
+            )
+        job.cancel.set()
+        self.write_json({"id": req.id, "cancelled": True})
+
+
+class LoadHandler(ImpetusHandler):
+    @scope("admin")
+    async def post(self) -> None:
+        req = self.parse(LoadRequest)
+        service = self.service
+        await service.ensure_engine()
+        try:
+            state = await service.engine.load(req.id, dtype=req.dtype, keep_alive=req.keep_alive)
+        except EngineError as e:
+            raise _model_error(e) from e
+        self.write_json(state)
+
+
+class UnloadHandler(ImpetusHandler):
+    @scope("admin")
+    async def post(self) -> None:
+        req = self.parse(ModelIdRequest)
+        service = self.service
+        await service.ensure_engine()
+        try:
+            unloaded = await service.engine.unload(req.id)
+        except EngineError as e:
+            raise _model_error(e) from e
+        self.write_json({"id": req.id, "unloaded": unloaded})
+
+
+class ModelDeleteHandler(ImpetusHandler):
+    @scope("admin")
+    async def delete(self, model_id: str) -> None:
+        service = self.service
+        loaded: list[str] = []
+        if service.engine.state == "ready":
+            st = await service.status()
+            if st is None:
+                raise APIError(
+                    503,
+                    "The engine does not answer; cannot tell whether the model is loaded.",
+                    code="engine_unavailable",
+                )
+            loaded = [m.id for m in st.models]
+        try:
+            result = await asyncio.to_thread(
+                registry.delete, model_id, service.settings, loaded=loaded
+            )
+        except EngineError as e:
+            raise _model_error(e) from e
+        self.write_json(result)
+
+
+ROUTES: list[tuple[str, type[ImpetusHandler]]] = [
+    (r"admin/models", ModelsAdminHandler),
+    (r"admin/models/search", ModelSearchHandler),
+    (r"admin/models/pull", PullHandler),
+    (r"admin/models/pull/cancel", PullCancelHandler),
+    (r"admin/models/load", LoadHandler),
+    (r"admin/models/unload", UnloadHandler),
+    (r"admin/models/(.+)", ModelDeleteHandler),
+]

@@ -29,7 +29,12 @@ class NotFoundHandler(web.RequestHandler):
     def prepare(self) -> None:
         self.set_status(404)
         self.set_header("Content-Type", "application/json")
-        error = {"message": f"Unknown path: {self.request.path}", "type": "invalid_request_error", "param": None, "code": "not_found"}
+        error = {
+            "message": f"Unknown path: {self.request.path}",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "not_found",
+        }
         self.finish(json.dumps({"error": error}))
 
 
@@ -37,16 +42,18 @@ def make_app(service: ImpetusService) -> web.Application:
     settings = service.settings
     identity = ServeIdentityProvider(no_auth=settings.no_auth)
     app_settings: dict[str, Any] = {
-            SERVICE_KEY: service,
-            "impetus_prefix": "/",
-            "base_url": "/",
-            "identity_provider": identity,
-            "authorizer": AllowAllAuthorizer(identity_provider=identity),
-            "disable_check_xsrf": True,
-            "allow_remote_access": not settings.no_auth,
-            "allow_origin": settings.allow_origin,
-            "xsrf_cookies": False,
-            "serverapp": None,
-            "websocket_ping_interval": None,
+        SERVICE_KEY: service,
+        "impetus_prefix": "/",
+        "base_url": "/",
+        "identity_provider": identity,
+        "authorizer": AllowAllAuthorizer(identity_provider=identity),
+        "disable_check_xsrf": True,
+        "allow_remote_access": not settings.no_auth,
+        "allow_origin": settings.allow_origin,
+        "xsrf_cookies": False,
+        "serverapp": None,
+        "websocket_ping_interval": None,
     }
-    return web.Application(build_handlers("/"), default_handler_class=NotFoundHandler, **app_settings)
+    return web.Application(
+        build_handlers("/"), default_handler_class=NotFoundHandler, **app_settings
+    )

@@ -55,18 +55,26 @@ class ImpetusHandler(APIHandler):
             await super().prepare()  # CORS preflight: APIHandler.options is public by design
             return
         method = getattr(self, method_name, None)
-        if method is None or getattr(web.RequestHandler, method_name, None) is getattr(type(self), method_name, None):
-            raise APIError(405, f"Method {self.request.method} is not allowed here.", code="method_not_allowed")
+        if method is None or getattr(web.RequestHandler, method_name, None) is getattr(
+            type(self), method_name, None
+        ):
+            raise APIError(
+                405, f"Method {self.request.method} is not allowed here.", code="method_not_allowed"
+            )
         needed = method_scope(method)
         if needed is None:  # fail closed: a handler method without a scope is a bug
-            raise APIError(500, f"{type(self).__name__}.{method_name} has no auth scope.", code="internal")
+            raise APIError(
+                500, f"{type(self).__name__}.{method_name} has no auth scope.", code="internal"
+            )
 
         key = presented_key(self.request.headers)
         match = self.service.keys.match(key) if key else None
         if match is not None:
             self.api_key = match
             self._token_authenticated = True
-            self.current_user = self._jupyter_current_user = User(username=f"apikey-{match.id}", name=f"API key {match.id}")
+            self.current_user = self._jupyter_current_user = User(
+                username=f"apikey-{match.id}", name=f"API key {match.id}"
+            )
             self.set_cors_headers()
             if needed == "admin" and match.scope != "admin":
                 raise APIError(
@@ -99,7 +107,10 @@ class ImpetusHandler(APIHandler):
                     raise self._no_credentials(key)
                 allowed = await ensure_async(
                     self.authorizer.is_authorized(
-                        self, self.current_user, ACTIONS.get(self.request.method or "", "write"), self.auth_resource
+                        self,
+                        self.current_user,
+                        ACTIONS.get(self.request.method or "", "write"),
+                        self.auth_resource,
                     )
                 )
                 if not allowed:
@@ -133,7 +144,9 @@ class ImpetusHandler(APIHandler):
 
     def _too_large(self) -> APIError:
         limit = self.service.settings.max_body_bytes
-        return APIError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
+        return APIError(
+            413, f"Request body is larger than {limit} bytes.", code="request_too_large"
+        )
 
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)
@@ -153,7 +166,9 @@ class ImpetusHandler(APIHandler):
         """The JSON body validated against `model`; a 400 in OpenAI's shape otherwise."""
         raw = self.body_bytes()
         if not raw.strip():
-            raise APIError(400, "The request body is empty; send a JSON object.", code="invalid_json")
+            raise APIError(
+                400, "The request body is empty; send a JSON object.", code="invalid_json"
+            )
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -181,10 +196,14 @@ class ImpetusHandler(APIHandler):
         if isinstance(exc, APIError):
             err = exc
         elif isinstance(exc, web.HTTPError):
-            message = exc.log_message % exc.args if exc.log_message and exc.args else exc.log_message
+            message = (
+                exc.log_message % exc.args if exc.log_message and exc.args else exc.log_message
+            )
             err = APIError(exc.status_code, message or exc.reason or self._reason, code=None)
         else:
-            err = APIError(status_code, "Internal server error; see the server log.", code="internal")
+            err = APIError(
+                status_code, "Internal server error; see the server log.", code="internal"
+            )
         if err.status >= 400:
             self.service.metrics.http_errors.labels(str(err.status)).inc()
         self.clear_header("Content-Type")
@@ -196,7 +215,13 @@ class ImpetusHandler(APIHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, APIError):
             level = self.log.warning if value.status >= 500 else self.log.info
-            level("%s %s -> %d %s", self.request.method, self.request.path, value.status, value.message)
+            level(
+                "%s %s -> %d %s",
+                self.request.method,
+                self.request.path,
+                value.status,
+                value.message,
+            )
             return
         super().log_exception(typ, value, tb)
 

@@ -89,7 +89,11 @@ def chat_request(req: ChatCompletionRequest) -> GenerateRequest:
                         code="unsupported_content",
                     )
                 if not isinstance(part.get("text"), str):
-                    raise APIError(400, "A text content part needs a 'text' string.", param=f"messages[{i}].content[{j}].text")
+                    raise APIError(
+                        400,
+                        "A text content part needs a 'text' string.",
+                        param=f"messages[{i}].content[{j}].text",
+                    )
         messages.append(msg)
     response_format = None
     if req.response_format is not None and req.response_format.type != "text":
@@ -118,7 +122,11 @@ def completion_requests(req: CompletionRequest) -> list[GenerateRequest]:
     """One engine request per prompt (OpenAI's batch form); each asks for n choices."""
     prompts = req.prompts()
     if req.echo and req.logprobs is not None:
-        raise APIError(400, "'echo' together with 'logprobs' is not supported (no prompt logprobs).", param="echo")
+        raise APIError(
+            400,
+            "'echo' together with 'logprobs' is not supported (no prompt logprobs).",
+            param="echo",
+        )
     if req.echo and any(not isinstance(p, str) for p in prompts):
         raise APIError(400, "'echo' needs text prompts, not token ids.", param="echo")
     return [
@@ -156,7 +164,10 @@ def chat_logprobs(items: list[TokenLogprob]) -> ChoiceLogprobs:
                 token=lp.token,
                 logprob=lp.logprob,
                 bytes=lp.bytes,
-                top_logprobs=[TopLogprob(token=t.token, logprob=t.logprob, bytes=t.bytes) for t in lp.top_logprobs],
+                top_logprobs=[
+                    TopLogprob(token=t.token, logprob=t.logprob, bytes=t.bytes)
+                    for t in lp.top_logprobs
+                ],
             )
             for lp in items
         ]
@@ -169,14 +180,19 @@ def completion_logprobs(items: list[TokenLogprob], offset: int) -> CompletionLog
     for lp in items:
         out.tokens.append(lp.token)
         out.token_logprobs.append(lp.logprob)
-        out.top_logprobs.append({t.token: t.logprob for t in lp.top_logprobs} if lp.top_logprobs else None)
+        out.top_logprobs.append(
+            {t.token: t.logprob for t in lp.top_logprobs} if lp.top_logprobs else None
+        )
         out.text_offset.append(offset)
         offset += len(lp.token)
     return out
 
 
 def tool_calls_out(calls: list[ToolCall]) -> list[ToolCallOut]:
-    return [ToolCallOut(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments)) for c in calls]
+    return [
+        ToolCallOut(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments))
+        for c in calls
+    ]
 
 
 @dataclass
@@ -217,9 +233,15 @@ class Accumulator:
                 acc.completion_tokens = ev.usage.completion_tokens
 
     def usage(self) -> UsageOut:
-        return usage_out(self.prompt_tokens, sum(c.completion_tokens for c in self.choices.values()), self.cached_tokens)
+        return usage_out(
+            self.prompt_tokens,
+            sum(c.completion_tokens for c in self.choices.values()),
+            self.cached_tokens,
+        )
 
-    def chat_completion(self, rid: str, created: int, model: str, want_logprobs: bool) -> ChatCompletion:
+    def chat_completion(
+        self, rid: str, created: int, model: str, want_logprobs: bool
+    ) -> ChatCompletion:
         choices = []
         for i in sorted(self.choices):
             c = self.choices[i]
@@ -236,10 +258,17 @@ class Accumulator:
                 )
             )
         return ChatCompletion(
-            id=rid, created=created, model=model, system_fingerprint=SYSTEM_FINGERPRINT, choices=choices, usage=self.usage()
+            id=rid,
+            created=created,
+            model=model,
+            system_fingerprint=SYSTEM_FINGERPRINT,
+            choices=choices,
+            usage=self.usage(),
         )
 
-    def completion(self, rid: str, created: int, model: str, want_logprobs: bool, echo: list[str] | None) -> Completion:
+    def completion(
+        self, rid: str, created: int, model: str, want_logprobs: bool, echo: list[str] | None
+    ) -> Completion:
         choices = []
         for i in sorted(self.choices):
             c = self.choices[i]
@@ -248,12 +277,19 @@ class Accumulator:
                 CompletionChoice(
                     index=i,
                     text=prefix + "".join(c.text),
-                    logprobs=completion_logprobs(c.logprobs, len(prefix)) if want_logprobs else None,
+                    logprobs=completion_logprobs(c.logprobs, len(prefix))
+                    if want_logprobs
+                    else None,
                     finish_reason=c.finish_reason,
                 )
             )
         return Completion(
-            id=rid, created=created, model=model, system_fingerprint=SYSTEM_FINGERPRINT, choices=choices, usage=self.usage()
+            id=rid,
+            created=created,
+            model=model,
+            system_fingerprint=SYSTEM_FINGERPRINT,
+            choices=choices,
+            usage=self.usage(),
         )
 
 
@@ -278,11 +314,19 @@ class ChunkMaker:
     def _wrap(self, choice: ChatChunkChoice | CompletionChoice) -> dict[str, Any]:
         if self.chat:
             chunk: Any = ChatCompletionChunk(
-                id=self.rid, created=self.created, model=self.model, system_fingerprint=SYSTEM_FINGERPRINT, choices=[choice]  # type: ignore[list-item]
+                id=self.rid,
+                created=self.created,
+                model=self.model,
+                system_fingerprint=SYSTEM_FINGERPRINT,
+                choices=[choice],
             )
         else:
             chunk = Completion(
-                id=self.rid, created=self.created, model=self.model, system_fingerprint=SYSTEM_FINGERPRINT, choices=[choice]  # type: ignore[list-item]
+                id=self.rid,
+                created=self.created,
+                model=self.model,
+                system_fingerprint=SYSTEM_FINGERPRINT,
+                choices=[choice],
             )
         out: dict[str, Any] = chunk.model_dump(exclude_none=True)
         # OpenAI's chunk shape keeps these keys, null when empty
@@ -294,7 +338,9 @@ class ChunkMaker:
 
     def role(self, index: int) -> dict[str, Any]:
         """The first chunk of a chat choice: the assistant role and empty content."""
-        return self._wrap(ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content="")))
+        return self._wrap(
+            ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))
+        )
 
     def delta(self, index: int, ev: Event) -> dict[str, Any] | None:
         text = ev.text
@@ -313,7 +359,11 @@ class ChunkMaker:
             )
         offset = self._offsets.get(index, 0)
         self._offsets[index] = offset + len(text)
-        lp = completion_logprobs(ev.logprobs or [], offset + len(text) - len(ev.text)) if self.want_logprobs else None
+        lp = (
+            completion_logprobs(ev.logprobs or [], offset + len(text) - len(ev.text))
+            if self.want_logprobs
+            else None
+        )
         return self._wrap(CompletionChoice(index=index, text=text, logprobs=lp))
 
     def done(self, index: int, ev: Event) -> list[dict[str, Any]]:
@@ -326,17 +376,30 @@ class ChunkMaker:
         if self.chat:
             if ev.tool_calls:
                 calls = [
-                    ToolCallDelta(index=k, id=c.id, type="function", function=FunctionCall(name=c.name, arguments=c.arguments))
+                    ToolCallDelta(
+                        index=k,
+                        id=c.id,
+                        type="function",
+                        function=FunctionCall(name=c.name, arguments=c.arguments),
+                    )
                     for k, c in enumerate(ev.tool_calls)
                 ]
-                out.append(self._wrap(ChatChunkChoice(index=index, delta=ChatDelta(tool_calls=calls))))
-            out.append(self._wrap(ChatChunkChoice(index=index, delta=ChatDelta(), finish_reason=ev.finish_reason)))
+                out.append(
+                    self._wrap(ChatChunkChoice(index=index, delta=ChatDelta(tool_calls=calls)))
+                )
+            out.append(
+                self._wrap(
+                    ChatChunkChoice(index=index, delta=ChatDelta(), finish_reason=ev.finish_reason)
+                )
+            )
         else:
             if self.echo and index not in self._echoed:
                 d = self.delta(index, ev.model_copy(update={"text": "", "logprobs": None}))
                 if d is not None:
                     out.append(d)
-            out.append(self._wrap(CompletionChoice(index=index, text="", finish_reason=ev.finish_reason)))
+            out.append(
+                self._wrap(CompletionChoice(index=index, text="", finish_reason=ev.finish_reason))
+            )
         return out
 
     def usage(self, usage: UsageOut) -> dict[str, Any]:

@@ -21,13 +21,79 @@ from impetus.engine.types import EngineStatus, Event
 log = logging.getLogger(__name__)
 
 # vLLM's buckets (seconds)
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
-ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
-E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0)
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+ITL_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+E2E_BUCKETS = (
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+)
 
 PREFIX = "impetus:"
 # engine finish reasons -> vLLM's finished_reason label values
-FINISHED = {"stop": "stop", "length": "length", "tool_calls": "stop", "cancelled": "abort", "error": "error"}
+FINISHED = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "stop",
+    "cancelled": "abort",
+    "error": "error",
+}
 
 
 class _StatusCollector(Collector):
@@ -38,9 +104,15 @@ class _StatusCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         st = self.status
-        running = GaugeMetricFamily(PREFIX + "num_requests_running", "Requests in the running batch.")
-        waiting = GaugeMetricFamily(PREFIX + "num_requests_waiting", "Requests waiting to be admitted.")
-        restarts = CounterMetricFamily(PREFIX + "engine_restarts", "Times the engine process was restarted.")
+        running = GaugeMetricFamily(
+            PREFIX + "num_requests_running", "Requests in the running batch."
+        )
+        waiting = GaugeMetricFamily(
+            PREFIX + "num_requests_waiting", "Requests waiting to be admitted."
+        )
+        restarts = CounterMetricFamily(
+            PREFIX + "engine_restarts", "Times the engine process was restarted."
+        )
         memory = GaugeMetricFamily(PREFIX + "memory_used_bytes", "MLX memory in use by the engine.")
         loaded = GaugeMetricFamily(PREFIX + "models_loaded", "Models loaded in the engine.")
         up = GaugeMetricFamily(PREFIX + "engine_ready", "1 when the engine is ready.")
@@ -59,19 +131,79 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         labels = ["model_name"]
-        self.ttft = Histogram(PREFIX + "time_to_first_token_seconds", "Time to first token.", labels, buckets=TTFT_BUCKETS, registry=r)
-        self.itl = Histogram(PREFIX + "inter_token_latency_seconds", "Time between successive token deltas.", labels, buckets=ITL_BUCKETS, registry=r)
-        self.e2e = Histogram(PREFIX + "e2e_request_latency_seconds", "Request latency, arrival to last token.", labels, buckets=E2E_BUCKETS, registry=r)
-        self.queue = Histogram(PREFIX + "request_queue_time_seconds", "Time waiting before admission to the batch.", labels, buckets=E2E_BUCKETS, registry=r)
-        self.prefill = Histogram(PREFIX + "request_prefill_time_seconds", "Time processing the prompt.", labels, buckets=E2E_BUCKETS, registry=r)
-        self.prompt_tokens = Counter(PREFIX + "prompt_tokens", "Prompt tokens processed.", labels, registry=r)
-        self.generation_tokens = Counter(PREFIX + "generation_tokens", "Tokens generated.", labels, registry=r)
-        self.cache_queries = Counter(PREFIX + "prefix_cache_queries", "Prompt tokens looked up in the prompt cache.", labels, registry=r)
-        self.cache_hits = Counter(PREFIX + "prefix_cache_hits", "Prompt tokens found in the prompt cache.", labels, registry=r)
-        self.success = Counter(PREFIX + "request_success", "Finished sequences by finish reason.", labels + ["finished_reason"], registry=r)
-        self.aborted = Counter(PREFIX + "request_aborted", "Requests the api cancelled, by reason.", ["reason"], registry=r)
-        self.http_errors = Counter(PREFIX + "http_errors", "Error responses by status.", ["status"], registry=r)
-        self.http_in_flight = Gauge(PREFIX + "http_requests_in_flight", "Generation requests being served over HTTP.", registry=r)
+        self.ttft = Histogram(
+            PREFIX + "time_to_first_token_seconds",
+            "Time to first token.",
+            labels,
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            PREFIX + "inter_token_latency_seconds",
+            "Time between successive token deltas.",
+            labels,
+            buckets=ITL_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            PREFIX + "e2e_request_latency_seconds",
+            "Request latency, arrival to last token.",
+            labels,
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
+        self.queue = Histogram(
+            PREFIX + "request_queue_time_seconds",
+            "Time waiting before admission to the batch.",
+            labels,
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
+        self.prefill = Histogram(
+            PREFIX + "request_prefill_time_seconds",
+            "Time processing the prompt.",
+            labels,
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            PREFIX + "prompt_tokens", "Prompt tokens processed.", labels, registry=r
+        )
+        self.generation_tokens = Counter(
+            PREFIX + "generation_tokens", "Tokens generated.", labels, registry=r
+        )
+        self.cache_queries = Counter(
+            PREFIX + "prefix_cache_queries",
+            "Prompt tokens looked up in the prompt cache.",
+            labels,
+            registry=r,
+        )
+        self.cache_hits = Counter(
+            PREFIX + "prefix_cache_hits",
+            "Prompt tokens found in the prompt cache.",
+            labels,
+            registry=r,
+        )
+        self.success = Counter(
+            PREFIX + "request_success",
+            "Finished sequences by finish reason.",
+            labels + ["finished_reason"],
+            registry=r,
+        )
+        self.aborted = Counter(
+            PREFIX + "request_aborted",
+            "Requests the api cancelled, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.http_errors = Counter(
+            PREFIX + "http_errors", "Error responses by status.", ["status"], registry=r
+        )
+        self.http_in_flight = Gauge(
+            PREFIX + "http_requests_in_flight",
+            "Generation requests being served over HTTP.",
+            registry=r,
+        )
         self._status = _StatusCollector()
         r.register(self._status)
 

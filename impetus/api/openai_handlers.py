@@ -46,7 +46,9 @@ class ModelHandler(ImpetusHandler):
             if card.id == model_id:
                 self.write_json(card)
                 return
-        raise APIError(404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+        raise APIError(
+            404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found"
+        )
 
 
 class _GenerationHandler(ImpetusHandler):
@@ -85,7 +87,9 @@ class _GenerationHandler(ImpetusHandler):
             try:
                 async with asyncio.timeout(service.settings.request_timeout):
                     if stream:
-                        maker = convert.ChunkMaker(rid, model, chat, include_usage, want_logprobs, n, echo)
+                        maker = convert.ChunkMaker(
+                            rid, model, chat, include_usage, want_logprobs, n, echo
+                        )
                         await self._stream_events(events, maker, len(requests))
                     else:
                         await self._whole(events, rid, model, chat, want_logprobs, echo, n)
@@ -125,11 +129,20 @@ class _GenerationHandler(ImpetusHandler):
 
     def _aborted_error(self, events: EventStream) -> APIError | None:
         if events.aborted == "shutdown":
-            return APIError(503, "The server shut down before this request finished.", code="shutting_down")
+            return APIError(
+                503, "The server shut down before this request finished.", code="shutting_down"
+            )
         return None  # disconnect: nobody to tell; timeout: reported by run()
 
     async def _whole(
-        self, events: EventStream, rid: str, model: str, chat: bool, want_logprobs: bool, echo: list[str] | None, n: int
+        self,
+        events: EventStream,
+        rid: str,
+        model: str,
+        chat: bool,
+        want_logprobs: bool,
+        echo: list[str] | None,
+        n: int,
     ) -> None:
         acc = convert.Accumulator(n=n)
         created = int(time.time())
@@ -147,7 +160,9 @@ class _GenerationHandler(ImpetusHandler):
         else:
             self.write_json(acc.completion(rid, created, model, want_logprobs, echo))
 
-    async def _stream_events(self, events: EventStream, maker: convert.ChunkMaker, prompts: int) -> None:
+    async def _stream_events(
+        self, events: EventStream, maker: convert.ChunkMaker, prompts: int
+    ) -> None:
         # Hold the headers until every generation has started: a bad model, a prompt over the
         # context or a full queue still gets its proper status code instead of a 200 stream.
         pending: list[tuple[int, Any]] = []
@@ -191,7 +206,9 @@ class _GenerationHandler(ImpetusHandler):
         except StreamClosedError:
             self.on_connection_close()
 
-    async def _send_event(self, maker: convert.ChunkMaker, acc: convert.Accumulator, index: int, ev: Any) -> None:
+    async def _send_event(
+        self, maker: convert.ChunkMaker, acc: convert.Accumulator, index: int, ev: Any
+    ) -> None:
         acc.add(index, ev)
         if ev.type == "delta":
             chunk = maker.delta(index, ev)
@@ -244,7 +261,12 @@ class EmbeddingsHandler(ImpetusHandler):
             except EngineError as e:
                 raise APIError.from_engine(e) from e
             except TimeoutError:
-                raise APIError(504, "The embedding request ran past the time limit.", type="server_error", code="timeout") from None
+                raise APIError(
+                    504,
+                    "The embedding request ran past the time limit.",
+                    type="server_error",
+                    code="timeout",
+                ) from None
         dims = len(res.vectors[0]) if res.vectors else 0
         if req.dimensions is not None and req.dimensions != dims:
             raise APIError(

@@ -34,7 +34,11 @@ class ReadyHandler(ImpetusHandler):
         ok, why, models = await self.service.readiness()
         if not ok:
             raise APIError(
-                503, f"Not ready: {why}.", type="server_error", code="not_ready", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+                503,
+                f"Not ready: {why}.",
+                type="server_error",
+                code="not_ready",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
         self.write_json(Ready(models=models))
 
@@ -49,7 +53,10 @@ class MetricsHandler(ImpetusHandler):
         else:
             self.service.metrics.set_status(None)
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(self.service.metrics.render(), set_content_type="text/plain; version=0.0.4; charset=utf-8")
+        self.finish(
+            self.service.metrics.render(),
+            set_content_type="text/plain; version=0.0.4; charset=utf-8",
+        )
 
 
 class OpenAPIHandler(ImpetusHandler):

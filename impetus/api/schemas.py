@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from impetus.config import DType
+
 
 class ParamError(ValueError):
     """A validation failure about one parameter, raised where pydantic cannot say which
@@ -34,7 +36,9 @@ class _Response(BaseModel):
 
 
 class StreamOptions(_Request):
-    include_usage: bool = Field(False, description="send a last chunk with the usage of the whole request")
+    include_usage: bool = Field(
+        False, description="send a last chunk with the usage of the whole request"
+    )
 
 
 class JSONSchemaFormat(_Request):
@@ -94,10 +98,14 @@ class _SamplingFields(_Request):
     logit_bias: dict[str, float] | None = None
     seed: int | None = None
     # extensions (vLLM's names)
-    top_k: int | None = Field(None, ge=0, description="impetus extension: keep the k most likely tokens (0: off)")
+    top_k: int | None = Field(
+        None, ge=0, description="impetus extension: keep the k most likely tokens (0: off)"
+    )
     min_p: float | None = Field(None, ge=0.0, le=1.0, description="impetus extension")
     repetition_penalty: float | None = Field(None, gt=0.0, description="impetus extension")
-    ignore_eos: bool | None = Field(None, description="impetus extension: generate exactly max_tokens")
+    ignore_eos: bool | None = Field(
+        None, description="impetus extension: generate exactly max_tokens"
+    )
 
     @field_validator("stop")
     @classmethod
@@ -136,7 +144,9 @@ class ChatMessage(_Request):
 
 class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessage] = Field(..., min_length=1)
-    max_tokens: int | None = Field(None, ge=1, description="deprecated by OpenAI; max_completion_tokens wins")
+    max_tokens: int | None = Field(
+        None, ge=1, description="deprecated by OpenAI; max_completion_tokens wins"
+    )
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
@@ -154,7 +164,10 @@ class ChatCompletionRequest(_SamplingFields):
         if isinstance(self.tool_choice, NamedToolChoice):
             names = {t.function.name for t in self.tools or []}
             if self.tool_choice.function.name not in names:
-                raise ParamError("tool_choice", f"tool_choice names an unknown tool: {self.tool_choice.function.name!r}")
+                raise ParamError(
+                    "tool_choice",
+                    f"tool_choice names an unknown tool: {self.tool_choice.function.name!r}",
+                )
         elif self.tool_choice == "required" and not self.tools:
             raise ParamError("tool_choice", "tool_choice 'required' needs 'tools'")
         return self
@@ -257,7 +270,9 @@ PromptInput = str | list[str] | list[int] | list[list[int]]
 class CompletionRequest(_SamplingFields):
     prompt: PromptInput
     max_tokens: int | None = Field(16, ge=1, description="OpenAI's default for completions is 16")
-    logprobs: int | None = Field(None, ge=0, le=20, description="alternatives per position (0: sampled token only)")
+    logprobs: int | None = Field(
+        None, ge=0, le=20, description="alternatives per position (0: sampled token only)"
+    )
     echo: bool | None = False
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1)
@@ -394,6 +409,19 @@ class Ready(_Response):
 
 
 # ---------------------------------------------------------------- admin
+
+
+class ModelIdRequest(_Request):
+    id: str = Field(..., min_length=1)
+
+
+class PullRequest(ModelIdRequest):
+    load: bool = Field(False, description="load the model into the engine once it is ready")
+
+
+class LoadRequest(ModelIdRequest):
+    dtype: DType | None = None
+    keep_alive: float | None = Field(None, description="seconds idle before unloading (<0: never)")
 
 
 class CreateKeyRequest(_Request):

@@ -30,6 +30,7 @@ log = logging.getLogger("impetus.serve")
 
 # Settings fields with a flag name of their own (list fields take one value per flag)
 RENAMED = {"models": "--model", "api_keys": "--api-key"}
+METAVARS = {"models": "MODEL", "api_keys": "KEY", "home": "DIR", "model_dir": "DIR"}
 BYTE_FIELDS = {"memory_budget", "prompt_cache_bytes", "max_body_bytes"}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 
@@ -73,6 +74,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         flag = RENAMED.get(name, "--" + name.replace("_", "-"))
         kwargs = _flag_type(name, hints[name])
         kwargs.setdefault("default", None)
+        if name in METAVARS:
+            kwargs["metavar"] = METAVARS[name]
         help_ = field.description or ""
         if name == "api_keys":
             help_ += " (repeatable; also IMPETUS_API_KEY, comma-separated)"
@@ -86,7 +89,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
-    values = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None}
+    values = {
+        name: getattr(args, name)
+        for name in Settings.model_fields
+        if getattr(args, name, None) is not None
+    }
     keys = list(values.get("api_keys") or [])
     keys += [k.strip() for k in env.get("IMPETUS_API_KEY", "").split(",") if k.strip()]
     values["api_keys"] = keys
@@ -141,14 +148,19 @@ async def serve(settings: Settings) -> int:
     try:
         sockets = bind_sockets(settings.port, settings.host)
     except OSError as e:
-        print(f"impetus serve: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
+        print(
+            f"impetus serve: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr
+        )
         return 1
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     service.endpoint = f"http://{host}:{port}/v1"
     service.start_background()
-    print(f"impetus serve: listening on http://{host}:{port}/ (OpenAI base URL {service.endpoint})", flush=True)
+    print(
+        f"impetus serve: listening on http://{host}:{port}/ (OpenAI base URL {service.endpoint})",
+        flush=True,
+    )
 
     stop = asyncio.Event()
     signals = 0
@@ -171,7 +183,9 @@ async def serve(settings: Settings) -> int:
     server.stop()  # no new connections
     in_flight = service.in_flight
     if in_flight:
-        log.info("waiting up to %g s for %d request(s) in flight", settings.shutdown_grace, in_flight)
+        log.info(
+            "waiting up to %g s for %d request(s) in flight", settings.shutdown_grace, in_flight
+        )
     if not await service.drain(settings.shutdown_grace):
         n = service.abort_all("shutdown")
         log.warning("grace period over: cancelled %d request(s)", n)

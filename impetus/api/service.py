@@ -43,6 +43,7 @@ class ImpetusService:
         self._idle = asyncio.Event()
         self._idle.set()
         self._streams: set[EventStream] = set()
+        self.pull_jobs: dict[str, Any] = {}  # model id -> admin_models.PullJob
 
     # ---- engine lifecycle -----------------------------------------------------------------
 
@@ -72,6 +73,8 @@ class ImpetusService:
             raise APIError.from_engine(e) from e
 
     async def close(self) -> None:
+        for job in list(self.pull_jobs.values()):
+            job.cancel.set()  # downloads stop at their next chunk; partial files stay resumable
         for stream in list(self._streams):
             stream.abort("shutdown")
         if self._start_task is not None and not self._start_task.done():
@@ -180,14 +183,18 @@ class ImpetusService:
     async def model_cards(self) -> list[ModelCard]:
         """Models a client may name: those loaded, then those the registry has on disk."""
         cards: dict[str, ModelCard] = {}
-        try:
-            await self.ensure_engine()  # the start-up models count as available
-        except APIError:
-            pass  # the engine is down: the registry still tells what could be loaded
+        # the start-up models count as available; with the engine down, the registry still
+        # tells what could be loaded
+        with contextlib.suppress(APIError):
+            await self.ensure_engine()
         st = await self.status() if self.engine.state == "ready" else None
         for m in st.models if st else []:
             cards[m.id] = ModelCard(
-                id=m.id, created=int(m.loaded_at), loaded=True, kind=m.kind, context_length=m.context_length
+                id=m.id,
+                created=int(m.loaded_at),
+                loaded=True,
+                kind=m.kind,
+                context_length=m.context_length,
             )
         for entry in await self._registry_entries():
             mid = str(entry.get("id", ""))

@@ -23,8 +23,14 @@ def start(handler: RequestHandler) -> None:
     handler.set_header("Connection", "keep-alive")
 
 
-async def send(handler: RequestHandler, data: dict[str, Any] | str, event: str | None = None) -> None:
-    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+async def send(
+    handler: RequestHandler, data: dict[str, Any] | str, event: str | None = None
+) -> None:
+    text = (
+        data
+        if isinstance(data, str)
+        else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    )
     prefix = f"event: {event}\n" if event else ""
     handler.write(f"{prefix}data: {text}\n\n")
     await handler.flush()

@@ -35,7 +35,10 @@ class EventStream:
         self.aborted: str | None = None  # why, once aborted
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._open = len(gens)
-        self._pumps = [asyncio.create_task(self._pump(k, g), name=f"impetus-pump-{k}") for k, g in enumerate(gens)]
+        self._pumps = [
+            asyncio.create_task(self._pump(k, g), name=f"impetus-pump-{k}")
+            for k, g in enumerate(gens)
+        ]
 
     async def _pump(self, k: int, gen: _Gen) -> None:
         try:

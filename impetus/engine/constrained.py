@@ -34,13 +34,12 @@ def forget_tokenizer(tokenizer: Any) -> None:
 
 
 def grammar_for_response_format(response_format: dict[str, Any] | None) -> str | None:
-    import llguidance
-
     if not response_format:
         return None
     kind = response_format.get("type", "text")
     if kind == "text":
         return None
+    import llguidance  # only constrained requests need it
     if kind == "json_object":
         schema: dict[str, Any] = {"type": "object"}
     elif kind == "json_schema":

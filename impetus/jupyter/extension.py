@@ -57,20 +57,33 @@ class ImpetusExtension(ExtensionApp):
 
     home = Unicode(None, allow_none=True, help=_doc("home")).tag(config=True)
     model_dir = Unicode(None, allow_none=True, help=_doc("model_dir")).tag(config=True)
-    models = List(Unicode(), default_value=None, allow_none=True, help=_doc("models")).tag(config=True)
-    dtype = Enum(["auto", "native", "float32", "bfloat16", "float16"], None, allow_none=True, help=_doc("dtype")).tag(config=True)
+    models = List(Unicode(), default_value=None, allow_none=True, help=_doc("models")).tag(
+        config=True
+    )
+    dtype = Enum(
+        ["auto", "native", "float32", "bfloat16", "float16"],
+        None,
+        allow_none=True,
+        help=_doc("dtype"),
+    ).tag(config=True)
     memory_budget = Integer(None, allow_none=True, help=_doc("memory_budget")).tag(config=True)
     keep_alive = Float(None, allow_none=True, help=_doc("keep_alive")).tag(config=True)
     max_batch = Integer(None, allow_none=True, help=_doc("max_batch")).tag(config=True)
     prefill_batch = Integer(None, allow_none=True, help=_doc("prefill_batch")).tag(config=True)
     prefill_step = Integer(None, allow_none=True, help=_doc("prefill_step")).tag(config=True)
-    prompt_cache_bytes = Integer(None, allow_none=True, help=_doc("prompt_cache_bytes")).tag(config=True)
+    prompt_cache_bytes = Integer(None, allow_none=True, help=_doc("prompt_cache_bytes")).tag(
+        config=True
+    )
     max_queue = Integer(None, allow_none=True, help=_doc("max_queue")).tag(config=True)
-    max_tokens_default = Integer(None, allow_none=True, help=_doc("max_tokens_default")).tag(config=True)
+    max_tokens_default = Integer(None, allow_none=True, help=_doc("max_tokens_default")).tag(
+        config=True
+    )
     request_timeout = Float(None, allow_none=True, help=_doc("request_timeout")).tag(config=True)
     max_body_bytes = Integer(None, allow_none=True, help=_doc("max_body_bytes")).tag(config=True)
     blas = Enum(["auto", "off"], None, allow_none=True, help=_doc("blas")).tag(config=True)
-    engine_start_timeout = Float(None, allow_none=True, help=_doc("engine_start_timeout")).tag(config=True)
+    engine_start_timeout = Float(None, allow_none=True, help=_doc("engine_start_timeout")).tag(
+        config=True
+    )
 
     start_engine = Bool(
         True, help="start the engine process when the server starts (else on the first request)"

@@ -36,7 +36,9 @@ TOOL_TEMPLATE = (
 class Server:
     """One `impetus serve` child process."""
 
-    def __init__(self, proc: subprocess.Popen[str], base_url: str, log: Path, key: str | None) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[str], base_url: str, log: Path, key: str | None
+    ) -> None:
         self.proc = proc
         self.base_url = base_url  # ends with '/'
         self.log = log
@@ -52,18 +54,27 @@ class Server:
     def get(self, path: str, key: str | None = "default", **kw: object) -> httpx.Response:
         return httpx.get(self.url(path), headers=self.headers(key), timeout=30, **kw)  # type: ignore[arg-type]
 
-    def post(self, path: str, body: object = None, key: str | None = "default", **kw: object) -> httpx.Response:
+    def post(
+        self, path: str, body: object = None, key: str | None = "default", **kw: object
+    ) -> httpx.Response:
         return httpx.post(self.url(path), json=body, headers=self.headers(key), timeout=60, **kw)  # type: ignore[arg-type]
 
     def openai(self, key: str | None = "default", **kw: object):  # noqa: ANN201 - openai.OpenAI
         import openai
 
-        return openai.OpenAI(base_url=self.url("v1"), api_key=(self.key if key == "default" else key) or "none", max_retries=0, **kw)  # type: ignore[arg-type]
+        return openai.OpenAI(
+            base_url=self.url("v1"),
+            api_key=(self.key if key == "default" else key) or "none",
+            max_retries=0,
+            **kw,
+        )  # type: ignore[arg-type]
 
     def async_openai(self, **kw: object):  # noqa: ANN201 - openai.AsyncOpenAI
         import openai
 
-        return openai.AsyncOpenAI(base_url=self.url("v1"), api_key=self.key or "none", max_retries=0, **kw)  # type: ignore[arg-type]
+        return openai.AsyncOpenAI(
+            base_url=self.url("v1"), api_key=self.key or "none", max_retries=0, **kw
+        )  # type: ignore[arg-type]
 
     def metric(self, name: str, labels: str = "") -> float:
         """The value of one sample of /metrics (0 if absent)."""
@@ -80,7 +91,9 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"impetus serve exited ({self.proc.returncode}):\n{self.log_text()}")
+                raise RuntimeError(
+                    f"impetus serve exited ({self.proc.returncode}):\n{self.log_text()}"
+                )
             try:
                 if httpx.get(self.url("ready"), timeout=5).status_code == 200:
                     return
@@ -116,13 +129,19 @@ class Server:
 
 
 def serve_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "impetus.api.serve", *args]
+    return [sys.executable, "-m", "impetus.cli", "serve", *args]
 
 
 def start_server(
-    args: list[str], home: Path, key: str | None = ADMIN_KEY, no_auth: bool = False, env: dict[str, str] | None = None
+    args: list[str],
+    home: Path,
+    key: str | None = ADMIN_KEY,
+    no_auth: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Server:
-    cmd = serve_command("--host", "127.0.0.1", "--port", "0", "--home", str(home), "--log-level", "info", *args)
+    cmd = serve_command(
+        "--host", "127.0.0.1", "--port", "0", "--home", str(home), "--log-level", "info", *args
+    )
     if key:
         cmd += ["--api-key", key]
     if no_auth:
@@ -143,7 +162,9 @@ def start_server(
     line = proc.stdout.readline()  # "impetus serve: listening on http://127.0.0.1:PORT/ ..."
     if "listening on " not in line:
         proc.wait(30)
-        raise RuntimeError(f"impetus serve did not start ({proc.returncode}): {line}\n{log.read_text()}")
+        raise RuntimeError(
+            f"impetus serve did not start ({proc.returncode}): {line}\n{log.read_text()}"
+        )
     base_url = line.split("listening on ", 1)[1].split()[0]
     return Server(proc, base_url, log, key)
 
@@ -164,7 +185,12 @@ def tool_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
 def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def make(*args: str, key: str | None = ADMIN_KEY, ready: bool = True, env: dict[str, str] | None = None) -> Server:
+    def make(
+        *args: str,
+        key: str | None = ADMIN_KEY,
+        ready: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> Server:
         home = tmp_path_factory.mktemp("serve-home")
         srv = start_server(list(args), home, key=key, no_auth=key is None, env=env)
         started.append(srv)
@@ -178,7 +204,9 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
 
 
 @pytest.fixture(scope="session")
-def server(server_factory: Callable[..., Server], tiny_model_dir: Path, tool_model_dir: Path) -> Server:
+def server(
+    server_factory: Callable[..., Server], tiny_model_dir: Path, tool_model_dir: Path
+) -> Server:
     """The shared server: the tiny model loaded at start, the tool model loaded just in time."""
     return server_factory("--model", str(tiny_model_dir), "--max-tokens-default", "64")
 
@@ -194,7 +222,9 @@ def slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     stream, so a long request stays in flight for seconds (disconnects, limits, shutdown)."""
     from tests.tiny_model import build_tiny_llama
 
-    return build_tiny_llama(tmp_path_factory.mktemp("models") / "slow-llama", context=4096, hidden=256, layers=6)
+    return build_tiny_llama(
+        tmp_path_factory.mktemp("models") / "slow-llama", context=4096, hidden=256, layers=6
+    )
 
 
 def long_chat(model: str, max_tokens: int = 3000, **extra: object) -> dict[str, object]:

@@ -7,6 +7,7 @@ on a real server.
 from __future__ import annotations
 
 import asyncio
+
 import httpx
 from tornado import web
 from tornado.httpserver import HTTPServer
@@ -29,7 +30,9 @@ def served_methods(cls: type[web.RequestHandler]) -> list[str]:
 def test_every_handler_carries_an_auth_scope() -> None:
     assert ROUTES
     for cls in handler_classes():
-        assert issubclass(cls, ImpetusHandler), f"{cls.__name__} does not derive from ImpetusHandler"
+        assert issubclass(cls, ImpetusHandler), (
+            f"{cls.__name__} does not derive from ImpetusHandler"
+        )
         methods = served_methods(cls)
         assert methods, f"{cls.__name__} serves nothing"
         for name in methods:
@@ -72,7 +75,9 @@ def test_untagged_methods_fail_closed(tmp_path: object) -> None:
         port = sockets[0].getsockname()[1]
         try:
             async with httpx.AsyncClient() as client:
-                return await client.get(f"http://127.0.0.1:{port}/forgetful"), await client.get(f"http://127.0.0.1:{port}/tagged")
+                return await client.get(f"http://127.0.0.1:{port}/forgetful"), await client.get(
+                    f"http://127.0.0.1:{port}/tagged"
+                )
         finally:
             server.stop()
 

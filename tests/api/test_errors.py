@@ -18,7 +18,9 @@ from tests.api.conftest import Server, long_chat
 HELLO = [{"role": "user", "content": "Hello"}]
 
 
-def assert_openai_error(r: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict[str, object]:
+def assert_openai_error(
+    r: httpx.Response, status: int, code: str | None = None, param: str | None = None
+) -> dict[str, object]:
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json")
     body = r.json()
@@ -48,8 +50,14 @@ def assert_openai_error(r: httpx.Response, status: int, code: str | None = None,
         ({"model": "m", "messages": HELLO, "logit_bias": {"abc": 1}}, "logit_bias"),
         ({"model": "m", "messages": HELLO, "stop": ["a"] * 17}, "stop"),
         ({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
-        ({"model": "m", "messages": HELLO, "response_format": {"type": "xml"}}, "response_format.type"),
-        ({"model": "m", "messages": HELLO, "response_format": {"type": "json_schema"}}, "response_format"),
+        (
+            {"model": "m", "messages": HELLO, "response_format": {"type": "xml"}},
+            "response_format.type",
+        ),
+        (
+            {"model": "m", "messages": HELLO, "response_format": {"type": "json_schema"}},
+            "response_format",
+        ),
         ({"model": "m", "messages": HELLO, "tool_choice": "required"}, "tool_choice"),
     ],
 )
@@ -61,28 +69,53 @@ def test_400_names_the_parameter(server: Server, body: dict[str, object], param:
 def test_400_bad_bodies(server: Server, model: str) -> None:
     url = server.url("v1/chat/completions")
     for raw in (b"{not json", b"[1, 2]", b""):
-        r = httpx.post(url, content=raw, headers={**server.headers(), "Content-Type": "application/json"})
+        r = httpx.post(
+            url, content=raw, headers={**server.headers(), "Content-Type": "application/json"}
+        )
         assert_openai_error(r, 400, code="invalid_json")
     image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]
-    assert_openai_error(server.post("v1/chat/completions", {"model": model, "messages": image}), 400, param="messages[0].content[0]")
-    assert_openai_error(server.post("v1/completions", {"model": model, "prompt": []}), 400, param="prompt")
-    assert_openai_error(server.post("v1/completions", {"model": model, "prompt": "x", "suffix": "y"}), 400, param="suffix")
-    assert_openai_error(server.post("v1/completions", {"model": model, "prompt": [1, 2], "echo": True}), 400, param="echo")
-    assert_openai_error(server.post("v1/embeddings", {"model": "minilm", "input": [1, 2]}), 400, param="input")
+    assert_openai_error(
+        server.post("v1/chat/completions", {"model": model, "messages": image}),
+        400,
+        param="messages[0].content[0]",
+    )
+    assert_openai_error(
+        server.post("v1/completions", {"model": model, "prompt": []}), 400, param="prompt"
+    )
+    assert_openai_error(
+        server.post("v1/completions", {"model": model, "prompt": "x", "suffix": "y"}),
+        400,
+        param="suffix",
+    )
+    assert_openai_error(
+        server.post("v1/completions", {"model": model, "prompt": [1, 2], "echo": True}),
+        400,
+        param="echo",
+    )
+    assert_openai_error(
+        server.post("v1/embeddings", {"model": "minilm", "input": [1, 2]}), 400, param="input"
+    )
     # the engine's own checks come back with their parameter too
-    assert_openai_error(server.post("v1/completions", {"model": model, "prompt": [10**6]}), 400, param="prompt")
+    assert_openai_error(
+        server.post("v1/completions", {"model": model, "prompt": [10**6]}), 400, param="prompt"
+    )
 
 
 def test_400_context_length_exceeded(server: Server, model: str) -> None:
     long = "word " * 2000  # the tiny model's context is 512 tokens
     err = assert_openai_error(
-        server.post("v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": long}]}),
+        server.post(
+            "v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": long}]}
+        ),
         400,
         code="context_length_exceeded",
     )
     assert "512" in str(err["message"])
     # streaming requests get the status too, not a 200 stream with an error inside
-    r = server.post("v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": long}], "stream": True})
+    r = server.post(
+        "v1/chat/completions",
+        {"model": model, "messages": [{"role": "user", "content": long}], "stream": True},
+    )
     assert_openai_error(r, 400, code="context_length_exceeded")
 
 
@@ -92,17 +125,31 @@ def test_401_missing_and_wrong_key(server: Server) -> None:
         assert_openai_error(r, 401, code="missing_api_key")
         assert r.headers["www-authenticate"].startswith("Bearer")
         assert_openai_error(server.get(path, key="wrong-key"), 401, code="invalid_api_key")
-    assert_openai_error(server.post("v1/chat/completions", {"model": "x", "messages": HELLO}, key="wrong"), 401)
+    assert_openai_error(
+        server.post("v1/chat/completions", {"model": "x", "messages": HELLO}, key="wrong"), 401
+    )
     with pytest.raises(openai.AuthenticationError):
         server.openai(key="wrong").models.list()
 
 
 def test_404_unknown_model_and_path(server: Server) -> None:
     body = {"model": "no-such-model", "messages": HELLO}
-    assert_openai_error(server.post("v1/chat/completions", body), 404, code="model_not_found", param="model")
-    assert_openai_error(server.post("v1/chat/completions", {**body, "stream": True}), 404, code="model_not_found")
-    assert_openai_error(server.post("v1/completions", {"model": "no-such-model", "prompt": "x"}), 404, code="model_not_found")
-    assert_openai_error(server.post("v1/embeddings", {"model": "no-such-model", "input": "x"}), 404, code="model_not_found")
+    assert_openai_error(
+        server.post("v1/chat/completions", body), 404, code="model_not_found", param="model"
+    )
+    assert_openai_error(
+        server.post("v1/chat/completions", {**body, "stream": True}), 404, code="model_not_found"
+    )
+    assert_openai_error(
+        server.post("v1/completions", {"model": "no-such-model", "prompt": "x"}),
+        404,
+        code="model_not_found",
+    )
+    assert_openai_error(
+        server.post("v1/embeddings", {"model": "no-such-model", "input": "x"}),
+        404,
+        code="model_not_found",
+    )
     assert_openai_error(server.get("v1/models/no-such-model"), 404, code="model_not_found")
     assert_openai_error(server.get("v1/nothing-here"), 404, code="not_found")
     assert_openai_error(server.get("v1/chat/completions"), 405, code="method_not_allowed")
@@ -112,7 +159,14 @@ def test_404_unknown_model_and_path(server: Server) -> None:
 def limited(server_factory: Callable[..., Server], slow_model_dir: Path) -> Server:
     """Small limits: a 4 KiB body, two open requests, two seconds per request."""
     return server_factory(
-        "--model", str(slow_model_dir), "--max-body-bytes", "4K", "--max-queue", "2", "--request-timeout", "2"
+        "--model",
+        str(slow_model_dir),
+        "--max-body-bytes",
+        "4K",
+        "--max-queue",
+        "2",
+        "--request-timeout",
+        "2",
     )
 
 
@@ -133,15 +187,26 @@ def test_413_body_over_the_limit(limited: Server, slow_model_dir: Path) -> None:
     )
     assert_openai_error(r, 413, code="request_too_large")
     # a body just under the limit is fine
-    ok = {"model": str(slow_model_dir), "messages": [{"role": "user", "content": "x" * 100}], "max_tokens": 2}
+    ok = {
+        "model": str(slow_model_dir),
+        "messages": [{"role": "user", "content": "x" * 100}],
+        "max_tokens": 2,
+    }
     assert limited.post("v1/chat/completions", ok).status_code == 200
 
 
-def test_429_when_the_queue_is_full_and_504_past_the_time_limit(limited: Server, slow_model_dir: Path) -> None:
+def test_429_when_the_queue_is_full_and_504_past_the_time_limit(
+    limited: Server, slow_model_dir: Path
+) -> None:
     model = str(slow_model_dir)
     client = httpx.Client(timeout=30, headers=limited.headers())
     # two long streams fill the queue (max_queue 2)
-    streams = [client.stream("POST", limited.url("v1/chat/completions"), json=long_chat(model, stream=True)) for _ in range(2)]
+    streams = [
+        client.stream(
+            "POST", limited.url("v1/chat/completions"), json=long_chat(model, stream=True)
+        )
+        for _ in range(2)
+    ]
     responses = [s.__enter__() for s in streams]
     try:
         assert all(r.status_code == 200 for r in responses)
@@ -177,11 +242,19 @@ def test_503_not_ready_without_a_model(server_factory: Callable[..., Server]) ->
     assert r.headers["retry-after"]
 
 
-def test_503_while_the_engine_restarts(server_factory: Callable[..., Server], slow_model_dir: Path) -> None:
+def test_503_while_the_engine_restarts(
+    server_factory: Callable[..., Server], slow_model_dir: Path
+) -> None:
     srv = server_factory("--model", str(slow_model_dir))
     model = str(slow_model_dir)
     pid = srv.get("admin/status").json()["pid"]
-    with httpx.stream("POST", srv.url("v1/chat/completions"), json=long_chat(model, stream=True), headers=srv.headers(), timeout=60) as r:
+    with httpx.stream(
+        "POST",
+        srv.url("v1/chat/completions"),
+        json=long_chat(model, stream=True),
+        headers=srv.headers(),
+        timeout=60,
+    ) as r:
         assert r.status_code == 200
         lines = r.iter_lines()
         assert next(line for line in lines if line.startswith("data: "))
@@ -197,7 +270,7 @@ def test_503_while_the_engine_restarts(server_factory: Callable[..., Server], sl
         ready = srv.get("ready", key=None)
         if ready.status_code == 200:
             break
-        err = assert_openai_error(ready, 503, code="not_ready")
+        assert_openai_error(ready, 503, code="not_ready")
         seen_503 = True
         chat = srv.post("v1/chat/completions", {"model": model, "messages": HELLO, "max_tokens": 2})
         if chat.status_code != 200:

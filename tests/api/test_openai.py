@@ -28,7 +28,9 @@ def test_models_list_and_get(server: Server, model: str) -> None:
 
 
 def test_chat_completion(server: Server, model: str) -> None:
-    r = server.openai().chat.completions.create(model=model, messages=HELLO, max_tokens=12, temperature=0)  # type: ignore[arg-type]
+    r = server.openai().chat.completions.create(
+        model=model, messages=HELLO, max_tokens=12, temperature=0
+    )  # type: ignore[arg-type]
     assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
     assert r.model == model
     (choice,) = r.choices
@@ -42,9 +44,15 @@ def test_chat_completion(server: Server, model: str) -> None:
 
 def test_cached_tokens_reported_on_the_second_turn(server: Server, model: str) -> None:
     client = server.openai()
-    messages = [{"role": "user", "content": "A long enough question about caching prompts: does it work?"}]
-    first = client.chat.completions.create(model=model, messages=messages, max_tokens=4, temperature=0)  # type: ignore[arg-type]
-    second = client.chat.completions.create(model=model, messages=messages, max_tokens=4, temperature=0)  # type: ignore[arg-type]
+    messages = [
+        {"role": "user", "content": "A long enough question about caching prompts: does it work?"}
+    ]
+    first = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=4, temperature=0
+    )  # type: ignore[arg-type]
+    second = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=4, temperature=0
+    )  # type: ignore[arg-type]
     assert first.usage and second.usage and second.usage.prompt_tokens_details
     assert second.usage.prompt_tokens == first.usage.prompt_tokens
     assert second.usage.prompt_tokens_details.cached_tokens > 0
@@ -52,13 +60,21 @@ def test_cached_tokens_reported_on_the_second_turn(server: Server, model: str) -
 
 def test_max_completion_tokens_wins_over_max_tokens(server: Server, model: str) -> None:
     r = server.openai().chat.completions.create(
-        model=model, messages=HELLO, max_tokens=30, max_completion_tokens=5, temperature=0  # type: ignore[arg-type]
+        model=model,
+        messages=HELLO,
+        max_tokens=30,
+        max_completion_tokens=5,
+        temperature=0,  # type: ignore[arg-type]
     )
     assert r.usage and r.usage.completion_tokens == 5
 
 
 def test_streaming_without_usage(server: Server, model: str) -> None:
-    chunks = list(server.openai().chat.completions.create(model=model, messages=HELLO, max_tokens=8, temperature=0, stream=True))  # type: ignore[arg-type]
+    chunks = list(
+        server.openai().chat.completions.create(
+            model=model, messages=HELLO, max_tokens=8, temperature=0, stream=True
+        )
+    )  # type: ignore[arg-type]
     assert chunks[0].choices[0].delta.role == "assistant"
     assert all(c.usage is None for c in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
@@ -68,8 +84,17 @@ def test_streaming_without_usage(server: Server, model: str) -> None:
 
 
 def test_streaming_with_usage_and_raw_sse_shape(server: Server, model: str) -> None:
-    body = {"model": model, "messages": HELLO, "max_tokens": 6, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
-    with httpx.stream("POST", server.url("v1/chat/completions"), json=body, headers=server.headers(), timeout=60) as r:
+    body = {
+        "model": model,
+        "messages": HELLO,
+        "max_tokens": 6,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.stream(
+        "POST", server.url("v1/chat/completions"), json=body, headers=server.headers(), timeout=60
+    ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         assert r.headers["cache-control"] == "no-cache"
@@ -86,16 +111,22 @@ def test_streaming_with_usage_and_raw_sse_shape(server: Server, model: str) -> N
 
 def test_streaming_with_empty_stream_options(server: Server, model: str) -> None:
     chunks = list(
-        server.openai().chat.completions.create(model=model, messages=HELLO, max_tokens=4, temperature=0, stream=True, stream_options={})  # type: ignore[arg-type]
+        server.openai().chat.completions.create(
+            model=model, messages=HELLO, max_tokens=4, temperature=0, stream=True, stream_options={}
+        )  # type: ignore[arg-type]
     )
     assert chunks and chunks[-1].choices[0].finish_reason == "length"
 
 
 def test_n_choices(server: Server, model: str) -> None:
-    r = server.openai().chat.completions.create(model=model, messages=HELLO, max_tokens=6, n=3, seed=7, extra_body={"ignore_eos": True})  # type: ignore[arg-type]
+    r = server.openai().chat.completions.create(
+        model=model, messages=HELLO, max_tokens=6, n=3, seed=7, extra_body={"ignore_eos": True}
+    )  # type: ignore[arg-type]
     assert sorted(c.index for c in r.choices) == [0, 1, 2]
     assert r.usage and r.usage.completion_tokens == 18
-    stream = server.openai().chat.completions.create(model=model, messages=HELLO, max_tokens=4, n=2, temperature=0, stream=True)  # type: ignore[arg-type]
+    stream = server.openai().chat.completions.create(
+        model=model, messages=HELLO, max_tokens=4, n=2, temperature=0, stream=True
+    )  # type: ignore[arg-type]
     finished = {c.choices[0].index for c in stream if c.choices and c.choices[0].finish_reason}
     assert finished == {0, 1}
 
@@ -104,7 +135,9 @@ def test_seed_makes_sampling_reproducible(server: Server, model: str) -> None:
     client = server.openai()
 
     def run(seed: int) -> str:
-        r = client.chat.completions.create(model=model, messages=HELLO, max_tokens=16, temperature=1.0, seed=seed)  # type: ignore[arg-type]
+        r = client.chat.completions.create(
+            model=model, messages=HELLO, max_tokens=16, temperature=1.0, seed=seed
+        )  # type: ignore[arg-type]
         return r.choices[0].message.content or ""
 
     assert run(1) == run(1)
@@ -119,14 +152,21 @@ def test_stop_strings(server: Server, model: str) -> None:
     stop = text[4:6]
     head = text[: text.index(stop)]
     for value in (stop, [stop, "never-seen-stop"]):
-        r = client.chat.completions.create(model=model, messages=HELLO, max_tokens=24, temperature=0, stop=value)  # type: ignore[arg-type]
+        r = client.chat.completions.create(
+            model=model, messages=HELLO, max_tokens=24, temperature=0, stop=value
+        )  # type: ignore[arg-type]
         assert r.choices[0].message.content == head
         assert r.choices[0].finish_reason == "stop"
 
 
 def test_chat_logprobs(server: Server, model: str) -> None:
     r = server.openai().chat.completions.create(
-        model=model, messages=HELLO, max_tokens=5, temperature=0, logprobs=True, top_logprobs=3  # type: ignore[arg-type]
+        model=model,
+        messages=HELLO,
+        max_tokens=5,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,  # type: ignore[arg-type]
     )
     lp = r.choices[0].logprobs
     assert lp is not None and lp.content is not None and len(lp.content) == 5
@@ -136,9 +176,19 @@ def test_chat_logprobs(server: Server, model: str) -> None:
         # greedy: the chosen token is the most likely one
         assert item.logprob == pytest.approx(item.top_logprobs[0].logprob)
     streamed = server.openai().chat.completions.create(
-        model=model, messages=HELLO, max_tokens=4, temperature=0, logprobs=True, stream=True  # type: ignore[arg-type]
+        model=model,
+        messages=HELLO,
+        max_tokens=4,
+        temperature=0,
+        logprobs=True,
+        stream=True,  # type: ignore[arg-type]
     )
-    tokens = [t for c in streamed if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content or []]
+    tokens = [
+        t
+        for c in streamed
+        if c.choices and c.choices[0].logprobs
+        for t in c.choices[0].logprobs.content or []
+    ]
     assert len(tokens) == 4
 
 
@@ -178,10 +228,17 @@ def test_json_schema_mode(server: Server, model: str) -> None:
         model=model,
         messages=[{"role": "user", "content": "Answer."}],
         max_tokens=60,
-        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}},
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": schema, "strict": True},
+        },
     )
     data = json.loads(r.choices[0].message.content or "")
-    assert set(data) == {"ok", "color"} and isinstance(data["ok"], bool) and data["color"] in ("red", "green")
+    assert (
+        set(data) == {"ok", "color"}
+        and isinstance(data["ok"], bool)
+        and data["color"] in ("red", "green")
+    )
     assert r.choices[0].finish_reason == "stop"
 
 
@@ -206,7 +263,9 @@ def test_tool_calls(server: Server, tool_model_dir: object) -> None:
     client = server.openai()
     model = str(tool_model_dir)  # loaded just in time by this request
     messages = [{"role": "user", "content": "Weather in Paris?"}]
-    r = client.chat.completions.create(model=model, messages=messages, tools=TOOLS, tool_choice="required", max_tokens=80)  # type: ignore[arg-type]
+    r = client.chat.completions.create(
+        model=model, messages=messages, tools=TOOLS, tool_choice="required", max_tokens=80
+    )  # type: ignore[arg-type]
     choice = r.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.tool_calls
@@ -235,27 +294,36 @@ def test_tool_calls(server: Server, tool_model_dir: object) -> None:
         {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
         {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'},
     ]
-    r2 = client.chat.completions.create(model=model, messages=follow, tools=TOOLS, tool_choice="none", max_tokens=5)  # type: ignore[arg-type]
+    r2 = client.chat.completions.create(
+        model=model, messages=follow, tools=TOOLS, tool_choice="none", max_tokens=5
+    )  # type: ignore[arg-type]
     assert r2.choices[0].finish_reason == "length" and not r2.choices[0].message.tool_calls
 
 
 def test_tool_choice_naming_an_unknown_tool_is_400(server: Server, model: str) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         server.openai().chat.completions.create(
-            model=model, messages=HELLO, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}}  # type: ignore[arg-type]
+            model=model,
+            messages=HELLO,
+            tools=TOOLS,
+            tool_choice={"type": "function", "function": {"name": "nope"}},  # type: ignore[arg-type]
         )
     assert e.value.body["param"] == "tool_choice"  # type: ignore[index]
 
 
 def test_legacy_completions(server: Server, model: str) -> None:
     client = server.openai()
-    r = client.completions.create(model=model, prompt="The quick brown", max_tokens=6, temperature=0, logprobs=2)
+    r = client.completions.create(
+        model=model, prompt="The quick brown", max_tokens=6, temperature=0, logprobs=2
+    )
     assert r.object == "text_completion"
     (choice,) = r.choices
     assert choice.finish_reason == "length" and choice.text
     lp = choice.logprobs
     assert lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs and lp.text_offset
-    assert len(lp.tokens) == 6 == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset)
+    assert (
+        len(lp.tokens) == 6 == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset)
+    )
     # offsets advance by each token's text (tokens that split a UTF-8 character print as U+FFFD)
     assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(6)]
     # two alternatives per position (fewer keys when two are the same U+FFFD text)
@@ -267,15 +335,26 @@ def test_legacy_completions(server: Server, model: str) -> None:
 
 def test_completions_batch_echo_and_stream(server: Server, model: str) -> None:
     client = server.openai()
-    r = client.completions.create(model=model, prompt=["Hello", "The quick"], max_tokens=4, n=2, echo=True, temperature=0)
+    r = client.completions.create(
+        model=model, prompt=["Hello", "The quick"], max_tokens=4, n=2, echo=True, temperature=0
+    )
     assert [c.index for c in r.choices] == [0, 1, 2, 3]
     assert r.choices[0].text.startswith("Hello") and r.choices[2].text.startswith("The quick")
     assert r.choices[0].text == r.choices[1].text  # greedy: both choices alike
     assert r.usage and r.usage.completion_tokens == 16
-    token_prompt = client.completions.create(model=model, prompt=[5, 6, 7, 8], max_tokens=3, temperature=0)
+    token_prompt = client.completions.create(
+        model=model, prompt=[5, 6, 7, 8], max_tokens=3, temperature=0
+    )
     assert token_prompt.usage and token_prompt.usage.prompt_tokens == 4
     chunks = list(
-        client.completions.create(model=model, prompt="Hello", max_tokens=5, temperature=0, stream=True, stream_options={"include_usage": True})
+        client.completions.create(
+            model=model,
+            prompt="Hello",
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
     )
     assert chunks[-1].usage and chunks[-1].usage.completion_tokens == 5
     assert any(c.choices and c.choices[0].finish_reason == "length" for c in chunks)
@@ -283,14 +362,20 @@ def test_completions_batch_echo_and_stream(server: Server, model: str) -> None:
 
 def test_embeddings(server: Server) -> None:
     client = server.openai()
-    r = client.embeddings.create(model="minilm", input=["a cat sits on the mat", "a dog lies on the rug"])
+    r = client.embeddings.create(
+        model="minilm", input=["a cat sits on the mat", "a dog lies on the rug"]
+    )
     assert [d.index for d in r.data] == [0, 1]
     vec = r.data[0].embedding  # the SDK asked for base64 and decoded it
     assert len(vec) == 384 and abs(sum(x * x for x in vec) - 1.0) < 1e-3
     assert r.usage.prompt_tokens > 0
-    raw = server.post("v1/embeddings", {"model": "minilm", "input": "hello", "encoding_format": "float"}).json()
+    raw = server.post(
+        "v1/embeddings", {"model": "minilm", "input": "hello", "encoding_format": "float"}
+    ).json()
     assert isinstance(raw["data"][0]["embedding"], list)
-    b64 = server.post("v1/embeddings", {"model": "minilm", "input": "hello", "encoding_format": "base64"}).json()
+    b64 = server.post(
+        "v1/embeddings", {"model": "minilm", "input": "hello", "encoding_format": "base64"}
+    ).json()
     decoded = struct.unpack("<384f", base64.b64decode(b64["data"][0]["embedding"]))
     assert decoded == pytest.approx(raw["data"][0]["embedding"], abs=1e-6)
     bad = server.post("v1/embeddings", {"model": "minilm", "input": "hello", "dimensions": 64})

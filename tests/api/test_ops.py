@@ -28,7 +28,11 @@ def test_metrics_after_requests(server: Server, model: str) -> None:
     client = server.openai()
     before = server.metric("impetus:generation_tokens_total")
     client.chat.completions.create(model=model, messages=HELLO, max_tokens=7, temperature=0)  # type: ignore[arg-type]
-    list(client.chat.completions.create(model=model, messages=HELLO, max_tokens=5, temperature=0, stream=True))  # type: ignore[arg-type]
+    list(
+        client.chat.completions.create(
+            model=model, messages=HELLO, max_tokens=5, temperature=0, stream=True
+        )
+    )  # type: ignore[arg-type]
     text = server.get("metrics").text
     for name in (
         "impetus:time_to_first_token_seconds_bucket",
@@ -47,7 +51,9 @@ def test_metrics_after_requests(server: Server, model: str) -> None:
         assert re.search(rf"^{re.escape(name)}[{{ ]", text, re.M), name
     assert server.metric("impetus:generation_tokens_total") - before == 12
     assert server.metric("impetus:time_to_first_token_seconds_count", f'model_name="{model}"') >= 2
-    assert server.metric("impetus:prefix_cache_hits_total") > 0  # the second request reused the first's prompt
+    assert (
+        server.metric("impetus:prefix_cache_hits_total") > 0
+    )  # the second request reused the first's prompt
     assert server.metric("impetus:num_requests_running") == 0
 
 
@@ -64,7 +70,9 @@ def test_openapi_document(server: Server) -> None:
     chat = doc["paths"]["/v1/chat/completions"]["post"]
     ref = chat["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
-    assert {"model", "messages", "stream", "tools", "response_format", "logprobs"} <= set(schema["properties"])
+    assert {"model", "messages", "stream", "tools", "response_format", "logprobs"} <= set(
+        schema["properties"]
+    )
     assert "text/event-stream" in chat["responses"]["200"]["content"]
     assert chat["security"] == [{"bearer": []}]
     assert "security" not in doc["paths"]["/health"]["get"]
@@ -79,7 +87,10 @@ def test_explorer_works_offline(server: Server) -> None:
     # every asset comes from this server: no CDN, no absolute URL to anywhere
     assert not re.search(r"(src|href)=\"(https?:)?//", html)
     assert 'src="/docs/explorer.js"' in html and 'href="/docs/explorer.css"' in html
-    for asset, ctype in (("docs/explorer.js", "text/javascript"), ("docs/explorer.css", "text/css")):
+    for asset, ctype in (
+        ("docs/explorer.js", "text/javascript"),
+        ("docs/explorer.css", "text/css"),
+    ):
         r = server.get(asset, key=None)
         assert r.status_code == 200 and r.headers["content-type"].startswith(ctype)
         assert "http://" not in r.text and "https://" not in r.text

@@ -15,9 +15,13 @@ import pytest
 from tests.api.conftest import Server, long_chat
 
 
-def _stream(srv: Server, body: dict[str, object], started: threading.Event, out: list[object]) -> None:
+def _stream(
+    srv: Server, body: dict[str, object], started: threading.Event, out: list[object]
+) -> None:
     try:
-        with httpx.stream("POST", srv.url("v1/chat/completions"), json=body, headers=srv.headers(), timeout=120) as r:
+        with httpx.stream(
+            "POST", srv.url("v1/chat/completions"), json=body, headers=srv.headers(), timeout=120
+        ) as r:
             events = []
             for line in r.iter_lines():
                 if line.startswith("data: "):
@@ -29,7 +33,9 @@ def _stream(srv: Server, body: dict[str, object], started: threading.Event, out:
         started.set()
 
 
-def _start_streams(srv: Server, model: str, count: int, max_tokens: int) -> tuple[list[threading.Thread], list[object]]:
+def _start_streams(
+    srv: Server, model: str, count: int, max_tokens: int
+) -> tuple[list[threading.Thread], list[object]]:
     results: list[object] = []
     threads, flags = [], []
     body = long_chat(model, max_tokens, stream=True, stream_options={"include_usage": True})
@@ -57,11 +63,21 @@ def _refuses_connections(srv: Server, timeout: float = 5.0) -> bool:
     return False
 
 
-def test_sigterm_loses_no_request_in_flight(server_factory: Callable[..., Server], slow_model_dir: Path) -> None:
+def test_sigterm_loses_no_request_in_flight(
+    server_factory: Callable[..., Server], slow_model_dir: Path
+) -> None:
     srv = server_factory("--model", str(slow_model_dir), "--shutdown-grace", "60")
+    keep_alive = httpx.Client(headers=srv.headers(), timeout=30)
+    assert keep_alive.get(srv.url("ready")).status_code == 200  # a connection opened before
     threads, results = _start_streams(srv, str(slow_model_dir), count=6, max_tokens=300)
     srv.proc.send_signal(signal.SIGTERM)
     assert _refuses_connections(srv), "new connections were still accepted while draining"
+    # requests on a connection that was already open are answered, with 503
+    ready = keep_alive.get(srv.url("ready"))
+    assert ready.status_code == 503 and "shutting down" in ready.json()["error"]["message"]
+    late = keep_alive.post(srv.url("v1/chat/completions"), json=long_chat(str(slow_model_dir), 5))
+    assert late.status_code == 503 and late.json()["error"]["code"] == "shutting_down"
+    keep_alive.close()
     for t in threads:
         t.join(90)
     assert srv.proc.wait(60) == 0
@@ -76,7 +92,9 @@ def test_sigterm_loses_no_request_in_flight(server_factory: Callable[..., Server
     assert "draining" in srv.log_text()
 
 
-def test_grace_period_over_cancels_the_rest(server_factory: Callable[..., Server], slow_model_dir: Path) -> None:
+def test_grace_period_over_cancels_the_rest(
+    server_factory: Callable[..., Server], slow_model_dir: Path
+) -> None:
     srv = server_factory("--model", str(slow_model_dir), "--shutdown-grace", "1")
     threads, results = _start_streams(srv, str(slow_model_dir), count=2, max_tokens=3000)
     start = time.monotonic()

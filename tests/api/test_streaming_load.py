@@ -22,17 +22,28 @@ def _wait_idle(srv: Server, timeout: float = 3.0) -> float:
     """Seconds until the engine runs no request (fails after `timeout`)."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        if srv.metric("impetus:num_requests_running") == 0 and srv.metric("impetus:num_requests_waiting") == 0:
+        if (
+            srv.metric("impetus:num_requests_running") == 0
+            and srv.metric("impetus:num_requests_waiting") == 0
+        ):
             return time.monotonic() - start
         time.sleep(0.05)
     raise AssertionError("the engine still runs the request of a client that left")
 
 
-def test_streaming_disconnect_cancels_the_generation(slow_server: Server, slow_model_dir: Path) -> None:
+def test_streaming_disconnect_cancels_the_generation(
+    slow_server: Server, slow_model_dir: Path
+) -> None:
     srv = slow_server
     aborted = srv.metric("impetus:request_aborted_total", 'reason="disconnect"')
     # 3000 tokens take ~15 s on this model: anything faster than that is the cancel at work
-    with httpx.stream("POST", srv.url("v1/chat/completions"), json=long_chat(str(slow_model_dir), stream=True), headers=srv.headers(), timeout=60) as r:
+    with httpx.stream(
+        "POST",
+        srv.url("v1/chat/completions"),
+        json=long_chat(str(slow_model_dir), stream=True),
+        headers=srv.headers(),
+        timeout=60,
+    ) as r:
         lines = r.iter_lines()
         got = [line for _, line in zip(range(6), lines, strict=False)]
         assert any(line.startswith("data: ") for line in got)
@@ -42,11 +53,18 @@ def test_streaming_disconnect_cancels_the_generation(slow_server: Server, slow_m
     assert srv.metric("impetus:request_aborted_total", 'reason="disconnect"') == aborted + 1
 
 
-def test_non_streaming_disconnect_cancels_the_generation(slow_server: Server, slow_model_dir: Path) -> None:
+def test_non_streaming_disconnect_cancels_the_generation(
+    slow_server: Server, slow_model_dir: Path
+) -> None:
     srv = slow_server
     aborted = srv.metric("impetus:request_aborted_total", 'reason="disconnect"')
     with pytest.raises(httpx.ReadTimeout):  # the client gives up after 1 s and closes
-        httpx.post(srv.url("v1/chat/completions"), json=long_chat(str(slow_model_dir)), headers=srv.headers(), timeout=1.0)
+        httpx.post(
+            srv.url("v1/chat/completions"),
+            json=long_chat(str(slow_model_dir)),
+            headers=srv.headers(),
+            timeout=1.0,
+        )
     _wait_idle(srv)
     assert srv.metric("impetus:request_aborted_total", 'reason="disconnect"') == aborted + 1
     assert srv.metric("impetus:http_requests_in_flight") == 0
@@ -75,12 +93,14 @@ def test_64_concurrent_streaming_clients(server: Server, model: str) -> None:
         import httpx as _httpx
 
         limits = _httpx.Limits(max_connections=100, max_keepalive_connections=100)
-        async with server.async_openai(http_client=_httpx.AsyncClient(limits=limits, timeout=120)) as client:
+        async with server.async_openai(
+            http_client=_httpx.AsyncClient(limits=limits, timeout=120)
+        ) as client:
             return await asyncio.gather(*(one(client, i) for i in range(64)))
 
     results = asyncio.run(main())
     assert len(results) == 64
-    for text, finish, usage in results:
+    for _text, finish, usage in results:
         assert finish in ("length", "stop")
         assert usage >= 1 and (finish == "stop" or usage == 16)
     _wait_idle(server)

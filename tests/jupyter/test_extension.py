@@ -29,21 +29,36 @@ def assert_openai_error(r: httpx.Response, status: int, code: str | None = None)
         assert err["code"] == code
 
 
-async def test_openai_sdk_with_the_jupyter_token(jp_fetch: Any, jp_serverapp: Any, tiny_model_dir: Path) -> None:
+async def test_openai_sdk_with_the_jupyter_token(
+    jp_fetch: Any, jp_serverapp: Any, tiny_model_dir: Path
+) -> None:
     model = str(tiny_model_dir)
-    async with openai.AsyncOpenAI(base_url=base(jp_serverapp) + "v1", api_key=token(jp_serverapp), max_retries=0) as client:
+    async with openai.AsyncOpenAI(
+        base_url=base(jp_serverapp) + "v1", api_key=token(jp_serverapp), max_retries=0
+    ) as client:
         models = await client.models.list()
-        assert model in [m.id for m in models.data]  # loaded at start-up from the extension's config
-        r = await client.chat.completions.create(model=model, messages=HELLO, max_tokens=5, temperature=0)  # type: ignore[arg-type]
+        assert model in [
+            m.id for m in models.data
+        ]  # loaded at start-up from the extension's config
+        r = await client.chat.completions.create(
+            model=model, messages=HELLO, max_tokens=5, temperature=0
+        )  # type: ignore[arg-type]
         assert r.usage and r.usage.completion_tokens == 5
         stream = await client.chat.completions.create(
-            model=model, messages=HELLO, max_tokens=4, temperature=0, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+            model=model,
+            messages=HELLO,
+            max_tokens=4,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},  # type: ignore[arg-type]
         )
         chunks = [c async for c in stream]
         assert chunks[-1].usage and chunks[-1].usage.completion_tokens == 4
         emb = await client.embeddings.create(model="minilm", input="hello")
         assert len(emb.data[0].embedding) == 384
-        comp = await client.completions.create(model=model, prompt="Hi", max_tokens=3, temperature=0)
+        comp = await client.completions.create(
+            model=model, prompt="Hi", max_tokens=3, temperature=0
+        )
         assert comp.choices[0].finish_reason == "length"
 
     # the same handlers as `impetus serve`, under the server's base_url
@@ -83,7 +98,11 @@ async def test_auth_matrix(jp_fetch: Any, jp_serverapp: Any, tiny_model_dir: Pat
         assert (await http.get(url + "v1/models", headers=bearer)).status_code == 200
         # no credentials, wrong credentials: 401 in OpenAI's shape (not Jupyter's 403 page)
         assert_openai_error(await http.get(url + "v1/models"), 401, "missing_api_key")
-        assert_openai_error(await http.get(url + "v1/models", headers={"Authorization": "Bearer nope"}), 401, "invalid_api_key")
+        assert_openai_error(
+            await http.get(url + "v1/models", headers={"Authorization": "Bearer nope"}),
+            401,
+            "invalid_api_key",
+        )
         assert_openai_error(await http.post(url + "v1/chat/completions", json={}), 401)
         # public endpoints
         for path in ("health", "ready", "openapi.json", "docs"):
@@ -95,9 +114,15 @@ async def test_auth_matrix(jp_fetch: Any, jp_serverapp: Any, tiny_model_dir: Pat
         key = r.json()["key"]
         by_key = {"Authorization": f"Bearer {key}"}
         body = {"model": str(tiny_model_dir), "messages": HELLO, "max_tokens": 2}
-        assert (await http.post(url + "v1/chat/completions", json=body, headers=by_key)).status_code == 200
-        assert_openai_error(await http.get(url + "admin/status", headers=by_key), 403, "insufficient_scope")
-        assert_openai_error(await http.get(url + "metrics", headers=by_key), 403, "insufficient_scope")
+        assert (
+            await http.post(url + "v1/chat/completions", json=body, headers=by_key)
+        ).status_code == 200
+        assert_openai_error(
+            await http.get(url + "admin/status", headers=by_key), 403, "insufficient_scope"
+        )
+        assert_openai_error(
+            await http.get(url + "metrics", headers=by_key), 403, "insufficient_scope"
+        )
         # ... and it is no Jupyter credential: the rest of the server refuses it
         jupyter_api = f"http://localhost:{jp_serverapp.port}{jp_serverapp.base_url}api/contents"
         assert (await http.get(jupyter_api, headers=by_key)).status_code == 403
@@ -106,15 +131,21 @@ async def test_auth_matrix(jp_fetch: Any, jp_serverapp: Any, tiny_model_dir: Pat
         # foreign Origin: fine with a token or key in the header, refused without
         evil = {"Origin": "https://evil.example"}
         assert (await http.get(url + "v1/models", headers={**bearer, **evil})).status_code == 200
-        assert (await http.post(url + "v1/chat/completions", json=body, headers={**by_key, **evil})).status_code == 200
+        assert (
+            await http.post(url + "v1/chat/completions", json=body, headers={**by_key, **evil})
+        ).status_code == 200
         assert_openai_error(await http.get(url + "v1/models", headers=evil), 403, "cross_origin")
 
         key_id = r.json()["id"]
         assert (await http.delete(url + f"admin/keys/{key_id}", headers=bearer)).status_code == 204
-        assert_openai_error(await http.get(url + "v1/models", headers=by_key), 401, "invalid_api_key")
+        assert_openai_error(
+            await http.get(url + "v1/models", headers=by_key), 401, "invalid_api_key"
+        )
 
 
-async def test_browser_session_needs_the_xsrf_token(jp_fetch: Any, jp_serverapp: Any, tiny_model_dir: Path) -> None:
+async def test_browser_session_needs_the_xsrf_token(
+    jp_fetch: Any, jp_serverapp: Any, tiny_model_dir: Path
+) -> None:
     """The sidebar and the explorer page use the login cookie; their POSTs need _xsrf."""
     url = base(jp_serverapp)
     async with httpx.AsyncClient(timeout=60) as browser:
@@ -129,7 +160,9 @@ async def test_browser_session_needs_the_xsrf_token(jp_fetch: Any, jp_serverapp:
         # ... but cannot POST without the XSRF token (a forged cross-site form would not have it)
         forged = await browser.post(url + "v1/chat/completions", json=body)
         assert_openai_error(forged, 403)
-        ok = await browser.post(url + "v1/chat/completions", json=body, headers={"X-XSRFToken": xsrf})
+        ok = await browser.post(
+            url + "v1/chat/completions", json=body, headers={"X-XSRFToken": xsrf}
+        )
         assert ok.status_code == 200, ok.text
 
 
@@ -137,11 +170,16 @@ async def test_models_load_just_in_time_and_the_engine_stops_with_the_server(
     jp_fetch: Any, jp_serverapp: Any, tiny_model_dir: Path
 ) -> None:
     ext = jp_serverapp.web_app.settings["impetus_service"]
-    async with openai.AsyncOpenAI(base_url=base(jp_serverapp) + "v1", api_key=token(jp_serverapp), max_retries=0) as client:
+    async with openai.AsyncOpenAI(
+        base_url=base(jp_serverapp) + "v1", api_key=token(jp_serverapp), max_retries=0
+    ) as client:
         with __import__("pytest").raises(openai.NotFoundError):
             await client.chat.completions.create(model="not-a-model", messages=HELLO)  # type: ignore[arg-type]
     pid = (await ext.engine.status()).pid
     assert pid and Path(f"/proc/{pid}").exists()
     await jp_serverapp._cleanup()  # what the server does at exit: stop_extension -> engine closed
     assert ext.engine.state == "stopped"
-    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    assert (
+        not Path(f"/proc/{pid}").exists()
+        or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    )

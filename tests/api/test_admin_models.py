@@ -1,0 +1,209 @@
+"""admin/models over HTTP: list, load / unload, delete, pull with SSE progress (a local fake hub), cancel, search."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.conftest import Server
+from tests.api.test_errors import assert_openai_error
+from tests.models.hub_server import FakeHub, Repo, _Handler
+
+REPO = "impetus-test/tiny-llama"
+
+
+def listed(srv: Server) -> dict[str, dict[str, Any]]:
+    r = srv.get("admin/models")
+    assert r.status_code == 200
+    return {e["id"]: e for e in r.json()["data"]}
+
+
+def pull_events(
+    srv: Server, body: dict[str, Any], on_event: Callable[[dict[str, Any]], None] | None = None
+) -> list[Any]:
+    events: list[Any] = []
+    with httpx.stream(
+        "POST", srv.url("admin/models/pull"), json=body, headers=srv.headers(), timeout=120
+    ) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                data = line[len("data: ") :]
+                events.append(data if data == "[DONE]" else json.loads(data))
+                if on_event is not None and data != "[DONE]":
+                    on_event(events[-1])
+    return events
+
+
+def test_list_shows_builtins_and_loaded_models(server: Server, model: str) -> None:
+    entries = listed(server)
+    assert {"smollm2-135m", "minilm"} <= set(entries)
+    assert entries["minilm"]["kind"] == "embedding"
+    assert entries[model]["loaded"] is True and entries[model]["source"] == "path"
+
+
+def test_load_unload_delete(server: Server, tiny_model_dir: Path) -> None:
+    models_dir = server.log.parent / "models"  # the server's --home/models
+    shutil.copytree(tiny_model_dir, models_dir / "tiny-copy")
+    assert listed(server)["tiny-copy"]["loaded"] is False
+
+    state = server.post("admin/models/load", {"id": "tiny-copy", "keep_alive": -1})
+    assert state.status_code == 200, state.text
+    assert state.json()["id"] == "tiny-copy" and state.json()["kind"] == "chat"
+    assert listed(server)["tiny-copy"]["loaded"] is True
+    chat = server.post(
+        "v1/chat/completions",
+        {"model": "tiny-copy", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    )
+    assert chat.status_code == 200
+
+    # deleting a loaded model is refused, and nothing is removed
+    r = httpx.delete(server.url("admin/models/tiny-copy"), headers=server.headers())
+    assert_openai_error(r, 400, code="invalid_request")
+    assert (models_dir / "tiny-copy").is_dir()
+
+    r = server.post("admin/models/unload", {"id": "tiny-copy"})
+    assert r.json() == {"id": "tiny-copy", "unloaded": True}
+    r = httpx.delete(server.url("admin/models/tiny-copy"), headers=server.headers())
+    assert r.status_code == 200 and r.json()["freed_bytes"] > 0
+    assert not (models_dir / "tiny-copy").exists()
+    assert "tiny-copy" not in listed(server)
+
+    assert_openai_error(
+        server.post("admin/models/load", {"id": "no-such-model"}), 404, code="model_not_found"
+    )
+    assert_openai_error(
+        httpx.delete(server.url("admin/models/no-such-model"), headers=server.headers()), 404
+    )
+    assert_openai_error(
+        httpx.delete(server.url("admin/models/..%2Fetc"), headers=server.headers()), 400
+    )
+    assert_openai_error(
+        server.post("admin/models/load", {"id": "x", "dtype": "int3"}), 400, param="dtype"
+    )
+
+
+class SlowHub(FakeHub):
+    """The fake hub, sending file bodies slowly: a download stays in flight long enough to cancel."""
+
+    delay: float = 0.0
+
+    def start(self) -> FakeHub:
+        hub = self
+
+        class Handler(_Handler):
+            owner = hub
+
+            def _file(self, repo: Repo, name: str) -> None:
+                real = self.wfile
+
+                class Slow:
+                    def write(self, data: bytes) -> int:
+                        time.sleep(hub.delay)
+                        return real.write(data)
+
+                    def flush(self) -> None:
+                        real.flush()
+
+                self.wfile = Slow()  # type: ignore[assignment]
+                try:
+                    return super()._file(repo, name)
+                finally:
+                    self.wfile = real
+
+        from http.server import ThreadingHTTPServer
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+
+@pytest.fixture(scope="module")
+def fake_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlowHub]:
+    from tests.tiny_model import build_tiny_llama
+
+    folder = build_tiny_llama(tmp_path_factory.mktemp("hub-src") / "tiny", hidden=128)
+    hub = SlowHub(chunk=16 * 1024)
+    hub.add(Repo.from_folder(REPO, folder))
+    hub.add(Repo.from_folder("impetus-test/slow-llama", folder))
+    hub.start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture(scope="module")
+def hub_server(server_factory: Callable[..., Server], fake_hub: SlowHub) -> Server:
+    return server_factory(ready=False, env={"HF_ENDPOINT": fake_hub.url, "HF_HUB_OFFLINE": "0"})
+
+
+def test_pull_with_progress_then_load(hub_server: Server, fake_hub: SlowHub) -> None:
+    srv = hub_server
+    events = pull_events(srv, {"id": REPO, "load": True})
+    assert events[-1] == "[DONE]"
+    progress = events[:-1]
+    statuses = [e["status"] for e in progress]
+    assert statuses[0] == "downloading" and statuses[-1] == "done"
+    assert "error" not in statuses
+    done = [e["bytes_done"] for e in progress if e["status"] == "downloading"]
+    assert done == sorted(done) and progress[-1]["bytes_done"] == progress[-1]["bytes_total"] > 0
+    assert "loaded" in progress[-1]["message"]
+    entry = listed(srv)[REPO]
+    assert entry["downloaded"] is True and entry["loaded"] is True and entry["source"] == "hub"
+    chat = srv.post(
+        "v1/chat/completions",
+        {"model": REPO, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    )
+    assert chat.status_code == 200 and chat.json()["model"] == REPO
+    # pulling it again: already there, done at once
+    again = pull_events(srv, {"id": REPO})
+    assert again[-2]["status"] == "done"
+
+
+def test_pull_cancel(hub_server: Server, fake_hub: SlowHub) -> None:
+    srv = hub_server
+    fake_hub.delay = 0.05  # ~16 KiB every 50 ms: the weights take seconds
+    cancelled = threading.Event()
+
+    def cancel_on_first_bytes(ev: dict[str, Any]) -> None:
+        if ev["status"] == "downloading" and ev["bytes_done"] > 0 and not cancelled.is_set():
+            cancelled.set()
+            r = srv.post("admin/models/pull/cancel", {"id": "impetus-test/slow-llama"})
+            assert r.json() == {"id": "impetus-test/slow-llama", "cancelled": True}
+
+    try:
+        events = pull_events(srv, {"id": "impetus-test/slow-llama"}, on_event=cancel_on_first_bytes)
+    finally:
+        fake_hub.delay = 0.0
+    assert cancelled.is_set()
+    assert events[-2]["status"] == "cancelled" and events[-1] == "[DONE]"
+    entry = listed(srv).get("impetus-test/slow-llama")
+    assert entry is None or entry["downloaded"] is False  # no half model that looks usable
+    assert_openai_error(
+        srv.post("admin/models/pull/cancel", {"id": "impetus-test/slow-llama"}),
+        404,
+        code="pull_not_found",
+    )
+
+
+def test_pull_errors(hub_server: Server) -> None:
+    assert_openai_error(
+        hub_server.post("admin/models/pull", {"id": "../../etc"}), 400, code="invalid_request"
+    )
+    events = pull_events(hub_server, {"id": "impetus-test/does-not-exist"})
+    assert events[-2]["status"] == "error" and "not" in events[-2]["message"].lower()
+
+
+def test_search(hub_server: Server) -> None:
+    r = hub_server.get("admin/models/search", params={"q": "tiny"})
+    assert r.status_code == 200
+    assert REPO in [m["id"] for m in r.json()["models"]]
