@@ -43,6 +43,9 @@ class Settings(BaseModel):
     max_tokens_default: int = Field(4096, ge=1, description="max_tokens when a request sets none")
     request_timeout: float = Field(600.0, gt=0, description="seconds a request may run")
     max_body_bytes: int = Field(8 << 20, description="largest request body")
+    allow_model_paths: bool = Field(
+        False, description="requests may name any model folder on disk by its path (admin loads always may)"
+    )
     blas: Literal["auto", "off"] = Field("auto", description="load an optimized BLAS into the engine (Linux CPU)")
     engine_start_timeout: float = Field(120.0, description="seconds to wait for the engine process")
     # --- the HTTP surface (impetus serve, the Jupyter extension) ---

@@ -46,7 +46,17 @@ export class ImpetusApi {
   }
 
   async models(): Promise<IRegistryEntry[]> {
-    return listOf<IRegistryEntry>(await this.json('admin/models'), 'model list');
+    return (await this.modelList()).models;
+  }
+
+  /** The registry listing, and the ids the server is downloading (for any client) right now. */
+  async modelList(): Promise<{ models: IRegistryEntry[]; pulling: string[] }> {
+    const body = await this.json('admin/models');
+    const pulling = (body as { pulling?: unknown })?.pulling;
+    return {
+      models: listOf<IRegistryEntry>(body, 'model list'),
+      pulling: Array.isArray(pulling) ? pulling.filter((p): p is string => typeof p === 'string') : []
+    };
   }
 
   /**
@@ -145,7 +155,9 @@ export class ImpetusApi {
   }
 
   async deleteModel(id: string): Promise<void> {
-    await this.json(`admin/models/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    // Slashes of hub ids (`org/name`) stay slashes: some proxies refuse an encoded "/".
+    const path = id.split('/').map(encodeURIComponent).join('/');
+    await this.json(`admin/models/${path}`, { method: 'DELETE' });
   }
 
   async keys(): Promise<IApiKeyInfo[]> {

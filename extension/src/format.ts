@@ -71,7 +71,8 @@ export function progressFraction(p: IPullProgress): number | null {
 export function describeProgress(p: IPullProgress): string {
   switch (p.status) {
     case 'done':
-      return p.message || 'downloaded';
+      // The server's message names the folder: a tooltip, not the line.
+      return p.bytes_total ? `downloaded · ${formatBytes(p.bytes_total)}` : 'downloaded';
     case 'cancelled':
       return p.message || 'cancelled';
     case 'error':

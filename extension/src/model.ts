@@ -181,8 +181,15 @@ export class SidebarModel {
 
   async refreshModels(quiet = false): Promise<void> {
     try {
-      const models = await this.api.models();
+      const { models, pulling } = await this.api.modelList();
       this.set({ models, modelsError: null });
+      // Downloads run on the server, not in the page: follow those this page did not start
+      // (started before a reload, from another tab or the CLI). Posting the same id joins them.
+      for (const id of pulling) {
+        if (!this._state.pulls.has(id) && !this.pullAborts.has(id)) {
+          void this.pull(id);
+        }
+      }
     } catch (err) {
       if (!quiet || this._state.models.length === 0) {
         this.set({ modelsError: describeError(err) });

@@ -69,6 +69,9 @@ export class ImpetusSidebar extends ReactWidget {
 
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
+    // The list and the keys may have changed while the panel was closed (CLI, other tabs).
+    void this.model.refreshModels(true);
+    void this.model.refreshKeys();
     this.model.startPolling(POLL_MS);
   }
 
@@ -167,6 +170,8 @@ function Meter(props: { fraction: number | null; testId?: string; label: string 
   const pct = props.fraction === null ? null : Math.round(props.fraction * 1000) / 10;
   return (
     <div
+      // A new element when the total becomes known, so the bar does not slide down from 100%.
+      key={pct === null ? 'indeterminate' : 'determinate'}
       className={`jp-ImpetusSidebar-meter${pct === null ? ' jp-mod-indeterminate' : ''}`}
       role="progressbar"
       aria-label={props.label}
@@ -391,7 +396,11 @@ function ModelsSection(props: {
             {hubOnly.map(entry => (
               <HubItem key={entry.id} entry={entry} model={model} />
             ))}
-            {hubOnly.length === 0 && <li className="jp-ImpetusSidebar-muted">Nothing new found.</li>}
+            {hubOnly.length === 0 && (
+              <li className="jp-ImpetusSidebar-muted">
+                {state.hubResults.length ? 'Every result is in the list above.' : 'Nothing found on the hub.'}
+              </li>
+            )}
           </ul>
         </>
       )}
@@ -431,7 +440,11 @@ function PullProgress(props: {
         testId="impetus-pull-bar"
       />
       <div className="jp-ImpetusSidebar-row">
-        <span className={`jp-ImpetusSidebar-muted jp-mod-${pull.status}`} data-testid="impetus-pull-text">
+        <span
+          className={`jp-ImpetusSidebar-muted jp-mod-${pull.status}`}
+          data-testid="impetus-pull-text"
+          title={pull.message ?? undefined}
+        >
           {describeProgress(pull)}
         </span>
         {active ? (
@@ -471,7 +484,7 @@ function ModelItem(props: {
           {id}
         </span>
         <span className={`jp-ImpetusSidebar-badge jp-mod-${badge}`} data-testid="impetus-model-status">
-          {busy ?? badge}
+          {busy ?? (pulling ? 'downloading' : badge)}
         </span>
       </div>
       <div className="jp-ImpetusSidebar-muted">{entryFacts(row.entry)}</div>
@@ -479,7 +492,8 @@ function ModelItem(props: {
         <div className="jp-ImpetusSidebar-muted">
           {row.state.dtype ? `serving ${row.state.dtype} · ` : ''}
           {formatBytes(row.state.memory_bytes)}
-          {row.state.pinned ? ' · pinned' : ` · keep-alive ${formatKeepAlive(row.state.keep_alive)}`}
+          {/* The engine pins a model exactly when its keep-alive is negative: "forever". */}
+          {` · keep-alive ${formatKeepAlive(row.state.pinned ? -1 : row.state.keep_alive)}`}
           {row.state.active_requests ? ` · ${row.state.active_requests} active` : ''}
         </div>
       )}

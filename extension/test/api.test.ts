@@ -72,7 +72,7 @@ describe('ImpetusApi', () => {
     expect(server.requests.map(r => r.path)).toEqual([
       'admin/models/search?q=smol%20lm%26x',
       'admin/keys/key%2F1',
-      'admin/models/org%2Fmodel'
+      'admin/models/org/model'
     ]);
   });
 

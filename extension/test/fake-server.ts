@@ -83,6 +83,8 @@ export class FakeServer {
   keys: IApiKeyInfo[] = [];
   /** The open download streams, by model id. */
   pulls = new Map<string, PushStream>();
+  /** Ids the server reports as downloading in `admin/models`. */
+  pulling: string[] = [];
   /** Override one route: return a Response to answer with it, or undefined to fall through. */
   override: ((req: IRecordedRequest) => Response | undefined) | null = null;
   private keySeq = 0;
@@ -107,7 +109,7 @@ export class FakeServer {
       case 'GET admin/status':
         return json(this.status);
       case 'GET admin/models':
-        return json({ object: 'list', data: this.models });
+        return json({ data: this.models, pulling: this.pulling });
       case 'GET admin/models/search': {
         const q = new URLSearchParams(path.split('?')[1]).get('q') ?? '';
         return json({ data: [{ id: `hub/${q}`, source: 'hub', kind: 'chat', size: 5_000 }] });

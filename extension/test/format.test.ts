@@ -47,6 +47,9 @@ describe('format', () => {
     expect(progressFraction({ status: 'downloading', bytes_done: 5 })).toBeNull();
     expect(progressFraction({ status: 'done' })).toBe(1);
     expect(describeProgress({ status: 'converting' })).toBe('converting…');
+    expect(describeProgress({ status: 'done', bytes_total: 2048, message: 'ready in /long/path' })).toBe(
+      'downloaded · 2.00 KB'
+    );
     expect(describeProgress({ status: 'error', message: 'disk full' })).toBe('disk full');
     expect(describeProgress({ status: 'downloading', bytes_done: 2048 })).toBe('2.00 KB');
     expect(describeProgress({ status: 'downloading', bytes_done: 1, bytes_total: 2, file: 'model.safetensors' })).toBe(

@@ -67,6 +67,23 @@ describe('SidebarModel', () => {
     expect(model.state.models.find(m => m.id === 'org/remote-model')?.downloaded).toBe(true);
   });
 
+  it('follows a download the server runs for someone else', async () => {
+    const { server, model } = setup();
+    server.pulling = ['org/remote-model'];
+    await model.refreshModels();
+    await settle();
+    expect(server.requests.filter(r => r.path === 'admin/models/pull').map(r => r.body)).toEqual([
+      { id: 'org/remote-model', load: false }
+    ]);
+    expect(model.isPulling('org/remote-model')).toBe(true);
+    server.pulling = [];
+    (server.pulls.get('org/remote-model') as PushStream).send({ status: 'done' });
+    await settle();
+    expect(model.state.pulls.get('org/remote-model')?.status).toBe('done');
+    await model.refreshModels(); // no second follow of a finished one
+    expect(server.requests.filter(r => r.path === 'admin/models/pull')).toHaveLength(1);
+  });
+
   it('does not start a second download of the same model', async () => {
     const { server, model } = setup();
     const first = model.pull('x');

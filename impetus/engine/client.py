@@ -76,6 +76,7 @@ class Generation:
         if not self.finished:
             self.finished = True
             self.engine._close_generation(self, cancel=True)
+            self.queue.put_nowait(_END)  # a consumer still iterating ends instead of waiting forever
 
     # engine side
     def _deliver(self, ev: Event) -> None:
@@ -121,10 +122,12 @@ class AsyncEngine:
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start the engine process (again, after a failed start) and load `settings.models`."""
         self.state = "starting"
-        self._evt = self._ctx.socket(zmq.PULL)
-        self._evt.bind(f"ipc://{self._dir}/evt")
-        self._tasks.append(asyncio.create_task(self._read(), name="impetus-engine-reader"))
+        if self._evt is None:
+            self._evt = self._ctx.socket(zmq.PULL)
+            self._evt.bind(f"ipc://{self._dir}/evt")
+            self._tasks.append(asyncio.create_task(self._read(), name="impetus-engine-reader"))
         await self._spawn()
         self._tasks.append(asyncio.create_task(self._watch(), name="impetus-engine-watcher"))
         for model in self.settings.models:
@@ -328,8 +331,11 @@ class AsyncEngine:
     async def wait_ready(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._ready.wait(), timeout)
 
-    async def load(self, model: str, *, dtype: str | None = None, keep_alive: float | None = None) -> ModelState:
-        kw: dict[str, Any] = {}
+    async def load(
+        self, model: str, *, dtype: str | None = None, keep_alive: float | None = None, allow_paths: bool = True
+    ) -> ModelState:
+        """Load a model; `allow_paths=False` for ids that come from untrusted clients."""
+        kw: dict[str, Any] = {"allow_paths": allow_paths}
         if dtype:
             kw["dtype"] = dtype
         if keep_alive is not None:
@@ -402,5 +408,8 @@ def _event(w: dict[str, Any]) -> Event:
 
 
 def _logprob(x: dict[str, Any]) -> TokenLogprob:
-    tops = [TokenLogprob.model_construct(token=t["token"], token_id=t["token_id"], logprob=t["logprob"], bytes=list(t["token"].encode()), top_logprobs=[]) for t in x.get("top", ())]
-    return TokenLogprob.model_construct(token=x["token"], token_id=x["token_id"], logprob=x["logprob"], bytes=list(x["token"].encode()), top_logprobs=tops)
+    tops = [
+        TokenLogprob.model_construct(token=t["token"], token_id=t["token_id"], logprob=t["logprob"], bytes=t["bytes"], top_logprobs=[])
+        for t in x.get("top", ())
+    ]
+    return TokenLogprob.model_construct(token=x["token"], token_id=x["token_id"], logprob=x["logprob"], bytes=x["bytes"], top_logprobs=tops)

@@ -20,7 +20,7 @@ from mlx_lm.models.cache import LRUPromptCache
 
 from impetus.config import Settings
 from impetus.engine import constrained
-from impetus.engine.loader import backend, device_name, load_chat_model
+from impetus.engine.loader import backend, device_name, load_chat_model, plan
 from impetus.engine.scheduler import ModelRunner, Wire
 from impetus.engine.types import EngineError, EngineStats, GenerateRequest, ModelState
 
@@ -58,11 +58,11 @@ class EngineCore:
 
     # ---- models ----------------------------------------------------------------------------
 
-    def resolve(self, model_id: str) -> tuple[str, str, Path]:
+    def resolve(self, model_id: str, allow_paths: bool) -> tuple[str, str, Path]:
         """(canonical id, kind, folder) of a registry id or a model folder path (GGUF converted once)."""
         from impetus.models import registry
 
-        r = registry.resolve(model_id, self.settings)
+        r = registry.resolve(model_id, self.settings, allow_paths=allow_paths)
         return r.id, r.kind, Path(r.path)
 
     def loaded_ids(self) -> list[str]:
@@ -82,22 +82,26 @@ class EngineCore:
     def used_bytes(self) -> int:
         return sum(r.loaded.memory_bytes for r in self.runners.values()) + sum(e.memory_bytes for e in self.embeddings.values())
 
-    def load(self, model_id: str, dtype: str | None = None, keep_alive: float | None = None) -> str:
+    def load(self, model_id: str, dtype: str | None = None, keep_alive: float | None = None, *, allow_paths: bool = False) -> str:
         found = self._find(model_id)
         if found is not None:
             if keep_alive is not None:
                 self.keep_alive[found] = keep_alive
             return found
-        canonical, kind, path = self.resolve(model_id)
+        canonical, kind, path = self.resolve(model_id, allow_paths or self.settings.allow_model_paths)
         if canonical in self.runners or canonical in self.embeddings:
             return canonical
-        budget_left = self.settings.memory_budget - self.used_bytes()
-        need = _rough_size(path)
-        if need > budget_left:
-            budget_left += self._evict(need - budget_left)
+        free = self.settings.memory_budget - self.used_bytes()
+        evictable = sum(size for _, mid, size in self._idle_models() if self.keep_alive.get(mid, 0) >= 0)
         if kind == "embedding":
-            if need > budget_left:
-                raise EngineError("out_of_memory", f"{canonical} needs about {need >> 20} MiB; {max(budget_left, 0) >> 20} MiB of the budget is free")
+            need = _rough_size(path)
+            if need > free + evictable:
+                raise EngineError("out_of_memory", f"{canonical} needs about {need >> 20} MiB; at most {max(free + evictable, 0) >> 20} MiB of the budget can be freed")
+        else:
+            target, need = plan(canonical, path, dtype or self.settings.dtype, free + evictable)
+        if need > free:  # only now that it is known to fit: unload idle models, least recently used first
+            self._evict(need - free)
+        if kind == "embedding":
             try:
                 self.embeddings[canonical] = Embedding(canonical, path)
             except EngineError:
@@ -105,28 +109,22 @@ class EngineCore:
             except Exception as e:
                 raise EngineError("model_load_failed", f"could not load {canonical}: {e}") from e
         else:
-            try:
-                loaded = load_chat_model(canonical, path, dtype or self.settings.dtype, budget_left)
-            except EngineError as e:
-                if e.code != "out_of_memory":
-                    raise
-                # the exact estimate says more room is needed: evict harder and retry once
-                freed = self._evict(self.settings.memory_budget)
-                if not freed:
-                    raise
-                loaded = load_chat_model(canonical, path, dtype or self.settings.dtype, self.settings.memory_budget - self.used_bytes())
+            loaded = load_chat_model(canonical, path, target)
             self.runners[canonical] = ModelRunner(loaded, self.settings, self.prompt_cache, self.stats)
         self.keep_alive[canonical] = self.settings.keep_alive if keep_alive is None else keep_alive
         return canonical
 
-    def _evict(self, need: int) -> int:
-        """Unload least recently used idle, unpinned models until `need` bytes are free."""
-        freed = 0
-        candidates = sorted(
+    def _idle_models(self) -> list[tuple[float, str, int]]:
+        """(last used, id, bytes) of the models no request is using, least recently used first."""
+        return sorted(
             [(r.last_used, mid, r.loaded.memory_bytes) for mid, r in self.runners.items() if not r.busy]
             + [(e.last_used, mid, e.memory_bytes) for mid, e in self.embeddings.items()],
         )
-        for _, mid, size in candidates:
+
+    def _evict(self, need: int) -> int:
+        """Unload least recently used idle, unpinned models until `need` bytes are free."""
+        freed = 0
+        for _, mid, size in self._idle_models():
             if freed >= need:
                 break
             if self.keep_alive.get(mid, 0) < 0:

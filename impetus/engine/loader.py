@@ -92,24 +92,34 @@ class LoadedChatModel:
     loaded_at: float = field(default_factory=time.time)
 
 
-def load_chat_model(model_id: str, path: Path, dtype: str, budget_left: int) -> LoadedChatModel:
+def plan(model_id: str, path: Path, dtype: str, room: int) -> tuple[str, int]:
+    """(serving dtype, bytes it will take) for a model that may use up to `room` bytes.
+
+    The fastest dtype for the backend if it fits, else the stored weights, else out_of_memory.
+    """
+    config = read_config(path)
+    target = serving_dtype(dtype, backend(), bool(config.get("quantization")))
+    estimate = estimate_bytes(path, config, target)
+    if estimate > room and target != "native" and dtype in ("auto", ""):
+        native = estimate_bytes(path, config, "native")
+        if native <= room:
+            log.info("%s: a %s copy (%d MiB) does not fit the budget; serving its stored weights", model_id, target, estimate >> 20)
+            target, estimate = "native", native
+    if estimate > room:
+        raise EngineError(
+            "out_of_memory",
+            f"{model_id} needs about {estimate / 2**20:.0f} MiB but at most {max(room, 0) / 2**20:.0f} MiB of the memory budget can be freed for it",
+        )
+    return target, estimate
+
+
+def load_chat_model(model_id: str, path: Path, target: str) -> LoadedChatModel:
+    """Load a model folder and convert it to `target` (a dtype name or "native"); see `plan`."""
     from mlx_lm.utils import dequantize_model, load
 
     t0 = time.perf_counter()
     config = read_config(path)
     quantized = bool(config.get("quantization"))
-    target = serving_dtype(dtype, backend(), quantized)
-    estimate = estimate_bytes(path, config, target)
-    if estimate > budget_left and target != "native":
-        native = estimate_bytes(path, config, "native")
-        if native <= budget_left:
-            log.info("%s: a %s copy (%d MB) does not fit the budget; serving its native weights", model_id, target, estimate >> 20)
-            target, estimate = "native", native
-    if estimate > budget_left:
-        raise EngineError(
-            "out_of_memory",
-            f"{model_id} needs about {estimate / 2**20:.0f} MiB but only {max(budget_left, 0) / 2**20:.0f} MiB of the memory budget is free",
-        )
     try:
         model, tokenizer = load(str(path), lazy=True)[:2]
     except EngineError:

@@ -86,6 +86,9 @@ class Server:
                 self.core.expire_idle()
         self.core.close()
         self.send()
+        self.push.close(linger=1000)
+        self.pull.close(linger=0)
+        self.ctx.term()
 
     def fail_running(self, message: str) -> None:
         from impetus.engine.scheduler import ModelRunner
@@ -131,7 +134,7 @@ class Server:
         if method == "status":
             return core.status()
         if method == "load":
-            mid = core.load(args["model"], args.get("dtype"), args.get("keep_alive"))
+            mid = core.load(args["model"], args.get("dtype"), args.get("keep_alive"), allow_paths=args.get("allow_paths", True))
             return next(m.model_dump() for m in core.model_states() if m.id == mid)
         if method == "unload":
             return {"unloaded": core.unload(args["model"])}

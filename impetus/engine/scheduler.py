@@ -350,7 +350,12 @@ class ModelRunner:
 
     def _logprob(self, token: int, logprobs: mx.array, top: int) -> dict[str, Any]:
         tok = self.loaded.tokenizer
-        entry: dict[str, Any] = {"token": _token_text(tok, token), "token_id": token, "logprob": logprobs[token].item()}
+        entry: dict[str, Any] = {
+            "token": _token_text(tok, token),
+            "token_id": token,
+            "logprob": logprobs[token].item(),
+            "bytes": token_bytes(tok, token),
+        }
         if top:
             idx = mx.argpartition(-logprobs, kth=top - 1)[:top]
             vals = logprobs[idx]
@@ -358,7 +363,8 @@ class ModelRunner:
             idx_l: list[int] = idx[order].tolist()  # type: ignore[assignment]
             val_l: list[float] = vals[order].tolist()  # type: ignore[assignment]
             entry["top"] = [
-                {"token": _token_text(tok, int(i)), "token_id": int(i), "logprob": float(v)} for i, v in zip(idx_l, val_l, strict=True)
+                {"token": _token_text(tok, int(i)), "token_id": int(i), "logprob": float(v), "bytes": token_bytes(tok, int(i))}
+                for i, v in zip(idx_l, val_l, strict=True)
             ]
         return entry
 
@@ -468,3 +474,19 @@ def _template_message(m: dict[str, Any]) -> dict[str, Any]:
 
 def _token_text(tok: Any, token: int) -> str:
     return str(tok.decode([token]))
+
+
+def token_bytes(tok: Any, token: int) -> list[int]:
+    """The token's own bytes (a byte-level BPE token can be half of a UTF-8 character)."""
+    from mlx_lm.tokenizer_utils import BPEStreamingDetokenizer, _byte_decoder
+
+    raw = tok.convert_ids_to_tokens(token)
+    if not isinstance(raw, str):
+        return list(_token_text(tok, token).encode())
+    if isinstance(tok._detokenizer, BPEStreamingDetokenizer):
+        table = _byte_decoder()
+        if all(c in table for c in raw):
+            return [table[c] for c in raw]
+    if len(raw) == 6 and raw.startswith("<0x") and raw.endswith(">"):  # SentencePiece byte fallback
+        return [int(raw[3:5], 16)]
+    return list(raw.replace("\u2581", " ").encode())

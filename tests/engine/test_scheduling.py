@@ -85,7 +85,7 @@ def test_pinned_models_are_never_evicted(tmp_path: Path) -> None:
 
 def test_keep_alive_unloads_idle_models_and_jit_loads_them_back(tiny_model_dir: Path, tmp_path: Path) -> None:
     model = str(tiny_model_dir)
-    with Engine(Settings(home=tmp_path, keep_alive=1.0)) as e:
+    with Engine(Settings(home=tmp_path, keep_alive=1.0, allow_model_paths=True)) as e:
         e.load(model)
         assert [m.id for m in e.status().models] == [model]
         deadline = time.time() + 10

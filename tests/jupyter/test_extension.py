@@ -166,7 +166,7 @@ async def test_browser_session_needs_the_xsrf_token(
         assert ok.status_code == 200, ok.text
 
 
-async def test_models_load_just_in_time_and_the_engine_stops_with_the_server(
+async def test_unknown_model_and_the_engine_stops_with_the_server(
     jp_fetch: Any, jp_serverapp: Any, tiny_model_dir: Path
 ) -> None:
     ext = jp_serverapp.web_app.settings["impetus_service"]
@@ -177,7 +177,9 @@ async def test_models_load_just_in_time_and_the_engine_stops_with_the_server(
             await client.chat.completions.create(model="not-a-model", messages=HELLO)  # type: ignore[arg-type]
     pid = (await ext.engine.status()).pid
     assert pid and Path(f"/proc/{pid}").exists()
-    await jp_serverapp._cleanup()  # what the server does at exit: stop_extension -> engine closed
+    await (
+        jp_serverapp.cleanup_extensions()
+    )  # what the server does at exit: stop_extension -> engine closed
     assert ext.engine.state == "stopped"
     assert (
         not Path(f"/proc/{pid}").exists()

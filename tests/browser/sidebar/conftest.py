@@ -32,6 +32,7 @@ CHROMIUM = os.environ.get("IMPETUS_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO / "tests" / "artifacts"
 DEFAULT_MODEL = "smollm2-135m"
 HUB_REPO = "impetus-test/tiny-llama"
+SLOW_REPO = "impetus-test/tiny-llama-slow"  # the same files, slow enough to cancel mid-way
 BASE_URL = "/jp/"
 # Seconds: the engine converts and loads the default model on 2 shared cores.
 START_TIMEOUT = float(os.environ.get("IMPETUS_BROWSER_START_TIMEOUT", 300))
@@ -108,7 +109,11 @@ def tiny_hub_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def hub(browser_ready: None, tiny_hub_folder: Path) -> Iterator[FakeHub]:
     # ~400 KB at 128 KB/s: a three-second download, long enough to watch its progress.
-    server = FakeHub({HUB_REPO: tiny_hub_folder}, rate=128 * 1024).start()
+    server = FakeHub(
+        {HUB_REPO: tiny_hub_folder, SLOW_REPO: tiny_hub_folder},
+        rate=128 * 1024,
+        rates={SLOW_REPO: 8 * 1024},
+    ).start()
     try:
         yield server
     finally:
@@ -264,7 +269,7 @@ def browser(lab: LabServer) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def page(browser: Any, lab: LabServer) -> Iterator[Any]:
     """JupyterLab open in chromium with the impetus sidebar shown."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 1200})
     context.grant_permissions(
         ["clipboard-read", "clipboard-write"], origin=lab.url.split(BASE_URL)[0]
     )

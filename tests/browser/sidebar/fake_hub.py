@@ -29,10 +29,12 @@ class _Repo:
 
 @dataclass
 class FakeHub:
-    """`repos` maps a repo id (`owner/name`) to a folder; `rate` is bytes per second per file."""
+    """`repos` maps a repo id (`owner/name`) to a folder; `rate` is bytes per second per file,
+    `rates` overrides it per repo."""
 
     repos: dict[str, Path]
     rate: int = 256 * 1024
+    rates: dict[str, int] = field(default_factory=dict)
     chunk: int = 16 * 1024
     bytes_sent: int = 0
     requests: list[str] = field(default_factory=list)
@@ -234,7 +236,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         # Trickle the body so that a download spans several progress events.
-        pause = self.owner.chunk / self.owner.rate
+        pause = self.owner.chunk / self.owner.rates.get(repo_id, self.owner.rate)
         for i in range(0, len(body), self.owner.chunk):
             piece = body[i : i + self.owner.chunk]
             try:

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.browser.sidebar.conftest import ARTIFACTS, DEFAULT_MODEL, HUB_REPO, LabServer
+from tests.browser.sidebar.conftest import ARTIFACTS, DEFAULT_MODEL, HUB_REPO, SLOW_REPO, LabServer
 from tests.browser.sidebar.fake_hub import FakeHub
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -52,8 +52,13 @@ def run_command(page: Any, command: str, args: dict[str, Any] | None = None) -> 
     )
 
 
-def shoot(page: Any, name: str) -> None:
+def shoot(page: Any, name: str, scroll_to: str | None = None) -> None:
+    """The sidebar (scrolled to the top, or to `scroll_to`) and the whole page."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    if scroll_to:
+        page.locator(scroll_to).first.scroll_into_view_if_needed()
+    else:
+        page.evaluate("() => { document.querySelector('#impetus-sidebar').scrollTop = 0; }")
     page.locator("#impetus-sidebar").screenshot(path=str(ARTIFACTS / f"{name}.png"))
     page.screenshot(path=str(ARTIFACTS / f"{name}-full.png"))
 
@@ -95,7 +100,7 @@ def test_download_from_fake_hub_shows_progress_to_completion(
     found.get_by_role("button", name="Download").click()
     row = model_row(page, HUB_REPO)
     expect(row.get_by_test_id("impetus-pull")).to_have_attribute("data-status", "downloading")
-    shoot(page, "sidebar-download")
+    shoot(page, "sidebar-download", scroll_to='[data-testid="impetus-pull"]')
     expect(row.get_by_test_id("impetus-pull")).to_have_attribute(
         "data-status", "done", timeout=120_000
     )
@@ -117,6 +122,34 @@ def test_download_from_fake_hub_shows_progress_to_completion(
     search.fill("")
 
 
+def test_cancel_stops_a_download(page: Any, lab: LabServer) -> None:
+    from playwright.sync_api import expect
+
+    # A hub repo id typed in the search box can be downloaded as it is.
+    search = page.get_by_test_id("impetus-model-search")
+    search.fill(SLOW_REPO)
+    page.get_by_test_id("impetus-pull-query").click()
+    row = model_row(page, SLOW_REPO)
+    pull = row.get_by_test_id("impetus-pull")
+    expect(pull).to_have_attribute("data-status", "downloading")
+    page.wait_for_function(
+        """(id) => Number(document.querySelector(`[data-model-id="${id}"] [role=progressbar]`)
+                   ?.getAttribute('aria-valuenow')) > 0""",
+        arg=SLOW_REPO,
+        timeout=60_000,
+    )
+    row.get_by_role("button", name="Cancel").click()
+    expect(pull).to_have_attribute("data-status", "cancelled", timeout=30_000)
+    listing = lab.get("impetus/admin/models").json()
+    assert SLOW_REPO not in listing.get("pulling", [])
+    assert not any(m["id"] == SLOW_REPO and m["downloaded"] for m in listing["data"])
+    # A cancelled download can be started again (the row offers it) or dismissed.
+    expect(row.get_by_role("button", name="Download")).to_be_visible()
+    row.get_by_role("button", name="dismiss").click()
+    expect(row).to_have_count(0)
+    search.fill("")
+
+
 def test_unload_then_load_changes_status(page: Any, lab: LabServer) -> None:
     from playwright.sync_api import expect
 
@@ -135,6 +168,24 @@ def test_unload_then_load_changes_status(page: Any, lab: LabServer) -> None:
     )  # "forever" reached the engine
     expect(row).to_contain_text("keep-alive forever")
     expect(page.get_by_test_id("impetus-engine-state")).to_have_attribute("data-state", "ready")
+
+
+def test_palette_load_and_unload_commands(page: Any, lab: LabServer) -> None:
+    from playwright.sync_api import expect
+
+    row = model_row(page, "minilm")
+    expect(row).to_have_attribute("data-status", "downloaded")
+    page.keyboard.press("Control+Shift+C")
+    page.locator("#command-palette input").fill("impetus: Load Model")
+    page.keyboard.press("Enter")
+    dialog = page.locator(".jp-Dialog")
+    dialog.locator("input").fill("minilm")
+    dialog.get_by_role("button", name="OK").click()
+    expect(row).to_have_attribute("data-status", "loaded", timeout=120_000)
+    assert "minilm" in lab.loaded()
+    run_command(page, "impetus:unload-model", {"id": "minilm"})
+    expect(row).to_have_attribute("data-status", "downloaded", timeout=60_000)
+    assert "minilm" not in lab.loaded()
 
 
 def test_api_key_flow_works_with_the_openai_sdk(page: Any, lab: LabServer) -> None:
