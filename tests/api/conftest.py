@@ -139,8 +139,10 @@ def start_server(
     no_auth: bool = False,
     env: dict[str, str] | None = None,
 ) -> Server:
+    # the tests name their tiny models by folder path, which a server allows only when told to
     cmd = serve_command(
-        "--host", "127.0.0.1", "--port", "0", "--home", str(home), "--log-level", "info", *args
+        "--host", "127.0.0.1", "--port", "0", "--home", str(home), "--log-level", "info",
+        "--allow-model-paths", *args,
     )
     if key:
         cmd += ["--api-key", key]

@@ -238,6 +238,10 @@ def test_bad_inputs_get_clear_errors_and_the_engine_serves_on(engine: Engine, ti
     with pytest.raises(EngineError) as e:
         engine.complete(req(Path("no-such-model")))
     assert e.value.code == "model_not_found"
+    # a request may not make the engine load an arbitrary folder (only admin loads may)
+    with pytest.raises(EngineError) as e:
+        engine.complete(req(tiny_model_dir.parent))
+    assert e.value.code == "invalid_request" and "path" in e.value.message
     with pytest.raises(EngineError) as e:
         engine.complete(req(tiny_model_dir, messages=[{"role": "user", "content": "tell me more " * 400}]))
     assert e.value.code == "context_length_exceeded"
