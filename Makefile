@@ -11,7 +11,7 @@ PORT ?= 8888
 MODEL ?= smollm2-135m
 APT_PACKAGES := libopenblas0-pthread
 
-.PHONY: run test install system-deps extension lint typecheck pytest report clean
+.PHONY: run test install system-deps extension extension-test lint typecheck pytest report clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ system-deps:
 # The JupyterLab sidebar: built from extension/ into impetus/labextension when node is present.
 extension: $(STAMP)
 	@if [ -f extension/package.json ] && command -v npm >/dev/null; then \
-	  if [ ! -f impetus/labextension/package.json ] || [ -n "$$(find extension/src extension/style extension/package.json -newer impetus/labextension/package.json 2>/dev/null | head -1)" ]; then \
+	  if [ ! -f impetus/labextension/package.json ] || [ -n "$$(find extension/src extension/style extension/package.json extension/package-lock.json extension/tsconfig.json -newer impetus/labextension/package.json 2>/dev/null | head -1)" ]; then \
 	    PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(MAKE) -C extension build; fi; \
 	else echo "node/npm not found: skipping the JupyterLab sidebar build"; fi
 
@@ -52,11 +52,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy impetus
 
+# unit tests of the sidebar's TypeScript (vitest)
+extension-test: extension
+	@if [ -f extension/package.json ] && command -v npm >/dev/null; then $(MAKE) -C extension test; \
+	else echo "node/npm not found: skipping the sidebar's unit tests"; fi
+
 pytest: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: EXTRA_APT = chromium
-test: install lint typecheck pytest
+test: install lint typecheck extension-test pytest
 
 report: install
 	$(VENV)/bin/impetus bench report $(REPORT_ARGS)
