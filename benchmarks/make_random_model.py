@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.tiny_model import CHATML, SPECIALS  # noqa: E402
+from tests.tiny_model import SPECIALS, write_tokenizer_config  # noqa: E402
 
 PRESETS: dict[str, dict[str, Any]] = {
     # meta-llama/Meta-Llama-3-8B-Instruct's config.json, less its weights
@@ -101,21 +101,7 @@ def build_full_tokenizer(dest: Path, vocab_size: int) -> None:
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIALS)
     tok.save(str(dest / "tokenizer.json"))
-    (dest / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "PreTrainedTokenizerFast",
-                "bos_token": None,
-                "eos_token": "<|im_end|>",
-                "unk_token": None,
-                "pad_token": "<|endoftext|>",
-                "chat_template": CHATML,
-                "model_max_length": 8192,
-                "add_bos_token": False,
-            }
-        )
-    )
-    (dest / "special_tokens_map.json").write_text(json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}))
+    write_tokenizer_config(dest, model_max_length=8192)
 
 
 def build(dest: Path, preset: str, seed: int = 0) -> Path:

@@ -37,6 +37,25 @@ CORPUS = [
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
+def write_tokenizer_config(dest: Path, model_max_length: int) -> None:
+    """ChatML template, <|im_end|> as EOS: what mlx-lm and transformers read beside tokenizer.json."""
+    (dest / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": None,
+                "eos_token": "<|im_end|>",
+                "unk_token": None,
+                "pad_token": "<|endoftext|>",
+                "chat_template": CHATML,
+                "model_max_length": model_max_length,
+                "add_bos_token": False,
+            }
+        )
+    )
+    (dest / "special_tokens_map.json").write_text(json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}))
+
+
 def build_tokenizer(dest: Path, vocab_size: int = 384) -> int:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -51,23 +70,7 @@ def build_tokenizer(dest: Path, vocab_size: int = 384) -> int:
     )
     tok.train_from_iterator(CORPUS, trainer=trainer)
     tok.save(str(dest / "tokenizer.json"))
-    (dest / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "PreTrainedTokenizerFast",
-                "bos_token": None,
-                "eos_token": "<|im_end|>",
-                "unk_token": None,
-                "pad_token": "<|endoftext|>",
-                "chat_template": CHATML,
-                "model_max_length": 512,
-                "add_bos_token": False,
-            }
-        )
-    )
-    (dest / "special_tokens_map.json").write_text(
-        json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
-    )
+    write_tokenizer_config(dest, model_max_length=512)
     return tok.get_vocab_size()
 
 
