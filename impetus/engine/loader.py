@@ -44,7 +44,9 @@ def read_config(path: Path) -> dict[str, Any]:
     try:
         return dict(json.loads((path / "config.json").read_text()))
     except FileNotFoundError as e:
-        raise EngineError("model_load_failed", f"{path} has no config.json: not an MLX model folder") from e
+        raise EngineError(
+            "model_load_failed", f"{path} has no config.json: not an MLX model folder"
+        ) from e
     except json.JSONDecodeError as e:
         raise EngineError("model_load_failed", f"{path}/config.json is not valid JSON: {e}") from e
 
@@ -103,7 +105,12 @@ def plan(model_id: str, path: Path, dtype: str, room: int) -> tuple[str, int]:
     if estimate > room and target != "native" and dtype in ("auto", ""):
         native = estimate_bytes(path, config, "native")
         if native <= room:
-            log.info("%s: a %s copy (%d MiB) does not fit the budget; serving its stored weights", model_id, target, estimate >> 20)
+            log.info(
+                "%s: a %s copy (%d MiB) does not fit the budget; serving its stored weights",
+                model_id,
+                target,
+                estimate >> 20,
+            )
             target, estimate = "native", native
     if estimate > room:
         raise EngineError(
@@ -137,8 +144,19 @@ def load_chat_model(model_id: str, path: Path, target: str) -> LoadedChatModel:
     mx.eval(model.parameters())
     memory = sum(v.nbytes for _, v in _arrays(model))
     served = target if target in DTYPES else source_dtype
-    log.info("%s: serving in %s (stored as %s) on %s, %d MiB", model_id, served, source_dtype, backend(), memory >> 20)
-    vocab = int(model.args.vocab_size) if hasattr(model, "args") and hasattr(model.args, "vocab_size") else int(config.get("vocab_size", 0))
+    log.info(
+        "%s: serving in %s (stored as %s) on %s, %d MiB",
+        model_id,
+        served,
+        source_dtype,
+        backend(),
+        memory >> 20,
+    )
+    vocab = (
+        int(model.args.vocab_size)
+        if hasattr(model, "args") and hasattr(model.args, "vocab_size")
+        else int(config.get("vocab_size", 0))
+    )
     loaded = LoadedChatModel(
         id=model_id,
         path=path,
@@ -158,7 +176,8 @@ def load_chat_model(model_id: str, path: Path, target: str) -> LoadedChatModel:
 
 
 def _arrays(model: nn.Module) -> list[tuple[str, mx.array]]:
-    return [(k, v) for k, v in tree_flatten(model.parameters()) if isinstance(v, mx.array)]
+    flat: list[tuple[str, Any]] = tree_flatten(model.parameters())  # type: ignore[assignment]
+    return [(k, v) for k, v in flat if isinstance(v, mx.array)]
 
 
 def _param_dtype(model: nn.Module) -> str:

@@ -73,7 +73,9 @@ class Server:
             if self.core.busy:
                 try:
                     self.out.extend(self.core.step())
-                except Exception as e:  # an MLX failure must not take the other requests' replies with it
+                except (
+                    Exception
+                ) as e:  # an MLX failure must not take the other requests' replies with it
                     log.exception("batch step failed")
                     self.fail_running(f"generation failed: {e}")
             self.send()
@@ -96,7 +98,9 @@ class Server:
         for mid, runner in list(self.core.runners.items()):
             self.out.extend(runner.cancel_all("internal", message))
             runner.close()
-            self.core.runners[mid] = ModelRunner(runner.loaded, self.core.settings, self.core.prompt_cache, self.core.stats)
+            self.core.runners[mid] = ModelRunner(
+                runner.loaded, self.core.settings, self.core.prompt_cache, self.core.stats
+            )
 
     def handle(self, msg: dict[str, Any]) -> None:
         from impetus.engine.types import EngineError
@@ -108,10 +112,25 @@ class Server:
                 req = self.GenerateRequest.model_validate(msg["req"])
                 self.out.extend(self.core.generate(rid, req, time.perf_counter()))
             except EngineError as e:
-                self.out.append({"t": "error", "rid": rid, "code": e.code, "message": e.message, "param": e.param})
+                self.out.append(
+                    {
+                        "t": "error",
+                        "rid": rid,
+                        "code": e.code,
+                        "message": e.message,
+                        "param": e.param,
+                    }
+                )
             except Exception as e:
                 log.exception("generate failed")
-                self.out.append({"t": "error", "rid": rid, "code": "internal", "message": f"{type(e).__name__}: {e}"})
+                self.out.append(
+                    {
+                        "t": "error",
+                        "rid": rid,
+                        "code": "internal",
+                        "message": f"{type(e).__name__}: {e}",
+                    }
+                )
         elif op == "cancel":
             self.out.extend(self.core.cancel(msg["rid"]))
         elif op == "call":
@@ -134,7 +153,12 @@ class Server:
         if method == "status":
             return core.status()
         if method == "load":
-            mid = core.load(args["model"], args.get("dtype"), args.get("keep_alive"), allow_paths=args.get("allow_paths", True))
+            mid = core.load(
+                args["model"],
+                args.get("dtype"),
+                args.get("keep_alive"),
+                allow_paths=args.get("allow_paths", True),
+            )
             return next(m.model_dump() for m in core.model_states() if m.id == mid)
         if method == "unload":
             return {"unloaded": core.unload(args["model"])}
@@ -144,7 +168,9 @@ class Server:
             runner = core.runners.get(core.load(args["model"]))
             if runner is None:
                 raise ValueError("tokenize needs a chat model")
-            req = self.GenerateRequest.model_validate({"model": args["model"], **args.get("request", {})})
+            req = self.GenerateRequest.model_validate(
+                {"model": args["model"], **args.get("request", {})}
+            )
             return {"tokens": runner.tokenize(req)}
         if method == "shutdown":
             self.running = False

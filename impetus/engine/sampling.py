@@ -54,7 +54,9 @@ def build_logits_processors(p: SamplingParams, vocab_size: int) -> list[LogitsPr
     bad = [t for t in p.logit_bias if not 0 <= int(t) < vocab_size]
     if bad:
         raise EngineError(
-            "invalid_request", f"logit_bias has token ids outside the vocabulary (0..{vocab_size - 1}): {bad[:5]}", "logit_bias"
+            "invalid_request",
+            f"logit_bias has token ids outside the vocabulary (0..{vocab_size - 1}): {bad[:5]}",
+            "logit_bias",
         )
     processors: list[LogitsProcessor] = make_logits_processors(
         logit_bias={int(k): float(v) for k, v in p.logit_bias.items()} or None,

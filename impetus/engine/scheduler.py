@@ -8,6 +8,7 @@ on a client: the engine loop calls `step` as long as there is work.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -102,7 +103,9 @@ class Active:
 
 
 class ModelRunner:
-    def __init__(self, loaded: LoadedChatModel, settings: Settings, prompt_cache: LRUPromptCache, stats: Any) -> None:
+    def __init__(
+        self, loaded: LoadedChatModel, settings: Settings, prompt_cache: LRUPromptCache, stats: Any
+    ) -> None:
         self.loaded = loaded
         self.settings = settings
         self.prompt_cache = prompt_cache
@@ -146,14 +149,20 @@ class ModelRunner:
             except EngineError:
                 raise
             except Exception as e:
-                raise EngineError("invalid_request", f"the chat template rejected these messages: {e}", "messages") from e
+                raise EngineError(
+                    "invalid_request", f"the chat template rejected these messages: {e}", "messages"
+                ) from e
             return [int(t) for t in ids]
         if req.prompt is None:
             raise EngineError("invalid_request", "either messages or prompt is required", "prompt")
         if isinstance(req.prompt, list):
             bad = [t for t in req.prompt if not 0 <= t < self.loaded.vocab_size]
             if bad:
-                raise EngineError("invalid_request", f"prompt has token ids outside the vocabulary: {bad[:5]}", "prompt")
+                raise EngineError(
+                    "invalid_request",
+                    f"prompt has token ids outside the vocabulary: {bad[:5]}",
+                    "prompt",
+                )
             return list(req.prompt)
         return [int(t) for t in tok.encode(req.prompt)]
 
@@ -184,10 +193,16 @@ class ModelRunner:
         tool_start = None
         if req.tools and req.tool_choice != "none" and tok.has_tool_calling:
             tool_start = tok.tool_call_start
-            forced = constrained.grammar_for_tool_call(req.tools, req.tool_choice, tok.tool_call_start, tok.tool_call_end or "")
+            forced = constrained.grammar_for_tool_call(
+                req.tools, req.tool_choice, tok.tool_call_start, tok.tool_call_end or ""
+            )
             grammar = forced or grammar
         elif req.tools and req.tool_choice not in (None, "auto", "none"):
-            raise EngineError("invalid_request", f"{self.loaded.id} has no tool-calling chat template", "tool_choice")
+            raise EngineError(
+                "invalid_request",
+                f"{self.loaded.id} has no tool-calling chat template",
+                "tool_choice",
+            )
 
         choices: list[Choice] = []
         caches: list[Any] = []
@@ -209,7 +224,9 @@ class ModelRunner:
                 sampling = sampling.model_copy(update={"seed": sampling.seed + index})
             procs = build_logits_processors(sampling, self.loaded.vocab_size)
             if grammar:
-                procs.append(constrained.make_grammar_processor(tok, self.loaded.vocab_size, grammar))
+                procs.append(
+                    constrained.make_grammar_processor(tok, self.loaded.vocab_size, grammar)
+                )
             caches.append(cache)
             segments.append([rest])
             all_tokens.append(prompt[:cached])
@@ -244,7 +261,16 @@ class ModelRunner:
         self.stats.prompt_tokens_total += len(prompt)
         self.last_used = time.time()
         self._trim_prompt_cache()
-        return [{"t": "start", "rid": rid, "model": self.loaded.id, "prompt_tokens": len(prompt), "cached_tokens": choices[0].cached, "max_tokens": max_tokens}]
+        return [
+            {
+                "t": "start",
+                "rid": rid,
+                "model": self.loaded.id,
+                "prompt_tokens": len(prompt),
+                "cached_tokens": choices[0].cached,
+                "max_tokens": max_tokens,
+            }
+        ]
 
     def _fetch_cache(self, prompt: list[int]) -> tuple[list[Any] | None, list[int]]:
         cache, rest = self.prompt_cache.fetch_nearest_cache(self.loaded.id, prompt)
@@ -363,7 +389,12 @@ class ModelRunner:
             idx_l: list[int] = idx[order].tolist()  # type: ignore[assignment]
             val_l: list[float] = vals[order].tolist()  # type: ignore[assignment]
             entry["top"] = [
-                {"token": _token_text(tok, int(i)), "token_id": int(i), "logprob": float(v), "bytes": token_bytes(tok, int(i))}
+                {
+                    "token": _token_text(tok, int(i)),
+                    "token_id": int(i),
+                    "logprob": float(v),
+                    "bytes": token_bytes(tok, int(i)),
+                }
                 for i, v in zip(idx_l, val_l, strict=True)
             ]
         return entry
@@ -392,7 +423,11 @@ class ModelRunner:
             "finish_reason": reason,
             "text": text,
             "tool_calls": tool_calls,
-            "usage": {"prompt_tokens": len(active.prompt), "completion_tokens": c.generated, "cached_tokens": c.cached},
+            "usage": {
+                "prompt_tokens": len(active.prompt),
+                "completion_tokens": c.generated,
+                "cached_tokens": c.cached,
+            },
             "timings": {
                 "queue": max(start - arrival, 0.0),
                 "prefill": max(first - start, 0.0) if c.t_first else 0.0,
@@ -413,7 +448,9 @@ class ModelRunner:
             for c in active.choices:
                 self.by_uid.pop(c.uid, None)
 
-    def _parse_tool_calls(self, text: str, tools: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    def _parse_tool_calls(
+        self, text: str, tools: list[dict[str, Any]]
+    ) -> list[dict[str, Any]] | None:
         tok = self.loaded.tokenizer
         start, end, parser = tok.tool_call_start, tok.tool_call_end, tok.tool_parser
         calls: list[dict[str, Any]] = []
@@ -432,7 +469,9 @@ class ModelRunner:
                     {
                         "id": f"call_{uuid.uuid4().hex[:24]}",
                         "name": str(call["name"]),
-                        "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False),
+                        "arguments": args
+                        if isinstance(args, str)
+                        else json.dumps(args, ensure_ascii=False),
                     }
                 )
         return calls or None
@@ -451,7 +490,11 @@ def _template_message(m: dict[str, Any]) -> dict[str, Any]:
     m = dict(m)
     content = m.get("content")
     if isinstance(content, list):
-        m["content"] = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") in ("text", "input_text"))
+        m["content"] = "".join(
+            p.get("text", "")
+            for p in content
+            if isinstance(p, dict) and p.get("type") in ("text", "input_text")
+        )
     elif content is None:
         m["content"] = ""
     if m.get("tool_calls"):
@@ -460,10 +503,8 @@ def _template_message(m: dict[str, Any]) -> dict[str, Any]:
             tc = copy.deepcopy(tc)
             fn = tc.get("function", {})
             if isinstance(fn.get("arguments"), str):
-                try:
+                with contextlib.suppress(json.JSONDecodeError):
                     fn["arguments"] = json.loads(fn["arguments"])
-                except json.JSONDecodeError:
-                    pass
             tc["function"] = fn
             tc.setdefault("name", fn.get("name"))
             tc.setdefault("arguments", fn.get("arguments"))

@@ -64,7 +64,9 @@ class SyncGeneration:
 class Engine:
     def __init__(self, settings: Settings | None = None) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="impetus-engine-client", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="impetus-engine-client", daemon=True
+        )
         self._thread.start()
         self.aengine: AsyncEngine = self._run(self._make(settings))
 
@@ -101,7 +103,9 @@ class Engine:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
 
-    def load(self, model: str, *, dtype: str | None = None, keep_alive: float | None = None) -> ModelState:
+    def load(
+        self, model: str, *, dtype: str | None = None, keep_alive: float | None = None
+    ) -> ModelState:
         return self._run(self.aengine.load(model, dtype=dtype, keep_alive=keep_alive))
 
     def unload(self, model: str) -> bool:

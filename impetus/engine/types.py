@@ -37,7 +37,9 @@ class GenerateRequest(BaseModel):
     tool_choice: Any = None
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
     sampling: SamplingParams = Field(default_factory=SamplingParams)
-    max_tokens: int | None = Field(None, description="None: up to the context length / server default")
+    max_tokens: int | None = Field(
+        None, description="None: up to the context length / server default"
+    )
     stop: list[str] = Field(default_factory=list)
     n: int = Field(1, ge=1, le=128)
     logprobs: bool = False
@@ -80,7 +82,9 @@ class Timings(BaseModel):
     e2e: float = 0.0  # arrival -> done
     decode_tps: float = 0.0  # generated tokens / decode time
     prefill_tps: float = 0.0
-    itl: list[float] = Field(default_factory=list, description="gaps between successive token deltas")
+    itl: list[float] = Field(
+        default_factory=list, description="gaps between successive token deltas"
+    )
 
 
 class Event(BaseModel):
@@ -99,7 +103,9 @@ class Event(BaseModel):
 
 
 class EngineErrorInfo(BaseModel):
-    code: str  # model_not_found | invalid_request | context_length_exceeded | engine_restarted | ...
+    code: (
+        str  # model_not_found | invalid_request | context_length_exceeded | engine_restarted | ...
+    )
     message: str
     param: str | None = None
 
