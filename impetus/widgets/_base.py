@@ -54,10 +54,39 @@ class Connection:
         return _loop.async_client(self._endpoint)
 
 
+_bokehjs_loaded_in: int | None = None  # the IPython execution count that last loaded BokehJS
+
+
+def load_bokehjs() -> None:
+    """Put BokehJS into the page (jupyter_bokeh's views need it; `output_notebook` does it).
+
+    Inline, core only (~1.3 MB, no CDN: offline machines must work), once per executed cell so
+    that a cell re-run after a page reload brings it back.
+    """
+    global _bokehjs_loaded_in
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or _bokehjs_loaded_in == shell.execution_count:
+        return
+    from bokeh.io import output_notebook
+    from bokeh.resources import Resources
+
+    output_notebook(Resources(mode="inline", components=["bokeh"]), hide_banner=True)
+    _bokehjs_loaded_in = shell.execution_count
+
+
 class Charts(BokehModel):
-    """jupyter_bokeh's widget with a `close` that may run twice (explicitly, then on GC)."""
+    """jupyter_bokeh's widget that loads BokehJS first, and whose `close` may run twice
+    (explicitly, then on GC)."""
 
     _closed = False
+
+    def __init__(self, model: Any, **kwargs: Any) -> None:
+        load_bokehjs()
+        super().__init__(model, **kwargs)
 
     def close(self) -> None:
         if self._closed:

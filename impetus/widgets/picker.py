@@ -325,6 +325,8 @@ class ModelPicker(w.VBox):
         entry = next((e for e in self.entries if e.get("id") == self.select.value), None)
         if entry is None:
             self.detail.value = ""
+            for button in (self.load_button, self.unload_button, self.delete_button):
+                button.disabled = True
             return
         rows = [
             ("source", "Hugging Face hub" if entry.get("_hub") else field(entry, "source")),

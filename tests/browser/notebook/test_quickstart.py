@@ -87,16 +87,24 @@ def lab(tmp_path: Path, impetus_home: Path) -> Iterator[tuple[str, str, Path]]:
         log.close()
 
 
-def until_visible(page: Any, locator: Any, timeout: float) -> None:
-    """Wait for `locator`, answering JupyterLab's "Select Kernel" dialog if it shows up."""
-    select = page.locator(".jp-Dialog").get_by_role("button", name="Select", exact=True)
-    deadline = time.monotonic() + timeout
-    while not locator.is_visible():
-        if select.is_visible():
-            select.click()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{locator} not visible within {timeout} s")
-        page.wait_for_timeout(500)
+def run_all_cells(page: Any) -> None:
+    """Run > Run All Cells. JupyterLab may ask "Select Kernel" first (the kernel session is still
+    being set up); the run is then dropped, so accept the dialog and run again."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import expect
+
+    dialog = page.locator(".jp-Dialog button.jp-mod-accept")
+    expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=120_000)
+    for _ in range(3):
+        if dialog.count():
+            dialog.first.click()
+        page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        try:
+            dialog.first.wait_for(timeout=5_000)
+        except PlaywrightTimeout:
+            return
+    raise AssertionError("JupyterLab kept asking for a kernel")
 
 
 def test_quickstart_chat_streams_in_the_browser(lab: tuple[str, str, Path]) -> None:
@@ -110,16 +118,10 @@ def test_quickstart_chat_streams_in_the_browser(lab: tuple[str, str, Path]) -> N
         try:
             page.goto(f"{base}lab/tree/quickstart.ipynb?token={token}", timeout=120_000)
             page.locator(".jp-Notebook").first.wait_for(timeout=120_000)
-            # the kernel is up when the toolbar says idle
-            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(
-                timeout=120_000
-            )
-
-            page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            run_all_cells(page)
 
             chat = page.locator(".impetus-chat").first
-            until_visible(page, chat, timeout=300)
+            chat.wait_for(timeout=300_000)
             # all cells done: no prompt shows [*] and the last one has a number
             page.wait_for_function(
                 """() => {
@@ -161,6 +163,19 @@ def test_quickstart_chat_streams_in_the_browser(lab: tuple[str, str, Path]) -> N
             assert len([n for n in lengths if n > 0]) >= 2, f"text did not stream: {lengths}"
             chat.scroll_into_view_if_needed()
             chat.screenshot(path=str(ARTIFACTS / "quickstart-chat.png"))
+
+            # the other tabs render too: the registry list, and live Bokeh charts
+            workbench = page.locator(".widget-tab").first
+            workbench.get_by_role("tab", name="Models").click()
+            expect(
+                workbench.locator("select option", has_text="smollm2-135m").first
+            ).to_be_attached()
+            expect(workbench).to_contain_text("budget", timeout=30_000)
+            workbench.screenshot(path=str(ARTIFACTS / "quickstart-models.png"))
+            workbench.get_by_role("tab", name="Dashboard").click()
+            expect(workbench.locator("canvas").first).to_be_visible(timeout=60_000)
+            page.wait_for_timeout(3_000)  # a few one-second refreshes on the charts
+            workbench.screenshot(path=str(ARTIFACTS / "quickstart-dashboard.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "quickstart-failure.png"), full_page=True)
             print(log.read_text()[-5000:])
