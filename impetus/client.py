@@ -289,7 +289,8 @@ class PrivateServer:
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "impetus.cli", "serve", "--host", "127.0.0.1"]
-        cmd += ["--port", str(self.port), "--no-auth"]
+        # This process's own server: a model folder named by path works as in a script
+        cmd += ["--port", str(self.port), "--no-auth", "--allow-model-paths"]
         if self.model:
             cmd += ["--model", self.model]
         return cmd + self.extra_args

@@ -103,7 +103,11 @@ class Chat(anywidget.AnyWidget):
         return self._start()
 
     def ask(self, text: str, timeout: float = 300.0) -> str:
-        """Send `text` and block until the answer is complete; returns the answer's text."""
+        """Send `text` and block until the answer is complete; returns the answer's text.
+
+        The answer still streams into the panel, but the kernel is busy meanwhile, so the panel's
+        own buttons (Stop) act only afterwards; `submit` leaves the kernel free.
+        """
         self.submit(text)
         self.wait(timeout)
         last = self.history[-1] if self.history else {}
