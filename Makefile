@@ -40,10 +40,16 @@ extension: $(STAMP)
 	    PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(MAKE) -C extension build; fi; \
 	else echo "node/npm not found: skipping the JupyterLab sidebar build"; fi
 
+run: TOKEN ?= $(shell $(PYTHON) -c 'import secrets; print(secrets.token_hex(24))')
 run: install
 	$(IMPETUS) models pull $(MODEL)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter lab --no-browser --port=$(PORT) \
-	  --ImpetusExtension.models='["$(MODEL)"]' $(if $(filter 0,$(shell id -u)),--allow-root,) $(JUPYTER_ARGS)
+	@echo
+	@echo "  impetus OpenAI endpoint: http://127.0.0.1:$(PORT)/impetus/v1"
+	@echo "  key (the Jupyter token):  $(TOKEN)"
+	@echo "  JupyterLab:              http://127.0.0.1:$(PORT)/lab?token=$(TOKEN)"
+	@echo
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" IMPETUS_MODELS=$(MODEL) $(VENV)/bin/jupyter lab --no-browser --port=$(PORT) \
+	  --IdentityProvider.token=$(TOKEN) $(if $(filter 0,$(shell id -u)),--allow-root,) $(JUPYTER_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check impetus tests

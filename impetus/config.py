@@ -37,7 +37,12 @@ class Settings(BaseModel):
     model_dir: Path | None = Field(
         None, description="where converted / downloaded models live (default: HOME/models)"
     )
-    models: list[str] = Field(default_factory=list, description="models to load at start-up")
+    models: list[str] = Field(
+        default_factory=lambda: [
+            m for m in os.environ.get("IMPETUS_MODELS", "").split(",") if m.strip()
+        ],
+        description="models to load at start-up (default: $IMPETUS_MODELS, comma-separated)",
+    )
     dtype: DType = Field(
         "auto", description="serving dtype: auto picks the fastest for the backend"
     )

@@ -12,6 +12,7 @@ inference-only API keys of `admin/keys`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
@@ -97,6 +98,8 @@ class ImpetusExtension(ExtensionApp):
             value = getattr(self, name)
             if value is not None:
                 values[name] = value
+        if "models" in values:
+            values["models"] = _model_list(values["models"])
         return Settings(**values)
 
     def initialize_settings(self) -> None:
@@ -116,3 +119,16 @@ class ImpetusExtension(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.service is not None:
             await self.service.close()
+
+
+def _model_list(items: list[str]) -> list[str]:
+    """Model ids however they came: a config list, `--ImpetusExtension.models=a,b`, or a JSON list
+    on the command line (the server app parses a foreign extension's flags as plain strings)."""
+    out: list[str] = []
+    for item in items:
+        item = item.strip()
+        if item.startswith("["):
+            out.extend(str(x) for x in json.loads(item))
+        else:
+            out.extend(x.strip() for x in item.split(",") if x.strip())
+    return out
