@@ -26,6 +26,7 @@ ENGINE_CODES: dict[str, tuple[int, str]] = {
     "download_failed": (502, "server_error"),
     "cancelled": (409, "invalid_request_error"),
     "engine_restarted": (503, "server_error"),
+    "model_unloaded": (503, "server_error"),  # unloaded (admin, eviction) while this request ran
     "engine_unavailable": (503, "server_error"),
     "timeout": (504, "server_error"),
     "internal": (500, "server_error"),
