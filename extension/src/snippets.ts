@@ -29,6 +29,7 @@ export function pythonSnippet(baseUrl: string, model: string, apiKey?: string | 
     'stream = client.chat.completions.create(',
     `    model=${pyString(model)},`,
     '    messages=[{"role": "user", "content": "Write a haiku about Jupyter."}],',
+    '    max_tokens=128,',
     '    stream=True,',
     ')',
     'for chunk in stream:',
@@ -47,7 +48,8 @@ function shellQuote(value: string): string {
 export function curlSnippet(baseUrl: string, model: string, apiKey?: string | null): string {
   const body = JSON.stringify({
     model,
-    messages: [{ role: 'user', content: 'Write a haiku about Jupyter.' }]
+    messages: [{ role: 'user', content: 'Write a haiku about Jupyter.' }],
+    max_tokens: 128
   });
   const auth = apiKey ? shellQuote(`Authorization: Bearer ${apiKey}`) : `"Authorization: Bearer $${KEY_ENV}"`;
   return [
