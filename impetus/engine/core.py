@@ -53,6 +53,9 @@ class EngineCore:
         self.rid_model: dict[str, str] = {}
         self.stats = EngineStats()
         self.prompt_cache = LRUPromptCache(max_size=256, max_bytes=settings.prompt_cache_bytes)
+        # MLX keeps freed buffers for reuse; unbounded, that cache grows to the peak of every
+        # batch shape seen. Bound it so that memory goes back once a burst is over.
+        mx.set_cache_limit(max(256 << 20, settings.memory_budget // 16))
         self._rr = 0
         self._tps_window: deque[tuple[float, int]] = deque()
 

@@ -479,10 +479,29 @@ class ModelRunner:
     def _store_caches(self, caches: dict[int, tuple[Any, list[int]]]) -> None:
         for cache, tokens in caches.values():
             if cache is not None and tokens:
+                _detach(cache)
                 self.prompt_cache.insert_cache(self.loaded.id, list(tokens), cache)
 
     def close(self) -> None:
         self.gen.close()
+
+
+def _detach(cache: list[Any]) -> None:
+    """Give an extracted cache its own memory.
+
+    A sequence's cache taken out of the batch is a slice, and an MLX slice keeps the whole batch
+    buffer alive: kept in the prompt cache, a few of them would pin gigabytes that its byte count
+    never sees. A contiguous copy holds only the sequence's own keys and values.
+    """
+    for c in cache:
+        state = c.state
+        if (
+            isinstance(state, (tuple, list))
+            and state
+            and all(isinstance(x, mx.array) for x in state)
+        ):
+            c.state = tuple(mx.contiguous(x) for x in state)
+    mx.eval([c.state for c in cache])
 
 
 def _template_message(m: dict[str, Any]) -> dict[str, Any]:
