@@ -35,6 +35,6 @@ for level in "1,8 16" "32,128 128"; do
   impetus bench serve --base-url http://127.0.0.1:8103/v1 --model "$WORK/f32" --label "mlx_lm.server float32+OpenBLAS" \
     --concurrency "$1" --requests "$2" "${common[@]}"
 done
-# the stored 4-bit weights on MLX's CPU quantized kernels: low concurrency only, it is slow
+# the stored 4-bit weights on MLX's CPU quantized kernels: one stream only, it is slow
 impetus bench serve --base-url http://127.0.0.1:8102/v1 --model "$FOLDER" --label "mlx_lm.server as stored (4-bit)" \
-  --concurrency 1,8 --requests 8 "${common[@]}"
+  --concurrency 1 --requests 4 "${common[@]}"
