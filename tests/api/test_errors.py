@@ -157,7 +157,8 @@ def test_404_unknown_model_and_path(server: Server) -> None:
 
 @pytest.fixture(scope="module")
 def limited(server_factory: Callable[..., Server], slow_model_dir: Path) -> Server:
-    """Small limits: a 4 KiB body, two open requests, two seconds per request."""
+    """Small limits: a 4 KiB body, two open requests, five seconds per request (long enough that
+    two streams still hold the queue when a third request comes, on a loaded machine too)."""
     return server_factory(
         "--model",
         str(slow_model_dir),
@@ -166,7 +167,7 @@ def limited(server_factory: Callable[..., Server], slow_model_dir: Path) -> Serv
         "--max-queue",
         "2",
         "--request-timeout",
-        "2",
+        "5",
     )
 
 
@@ -215,7 +216,7 @@ def test_429_when_the_queue_is_full_and_504_past_the_time_limit(
         assert int(r.headers["retry-after"]) >= 1
         with pytest.raises(openai.RateLimitError):
             limited.openai().chat.completions.create(model=model, messages=HELLO, max_tokens=2)  # type: ignore[arg-type]
-        # past the 2 s limit the streams end with an error event (their status was already sent)
+        # past the 5 s limit the streams end with an error event (their status was already sent)
         tails = []
         for resp in responses:
             lines = [line for line in resp.iter_lines() if line.startswith("data: ")]
