@@ -21,7 +21,7 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
-from impetus.bench.report import gib, headline, machine_line
+from impetus.bench.report import SIDE_HEADERS, headline, machine_line, side_row
 from impetus.bench.schema import ProfileSummary, RequestResult, RunRecord
 
 WIDTH, HEIGHT = 760, 360
@@ -432,30 +432,9 @@ def summary_table_html(records: Sequence[RunRecord]) -> str:
                 for t in run.turns
             ]
         else:
-            head = [
-                "run",
-                "dtype",
-                "trials",
-                "prompt tok/s",
-                "±",
-                "gen tok/s",
-                "±",
-                "peak GiB",
-                "load s",
-            ]
+            head = SIDE_HEADERS
             rows = [
-                [
-                    s.name,
-                    s.dtype,
-                    len(s.trials),
-                    _fmt(s.prompt_tps.mean),
-                    _fmt(s.prompt_tps.std),
-                    _fmt(s.generation_tps.mean),
-                    _fmt(s.generation_tps.std),
-                    _fmt(gib(s.peak_memory)),
-                    _fmt(s.load_seconds),
-                ]
-                for s in (run.engine.sides if run.engine else [])
+                [_fmt(x) for x in side_row(s)] for s in (run.engine.sides if run.engine else [])
             ]
         cells = "".join(f"<th>{h}</th>" for h in head)
         body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)

@@ -145,7 +145,7 @@ PROFILE_HEADERS = [
 ]
 
 
-def _side_row(side: EngineSide) -> tuple[Any, ...]:
+def side_row(side: EngineSide) -> tuple[Any, ...]:
     return (
         side.name,
         side.dtype,
@@ -242,7 +242,7 @@ def format_run(record: RunRecord) -> str:
         lines += [
             f"{served}; {blas}",
             "",
-            table(SIDE_HEADERS, [_side_row(s) for s in record.engine.sides]),
+            table(SIDE_HEADERS, [side_row(s) for s in record.engine.sides]),
         ]
         for key, value in record.engine.ratio.items():
             lines.append(f"  {key}: {value:.3f}")
