@@ -241,9 +241,8 @@ class EngineCore:
             if ev["t"] == "done" and ev["rid"] not in runner.requests:
                 self.rid_model.pop(ev["rid"], None)
         now = time.perf_counter()
-        n = sum(len(ev.get("ids", ())) for ev in events if ev["t"] == "delta") + sum(
-            1 for ev in events if ev["t"] == "done" and not ev.get("ids")
-        )
+        # every generated token travels in exactly one delta: count those, nothing else
+        n = sum(len(ev["ids"]) for ev in events if ev["t"] == "delta")
         self._tps_window.append((now, n))
         return events
 

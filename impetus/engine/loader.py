@@ -14,6 +14,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from impetus.engine.types import EngineError
+from impetus.models import folder
 from impetus.models.registry import detect_backend, serving_dtype_for_backend
 
 log = logging.getLogger("impetus.engine")
@@ -51,14 +52,9 @@ def read_config(path: Path) -> dict[str, Any]:
         raise EngineError("model_load_failed", f"{path}/config.json is not valid JSON: {e}") from e
 
 
-def context_length(config: dict[str, Any], tokenizer: Any = None) -> int:
-    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
-        if isinstance(config.get(key), int):
-            return int(config[key])
-    text_config = config.get("text_config")
-    if isinstance(text_config, dict):
-        return context_length(text_config)
-    return 4096
+def context_length(config: dict[str, Any]) -> int:
+    """The model's context (the registry reads it the same way); 4096 when the config says none."""
+    return folder.context_length(config) or 4096
 
 
 def estimate_bytes(path: Path, config: dict[str, Any], dtype: str) -> int:
