@@ -15,7 +15,7 @@ from mlx.utils import tree_flatten
 
 from impetus.engine.types import EngineError
 from impetus.models import folder
-from impetus.models.registry import detect_backend, serving_dtype_for_backend
+from impetus.models.backend import detect_backend, serving_dtype_for_backend
 
 log = logging.getLogger("impetus.engine")
 

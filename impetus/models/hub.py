@@ -44,6 +44,7 @@ from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_st
 from impetus.models import folder as mf
 from impetus.models.errors import ModelError
 from impetus.models.gguf import MANIFEST, read_manifest, replace_dir
+from impetus.models.ids import validate_repo_id
 from impetus.models.types import HubModel, PullProgress, SearchResult
 
 try:  # huggingface-hub >= 2 speaks httpx2, 1.x httpx
@@ -57,8 +58,6 @@ CHUNK_BYTES = 256 * 1024  # cancel / progress granularity
 MAX_RESUMES = 5  # reconnections per file after a dropped connection
 DOWNLOADS_DIR = ".downloads"
 
-_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?"
-REPO_ID = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
 # the files mlx-lm reads (its own download list, without remote code)
 ALLOW_PATTERNS = [
     "*.json",
@@ -86,16 +85,6 @@ class _Sibling(Protocol):
     size: int | None
     blob_id: str | None
     lfs: Any
-
-
-def validate_repo_id(repo_id: str) -> str:
-    if not REPO_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
-        raise ModelError(
-            "invalid_request",
-            f"{repo_id!r} is not a hub repo id (expected ORG/NAME of letters, digits, '.', '_', '-')",
-            param="id",
-        )
-    return repo_id
 
 
 def _endpoint() -> str | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from impetus.config import Settings
-from impetus.models.registry import SMOLLM2
+from impetus.models.catalogue import SMOLLM2
 from tests.models.hub_server import FakeHub, Repo
 from tests.tiny_model import build_tiny_llama
 

