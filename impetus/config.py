@@ -1,24 +1,117 @@
-"""One settings object for the whole of impetus.
+"""One settings object for the whole of impetus, and where its values come from.
 
-`impetus serve` fills it from CLI flags, the Jupyter extension from its traitlets, tests build it
-directly. Environment variables (IMPETUS_*) give the defaults so that a kernel, a script and the
-engine process started by either agree on where models live.
+Every field of `Settings` is a setting with one name everywhere: the `impetus serve` flag
+(`--max-queue`), the Jupyter trait (`c.ImpetusExtension.max_queue`), the environment variable
+(`IMPETUS_MAX_QUEUE`) and the key of the settings file (`max_queue = 64`). One precedence for
+all of them, highest first:
+
+1. what the caller passes: `impetus serve` flags, or the extension's traits when set;
+2. environment variables `IMPETUS_<FIELD>` (lists comma-separated or a JSON list);
+3. the settings file (TOML, flat `field = value`): `--settings-file` / `IMPETUS_SETTINGS_FILE`, else
+   `$XDG_CONFIG_HOME/impetus/settings.toml` (`~/.config/...`) when it exists;
+4. the defaults below.
+
+pydantic-settings does the layering; `Settings.load` adds an error message that names where a
+bad value came from. docs/configuration.md is the user-facing page.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import psutil
-from pydantic import BaseModel, Field
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+__all__ = [
+    "ENV_PREFIX",
+    "DType",
+    "Settings",
+    "SettingsError",
+    "default_settings_file",
+    "env_name",
+    "is_byte_field",
+    "parse_size",
+    "serve_only",
+]
 
 DType = Literal["auto", "native", "float32", "bfloat16", "float16"]
+ENV_PREFIX = "IMPETUS_"
+# env names kept from before the settings had one source (clients read IMPETUS_API_KEY too)
+ENV_NAMES = {"api_keys": "IMPETUS_API_KEY"}
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 
 
-def impetus_home() -> Path:
-    return Path(os.environ.get("IMPETUS_HOME", Path.home() / ".cache" / "impetus"))
+class SettingsError(ValueError):
+    """A setting has a bad value, or the settings file is unreadable; the message says where."""
+
+
+def parse_size(text: str) -> int:
+    """'8M', '1.5GiB', '4096' -> bytes (powers of 1024)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"not a size: {text!r} (e.g. 512M, 8G)")
+    unit = (m.group(2) or "b")[0].lower()
+    return int(float(m.group(1)) * 1024 ** "bkmgt".index(unit))
+
+
+def _size(value: Any) -> Any:
+    return parse_size(value) if isinstance(value, str) else value
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+BYTES = _Marker("BYTES")  # a byte count: also accepts '512M', '8G' (flags, env, file, traits)
+SERVE_ONLY = _Marker("SERVE_ONLY")  # the HTTP listener of `impetus serve`; Jupyter has its own
+
+Bytes = Annotated[int, BeforeValidator(_size), BYTES]
+
+
+def _split_list(value: Any) -> Any:
+    """A list however it came: a JSON list, 'a,b' (env, a Jupyter command-line flag), or a list
+    whose items are such strings (`--ImpetusExtension.models=a,b` arrives as ['a,b'])."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        return value
+    out: list[Any] = []
+    for item in value:
+        if not isinstance(item, str):
+            out.append(item)
+            continue
+        item = item.strip()
+        if item.startswith("["):
+            try:
+                out.extend(json.loads(item))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"not a JSON list: {item!r} ({e})") from None
+        else:
+            out.extend(x.strip() for x in item.split(",") if x.strip())
+    return out
+
+
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 
 
 def default_memory_budget() -> int:
@@ -28,26 +121,69 @@ def default_memory_budget() -> int:
     )
 
 
-class Settings(BaseModel):
-    """Every knob of the engine and the api layer. Field names are the CLI flags (`--max-queue`)."""
+def default_settings_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "impetus" / "settings.toml"
 
+
+def settings_file_path(
+    overrides: Mapping[str, Any], environ: Mapping[str, str | None]
+) -> tuple[Path, bool]:
+    """(the settings file, whether it was asked for): a missing default file is no error."""
+    given = overrides.get("settings_file") or {k.upper(): v for k, v in environ.items()}.get(
+        "IMPETUS_SETTINGS_FILE"
+    )
+    if given:
+        return Path(given).expanduser(), True
+    return default_settings_file(), False
+
+
+def env_name(field: str) -> str:
+    return ENV_NAMES.get(field, ENV_PREFIX + field.upper())
+
+
+def is_byte_field(field: str) -> bool:
+    return BYTES in Settings.model_fields[field].metadata
+
+
+def serve_only(field: str) -> bool:
+    extra = Settings.model_fields[field].json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("serve_only"))
+
+
+def _serve(**kw: Any) -> Any:
+    return Field(json_schema_extra={"serve_only": True}, **kw)
+
+
+class Settings(BaseSettings):
+    """Every knob of the engine and the api layer. See the module docstring for the sources."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",  # a misspelt key in the settings file is an error, not silently ignored
+        validate_default=True,
+    )
+
+    settings_file: Path | None = Field(
+        None,
+        description="TOML file of settings (default: $XDG_CONFIG_HOME/impetus/settings.toml if it exists)",
+        exclude=True,  # already read: the engine process gets the merged values
+    )
     home: Path = Field(
-        default_factory=impetus_home, description="impetus state: models, keys, bench db"
+        default_factory=lambda: Path.home() / ".cache" / "impetus",
+        description="impetus state: models, keys, bench db",
     )
     model_dir: Path | None = Field(
         None, description="where converted / downloaded models live (default: HOME/models)"
     )
-    models: list[str] = Field(
-        default_factory=lambda: [
-            m for m in os.environ.get("IMPETUS_MODELS", "").split(",") if m.strip()
-        ],
-        description="models to load at start-up (default: $IMPETUS_MODELS, comma-separated)",
-    )
+    models: StrList = Field(default_factory=list, description="models to load at start-up")
     dtype: DType = Field(
         "auto", description="serving dtype: auto picks the fastest for the backend"
     )
-    memory_budget: int = Field(
-        default_factory=default_memory_budget, description="bytes loaded models may use"
+    memory_budget: Bytes = Field(
+        default_factory=default_memory_budget,
+        ge=0,
+        description="bytes loaded models may use (default: 60% of RAM, $IMPETUS_MEMORY_FRACTION)",
     )
     keep_alive: float = Field(
         300.0, description="seconds an idle, unpinned model stays loaded (<0: forever)"
@@ -57,40 +193,81 @@ class Settings(BaseModel):
     prefill_step: int = Field(
         512, ge=16, description="prompt tokens per engine step (chunked prefill)"
     )
-    prompt_cache_bytes: int = Field(1 << 30, ge=0, description="bytes of KV cache kept for reuse")
+    prompt_cache_bytes: Bytes = Field(1 << 30, ge=0, description="bytes of KV cache kept for reuse")
     max_queue: int = Field(512, ge=1, description="requests waiting or running before 429")
     max_tokens_default: int = Field(4096, ge=1, description="max_tokens when a request sets none")
     request_timeout: float = Field(600.0, gt=0, description="seconds a request may run")
-    max_body_bytes: int = Field(8 << 20, description="largest request body")
+    max_body_bytes: Bytes = Field(8 << 20, ge=1, description="largest request body")
     allow_model_paths: bool = Field(
         False,
         description="requests may name any model folder on disk by its path (admin loads always may)",
     )
-    blas: Literal["auto", "off"] = Field(
-        "auto", description="load an optimized BLAS into the engine (Linux CPU)"
+    blas: str = Field(
+        "auto",
+        description="optimized BLAS for the engine on Linux CPU: auto, off, or a library path",
     )
-    engine_start_timeout: float = Field(120.0, description="seconds to wait for the engine process")
-    # --- the HTTP surface (impetus serve, the Jupyter extension) ---
-    host: str = Field("127.0.0.1", description="address `impetus serve` listens on")
-    port: int = Field(
-        8000, ge=0, le=65535, description="port `impetus serve` listens on (0: any free port)"
+    engine_start_timeout: float = Field(
+        120.0, gt=0, description="seconds to wait for the engine process"
+    )
+    # --- the HTTP listener of `impetus serve` (in Jupyter, the server's own settings apply) ---
+    host: str = _serve(default="127.0.0.1", description="address `impetus serve` listens on")
+    port: int = _serve(
+        default=8000, ge=0, le=65535, description="port `impetus serve` listens on (0: any)"
     )
     # exclude: never serialized, so never on the engine process's command line or in a dump
-    api_keys: list[str] = Field(
+    api_keys: StrList = _serve(
         default_factory=list,
         repr=False,
         exclude=True,
         description="keys with full access to `impetus serve` (admin included)",
     )
-    no_auth: bool = Field(
-        False, description="serve without keys (refused unless host is a loopback address)"
+    no_auth: bool = _serve(
+        default=False, description="serve without keys (refused unless host is a loopback address)"
     )
-    shutdown_grace: float = Field(
-        30.0, ge=0, description="seconds in-flight requests get to finish on SIGTERM"
+    shutdown_grace: float = _serve(
+        default=30.0, ge=0, description="seconds in-flight requests get to finish on SIGTERM"
     )
-    allow_origin: str = Field(
-        "", description="CORS: an origin (or *) browsers may call the API from"
+    allow_origin: str = _serve(
+        default="", description="CORS: an origin (or *) browsers may call the API from"
     )
+
+    @field_validator("blas")
+    @classmethod
+    def _blas(cls, value: str) -> str:
+        if value.lower() in ("auto", "off") or "/" in value or ".so" in value:
+            return value
+        raise ValueError("must be auto, off, or the path of a BLAS library")
+
+    # ---- sources --------------------------------------------------------------------------
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(init_settings, InitSettingsSource)
+        env = _EnvSource(settings_cls)
+        # flag/trait > env > file > default (the defaults are the fields' own)
+        return (init_settings, env, _ConfigFileSource(settings_cls, init_settings, env))
+
+    @classmethod
+    def load(
+        cls, overrides: Mapping[str, Any] | None = None, *, origin: Callable[[str], str] = str
+    ) -> Settings:
+        """Settings from `overrides` (flags, traits), the environment, the settings file and the
+        defaults; a bad value raises SettingsError naming the setting and where it came from
+        (`origin(field)` names an override, e.g. its flag)."""
+        values = {k: v for k, v in (overrides or {}).items() if v is not None}
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            raise SettingsError(_explain(e, values, origin)) from None
+
+    # ---- derived --------------------------------------------------------------------------
 
     @property
     def models_path(self) -> Path:
@@ -100,3 +277,66 @@ class Settings(BaseModel):
         env = dict(os.environ)
         env["IMPETUS_HOME"] = str(self.home)
         return env
+
+
+class _EnvSource(EnvSettingsSource):
+    """IMPETUS_<FIELD>, except the few fields whose variable kept an older name (ENV_NAMES)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name in ENV_NAMES:
+            key = ENV_NAMES[field_name].lower()
+            return self.env_vars.get(key), key, False
+        return super().get_field_value(field, field_name)
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The TOML settings file, below the environment. Its path is itself a setting (settings_file),
+    taken from the overrides, then IMPETUS_SETTINGS_FILE; the default path may be absent."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], init: InitSettingsSource, env: EnvSettingsSource
+    ) -> None:
+        super().__init__(settings_cls)
+        self.init = init
+        self.env = env
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        path, explicit = settings_file_path(self.init.init_kwargs, self.env.env_vars)
+        if not path.is_file():
+            if explicit:
+                raise SettingsError(f"settings file {path} does not exist")
+            return {}
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise SettingsError(f"settings file {path}: {e}") from None
+        if "settings_file" in data:
+            raise SettingsError(
+                f"settings file {path}: settings_file cannot be set inside a settings file"
+            )
+        return data
+
+
+def _explain(e: ValidationError, overrides: Mapping[str, Any], origin: Callable[[str], str]) -> str:
+    """One line per bad setting: which one, where its value came from, what is wrong."""
+    path, _ = settings_file_path(overrides, os.environ)
+    env_set = {k.upper() for k in os.environ}
+    lines = []
+    for err in e.errors():
+        name = str(err["loc"][0]) if err["loc"] else ""
+        env = env_name(name)
+        if err["type"] == "extra_forbidden":
+            where = origin(name) if name in overrides else f"settings file {path}"
+            lines.append(f"{where}: unknown setting {name!r}")
+            continue
+        if name in overrides:
+            where = origin(name)
+        elif env in env_set:
+            where = env
+        else:
+            where = f"{name} in settings file {path}"
+        lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(lines)

@@ -1,9 +1,12 @@
 """`impetus serve`: the OpenAI API (and admin / ops endpoints) without Jupyter.
 
-Flags are the fields of `impetus.config.Settings` (`--max-queue` sets `max_queue`), plus
-`--model` / `--api-key` (repeatable) and `--log-level`. Keys come from `--api-key` or
-`IMPETUS_API_KEY` (comma-separated); without one it refuses to start, unless it listens on a
-loopback address with `--no-auth`.
+Every setting is a flag here (`--max-queue` sets `max_queue`; `--model` and `--api-key` repeat),
+an environment variable (`IMPETUS_MAX_QUEUE`; `IMPETUS_API_KEY` for the keys, lists
+comma-separated) and a key of the TOML settings file (`max_queue = 64`, the file from
+`--settings-file`, `IMPETUS_SETTINGS_FILE` or $XDG_CONFIG_HOME/impetus/settings.toml). Precedence:
+flag > environment > settings file > default. Sizes take units (512M, 8G); a boolean flag alone
+means true, `--flag=false` turns it off. Without a key `impetus serve` refuses to start, unless
+it listens on a loopback address with `--no-auth`.
 
 SIGTERM (or SIGINT): stop accepting connections, answer 503 to new requests on open ones, let
 requests in flight finish within `--shutdown-grace` seconds, cancel what is left, stop the
@@ -15,8 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import re
 import signal
 import sys
 import types
@@ -24,29 +25,43 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from impetus.config import Settings
+from impetus.config import Settings, SettingsError, env_name, is_byte_field, parse_size
 
 log = logging.getLogger("impetus.serve")
 
 # Settings fields with a flag name of their own (list fields take one value per flag)
 RENAMED = {"models": "--model", "api_keys": "--api-key"}
-METAVARS = {"models": "MODEL", "api_keys": "KEY", "home": "DIR", "model_dir": "DIR"}
-BYTE_FIELDS = {"memory_budget", "prompt_cache_bytes", "max_body_bytes"}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+METAVARS = {
+    "models": "MODEL",
+    "api_keys": "KEY",
+    "home": "DIR",
+    "model_dir": "DIR",
+    "settings_file": "FILE",
+}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
-def parse_size(text: str) -> int:
-    """'8M', '1.5GiB', '4096' -> bytes (powers of 1024)."""
-    m = _SIZE.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 8G)")
-    unit = (m.group(2) or "b")[0].lower()
-    return int(float(m.group(1)) * 1024 ** "bkmgt".index(unit))
+def flag_name(field: str) -> str:
+    return RENAMED.get(field, "--" + field.replace("_", "-"))
+
+
+def _size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _bool_arg(text: str) -> bool:
+    if text.lower() in _TRUE | _FALSE:
+        return text.lower() in _TRUE
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r} (true or false)")
 
 
 def _flag_type(name: str, annotation: Any) -> dict[str, Any]:
-    if name in BYTE_FIELDS:
-        return {"type": parse_size, "metavar": "SIZE"}
+    if is_byte_field(name):
+        return {"type": _size_arg, "metavar": "SIZE"}
     origin = get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in get_args(annotation) if a is not type(None)]
@@ -54,7 +69,8 @@ def _flag_type(name: str, annotation: Any) -> dict[str, Any]:
     if origin is Literal:
         return {"choices": list(get_args(annotation))}
     if annotation is bool:
-        return {"action": "store_const", "const": True}
+        # `--no-auth` alone is true; `--no-auth=false` overrides a true from the env or the file
+        return {"nargs": "?", "const": True, "type": _bool_arg, "metavar": "BOOL"}
     if annotation in (int, float, str, Path):
         return {"type": annotation}
     if origin is list:
@@ -71,33 +87,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     hints = typing.get_type_hints(Settings)
     for name, field in Settings.model_fields.items():
-        flag = RENAMED.get(name, "--" + name.replace("_", "-"))
         kwargs = _flag_type(name, hints[name])
-        kwargs.setdefault("default", None)
+        kwargs.setdefault("default", None)  # None: not given, the env / file / default decide
         if name in METAVARS:
             kwargs["metavar"] = METAVARS[name]
         help_ = field.description or ""
-        if name == "api_keys":
-            help_ += " (repeatable; also IMPETUS_API_KEY, comma-separated)"
-        elif name == "models":
+        if get_origin(hints[name]) is list:
             help_ += " (repeatable)"
-        p.add_argument(flag, dest=name, help=help_, **kwargs)
+        help_ += f" [env {env_name(name)}]"
+        help_ = help_.replace("%", "%%")  # argparse formats help strings with %
+        p.add_argument(flag_name(name), dest=name, help=help_, **kwargs)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
     return p
 
 
-def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Settings:
-    env = os.environ if environ is None else environ
-    values = {
-        name: getattr(args, name)
-        for name in Settings.model_fields
-        if getattr(args, name, None) is not None
-    }
-    keys = list(values.get("api_keys") or [])
-    keys += [k.strip() for k in env.get("IMPETUS_API_KEY", "").split(",") if k.strip()]
-    values["api_keys"] = keys
-    return Settings(**values)
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Flags over IMPETUS_* over the settings file over the defaults; SettingsError names the
+    flag, variable or file of a bad value."""
+    values = {name: getattr(args, name, None) for name in Settings.model_fields}
+    return Settings.load(values, origin=flag_name)
 
 
 def check_auth(settings: Settings) -> str | None:
@@ -123,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         settings = settings_from_args(args)
-    except ValueError as e:
+    except SettingsError as e:
         print(f"impetus serve: invalid settings: {e}", file=sys.stderr)
         return 2
     problem = check_auth(settings)

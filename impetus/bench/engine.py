@@ -204,7 +204,7 @@ def run_engine_bench(
     from impetus.config import Settings
     from impetus.engine import Engine
 
-    settings = settings or Settings.model_validate({})
+    settings = settings or Settings()
     warnings: list[str] = []
     raw_blas = ""
     if config.raw and sys.platform == "linux":

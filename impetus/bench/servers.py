@@ -64,7 +64,7 @@ def model_folder(model: str) -> Path:
     from impetus.config import Settings
     from impetus.models.registry import resolve
 
-    return Path(resolve(model, Settings.model_validate({})).path)
+    return Path(resolve(model, Settings()).path)
 
 
 @dataclass

@@ -39,8 +39,8 @@ CREATE TABLE IF NOT EXISTS results (
 def default_path() -> Path:
     from impetus.config import Settings
 
-    # Settings() spelled so that mypy, without the pydantic plugin, does not ask for every field
-    return Settings.model_validate({}).home / "bench.sqlite"
+    # Settings(), not model_validate: only the constructor reads IMPETUS_HOME and the settings file
+    return Settings().home / "bench.sqlite"
 
 
 def new_run_id(now: datetime | None = None) -> str:

@@ -33,7 +33,7 @@ def tokenizer_folder(ref: str | Path) -> Path:
     from impetus.models.registry import resolve
 
     try:
-        return Path(resolve(str(ref), Settings.model_validate({})).path)
+        return Path(resolve(str(ref), Settings()).path)
     except Exception as exc:
         raise FileNotFoundError(
             f"no tokenizer at {ref!r}: not a folder, nor a model id ({exc})"

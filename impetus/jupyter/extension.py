@@ -2,9 +2,11 @@
 
 Enabled on install through `etc/jupyter/jupyter_server_config.d/impetus.json`. Configure it like
 any Jupyter app (`c.ImpetusExtension.models = ["smollm2-135m"]` in jupyter_server_config.py, or
-`--ImpetusExtension.models=...` on the command line); each trait maps onto the field of the same
-name in `impetus.config.Settings`, and an unset trait keeps the Settings default (which honours
-the IMPETUS_* environment variables).
+`--ImpetusExtension.models=...` on the command line). Its traits are made from the fields of
+`impetus.config.Settings`, one each with the same name, so they cannot drift apart; a trait left
+unset defers to `IMPETUS_*`, then the config file, then the default (docs/configuration.md). The
+fields of `impetus serve`'s own listener (host, port, keys, CORS, shutdown) have no trait: the
+Jupyter server's settings play that part here.
 
 Authentication is Jupyter's (token as `Authorization: Bearer`, or the browser session) plus the
 inference-only API keys of `admin/keys`.
@@ -12,79 +14,90 @@ inference-only API keys of `admin/keys`.
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import types
+import typing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
-from traitlets import Bool, Enum, Float, Integer, List, Unicode
+from traitlets import Bool, Enum, Float, HasTraits, Integer, List, TraitType, Unicode, Union
 
 from impetus.api.base import SERVICE_KEY
 from impetus.api.routes import build_handlers
 from impetus.api.service import ImpetusService
-from impetus.config import Settings
+from impetus.config import Settings, is_byte_field, serve_only
 
 PREFIX = "impetus/"
 
-# trait name -> Settings field (same names; the traits below must stay in step with Settings)
-SETTINGS_TRAITS = (
-    "home",
-    "model_dir",
-    "models",
-    "dtype",
-    "memory_budget",
-    "keep_alive",
-    "max_batch",
-    "prefill_batch",
-    "prefill_step",
-    "prompt_cache_bytes",
-    "max_queue",
-    "max_tokens_default",
-    "request_timeout",
-    "max_body_bytes",
-    "blas",
-    "engine_start_timeout",
-)
+
+class _StrList(List):
+    """A list of strings that keeps a command-line value whole (`--ImpetusExtension.models=a,b`):
+    traitlets would parse it as a Python literal and, failing, drop it as None; Settings splits
+    it (commas or a JSON list) like the environment variable."""
+
+    def from_string(self, s: str) -> list[str]:
+        return [s]
 
 
-def _doc(field: str) -> str:
-    return Settings.model_fields[field].description or field
+def _trait(name: str, annotation: Any, help_: str) -> TraitType[Any, Any]:
+    """The traitlet for one Settings field: None (unset) by default, so that the environment,
+    the config file and the field's default still apply beneath it."""
+    kw: dict[str, Any] = {"default_value": None, "allow_none": True, "help": help_}
+    origin = get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in get_args(annotation) if a is not type(None)]
+        return _trait(name, inner[0], help_)
+    trait: TraitType[Any, Any]
+    if is_byte_field(name):  # 8589934592 or "8G"
+        trait = Union([Integer(), Unicode()], **kw)
+    elif origin is Literal:
+        trait = Enum(list(get_args(annotation)), **kw)
+    elif annotation is bool:
+        trait = Bool(**kw)
+    elif annotation is int:
+        trait = Integer(**kw)
+    elif annotation is float:
+        trait = Float(**kw)
+    elif annotation in (str, Path):
+        trait = Unicode(**kw)
+    elif origin is list:
+        trait = _StrList(Unicode(), **kw)
+    else:
+        raise TypeError(f"no trait for Settings.{name}: {annotation!r}")
+    return trait.tag(config=True)
 
 
-class ImpetusExtension(ExtensionApp):
+def _settings_traits() -> dict[str, TraitType[Any, Any]]:
+    hints = typing.get_type_hints(Settings)
+    taken = set(ExtensionApp.class_trait_names())
+    clash = taken.intersection(Settings.model_fields)
+    if clash:  # a field named like a trait of ExtensionApp would silently replace it
+        raise TypeError(f"Settings fields clash with ExtensionApp traits: {sorted(clash)}")
+    return {
+        name: _trait(name, hints[name], field.description or name)
+        for name, field in Settings.model_fields.items()
+        if not serve_only(name)
+    }
+
+
+SETTINGS_TRAITS: dict[str, TraitType[Any, Any]] = _settings_traits()
+
+if TYPE_CHECKING:
+
+    class SettingsTraits:  # what mypy sees: the traits are read back with getattr
+        pass
+
+else:
+    # a mixin holding the generated traits (made by traitlets' metaclass, which sets them up);
+    # ImpetusExtension inherits them as its own config
+    SettingsTraits = type(HasTraits)("SettingsTraits", (HasTraits,), dict(SETTINGS_TRAITS))
+
+
+class ImpetusExtension(SettingsTraits, ExtensionApp):
     name = "impetus"
     description = "impetus: OpenAI-compatible API and MLX engine inside Jupyter"
     load_other_extensions = True
-
-    home = Unicode(None, allow_none=True, help=_doc("home")).tag(config=True)
-    model_dir = Unicode(None, allow_none=True, help=_doc("model_dir")).tag(config=True)
-    models = List(Unicode(), default_value=None, allow_none=True, help=_doc("models")).tag(
-        config=True
-    )
-    dtype = Enum(
-        ["auto", "native", "float32", "bfloat16", "float16"],
-        None,
-        allow_none=True,
-        help=_doc("dtype"),
-    ).tag(config=True)
-    memory_budget = Integer(None, allow_none=True, help=_doc("memory_budget")).tag(config=True)
-    keep_alive = Float(None, allow_none=True, help=_doc("keep_alive")).tag(config=True)
-    max_batch = Integer(None, allow_none=True, help=_doc("max_batch")).tag(config=True)
-    prefill_batch = Integer(None, allow_none=True, help=_doc("prefill_batch")).tag(config=True)
-    prefill_step = Integer(None, allow_none=True, help=_doc("prefill_step")).tag(config=True)
-    prompt_cache_bytes = Integer(None, allow_none=True, help=_doc("prompt_cache_bytes")).tag(
-        config=True
-    )
-    max_queue = Integer(None, allow_none=True, help=_doc("max_queue")).tag(config=True)
-    max_tokens_default = Integer(None, allow_none=True, help=_doc("max_tokens_default")).tag(
-        config=True
-    )
-    request_timeout = Float(None, allow_none=True, help=_doc("request_timeout")).tag(config=True)
-    max_body_bytes = Integer(None, allow_none=True, help=_doc("max_body_bytes")).tag(config=True)
-    blas = Enum(["auto", "off"], None, allow_none=True, help=_doc("blas")).tag(config=True)
-    engine_start_timeout = Float(None, allow_none=True, help=_doc("engine_start_timeout")).tag(
-        config=True
-    )
 
     start_engine = Bool(
         True, help="start the engine process when the server starts (else on the first request)"
@@ -93,14 +106,15 @@ class ImpetusExtension(ExtensionApp):
     service: ImpetusService | None = None
 
     def build_settings(self) -> Settings:
-        values: dict[str, Any] = {}
-        for name in SETTINGS_TRAITS:
-            value = getattr(self, name)
-            if value is not None:
-                values[name] = value
-        if "models" in values:
-            values["models"] = _model_list(values["models"])
-        return Settings(**values)
+        """Settings from the traits that are set, over IMPETUS_*, the config file, the defaults;
+        a bad value raises SettingsError naming the trait, variable or file it came from."""
+        values: dict[str, Any] = {name: getattr(self, name) for name in SETTINGS_TRAITS}
+        # serve's listener settings do not apply in Jupyter: pin them, so that no variable
+        # (IMPETUS_API_KEY, meant for clients) turns into a full-access key of this server
+        for name, field in Settings.model_fields.items():
+            if serve_only(name):
+                values[name] = field.get_default(call_default_factory=True)
+        return Settings.load(values, origin=lambda name: f"ImpetusExtension.{name}")
 
     def initialize_settings(self) -> None:
         assert self.serverapp is not None
@@ -119,16 +133,3 @@ class ImpetusExtension(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.service is not None:
             await self.service.close()
-
-
-def _model_list(items: list[str]) -> list[str]:
-    """Model ids however they came: a config list, `--ImpetusExtension.models=a,b`, or a JSON list
-    on the command line (the server app parses a foreign extension's flags as plain strings)."""
-    out: list[str] = []
-    for item in items:
-        item = item.strip()
-        if item.startswith("["):
-            out.extend(str(x) for x in json.loads(item))
-        else:
-            out.extend(x.strip() for x in item.split(",") if x.strip())
-    return out
