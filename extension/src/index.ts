@@ -51,7 +51,7 @@ export function serverFetcher(settings: ServerConnection.ISettings): Fetcher {
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {
-  id: 'impetus:plugin',
+  id: 'impetus-lab:plugin',
   description: 'impetus sidebar: engine status, models, OpenAI endpoint and API keys.',
   autoStart: true,
   optional: [ICommandPalette, ILayoutRestorer, IDefaultFileBrowser],

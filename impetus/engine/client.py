@@ -170,6 +170,11 @@ class AsyncEngine:
                 await proc.wait()
             self.state = "failed"
             self.last_error = f"the engine process exited with code {proc.returncode} during start-up (see its log)"
+            from impetus.install import check_backend
+
+            backend = check_backend()
+            if not backend.ok:  # the usual cause on a fresh install: name it and its fix
+                self.last_error += f"; {backend.problem}: fix it with `{backend.fix}`"
             raise EngineError("engine_unavailable", self.last_error)
         waiter.cancel()
         hello = self._hello.result()

@@ -1,27 +1,24 @@
-"""The embedded embedding model `minilm` against the PyTorch reference (sentence-transformers)."""
+"""The embedded embedding model `minilm` against the PyTorch reference (sentence-transformers).
+
+The reference vectors were produced once by `python -m tests.engine.make_minilm_reference` and
+are kept with their provenance in tests/engine/data/minilm_reference.npz, so the tests need
+neither torch nor sentence-transformers."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
 import pytest
 
 from impetus.engine.embeddings import Embedder, embedded_model_path, is_embedding_model
+from tests.engine.embedding_texts import LONG, TEXTS
 
-LONG = " ".join(f"token{i} and some words" for i in range(300))  # far over 256 tokens
-
-TEXTS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "",
-    "Unicode: café, naïve, über, 東京, 😀, ñ, ß, é — ﬁ ligature, Ｆｕｌｌ width",
-    LONG,
-    "   leading and trailing spaces   ",
-    "A man is eating food.",
-    "def main():\n    print('hello')\n",
-    *(f"sentence {i}: " + "lorem ipsum dolor " * (i % 9) for i in range(40)),
-]
+REFERENCE = Path(__file__).parent / "data" / "minilm_reference.npz"
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +32,16 @@ def embedder(model_path: Path) -> Embedder:
 
 
 @pytest.fixture(scope="module")
-def reference(model_path: Path):  # -> SentenceTransformer
-    st = pytest.importorskip(
-        "sentence_transformers", reason="reference needs sentence-transformers"
-    )
-    return st.SentenceTransformer(str(model_path), device="cpu")
+def reference(model_path: Path) -> dict[str, Any]:
+    with np.load(REFERENCE) as data:
+        ref = {k: data[k] for k in data.files}
+    provenance = json.loads(str(ref["provenance"]))
+    # The reference is for these texts and these weights: a change to either needs a new one.
+    assert json.loads(str(ref["texts"])) == TEXTS, "texts changed: rerun make_minilm_reference"
+    weights = hashlib.sha256((model_path / "model.safetensors").read_bytes()).hexdigest()
+    assert weights == provenance["weights_sha256"], provenance
+    ref["provenance"] = provenance
+    return ref
 
 
 def test_model_is_found_and_routed(model_path: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -59,20 +61,21 @@ def test_attributes(embedder: Embedder) -> None:
     assert 85e6 < embedder.memory_bytes < 95e6
 
 
-def test_matches_sentence_transformers(embedder: Embedder, reference) -> None:
+def test_matches_sentence_transformers(embedder: Embedder, reference: dict[str, Any]) -> None:
     vectors, tokens = embedder.embed(TEXTS)
     assert vectors.shape == (len(TEXTS), 384)
     assert vectors.dtype == mx.float32
     ours = np.array(vectors)
-    ref = reference.encode(TEXTS, convert_to_numpy=True, batch_size=16)
+    ref = reference["vectors"]
+    assert ref.shape == ours.shape and reference["provenance"]["max_seq_length"] == 256
     diff = np.abs(ours - ref).max(axis=1)
     assert diff.max() < 1e-4, {TEXTS[i][:40]: float(diff[i]) for i in np.argsort(-diff)[:5]}
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
 
-    # Token count: what the reference feeds the model, [CLS]/[SEP] included, after truncation.
-    enc = reference.tokenizer(TEXTS, truncation=True, max_length=reference.max_seq_length)
-    assert tokens == sum(len(ids) for ids in enc["input_ids"])
+    # Token count: what the reference fed the model, [CLS]/[SEP] included, after truncation.
+    assert tokens == int(reference["tokens"].sum())
     assert embedder.count_tokens(["", LONG]) == [2, 256]
+    assert embedder.count_tokens(TEXTS) == [int(n) for n in reference["tokens"]]
 
 
 def test_truncation_keeps_the_first_max_length_tokens(embedder: Embedder) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from impetus import LABEXTENSION
 from tests.browser.sidebar.fake_hub import FakeHub
 
 REPO = Path(__file__).resolve().parents[3]
@@ -157,8 +158,9 @@ def _write_config(tmp: Path) -> dict[str, str]:
             }
         )
     )
-    # The sidebar under test is this checkout's build, ahead of any installed copy.
-    (dirs["labext"] / "impetus").symlink_to(LABEXT, target_is_directory=True)
+    # The sidebar under test is this checkout's build, ahead of any installed copy of the same
+    # name (the standard registration is tested as `make run` starts JupyterLab, in test_make_run).
+    (dirs["labext"] / LABEXTENSION).symlink_to(LABEXT, target_is_directory=True)
     return {
         "JUPYTER_CONFIG_DIR": str(dirs["config"]),
         "JUPYTER_DATA_DIR": str(dirs["data"]),
