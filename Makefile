@@ -53,7 +53,7 @@ extension: $(STAMP)
 	    PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(MAKE) -C extension build; fi; \
 	else echo "node/npm not found: skipping the JupyterLab sidebar build"; fi
 	@if [ -f impetus/labextension/package.json ] && [ ! -e $(LABEXT_LINK)/package.json ]; then \
-	  $(VENV)/bin/jupyter labextension develop --overwrite . ; fi
+	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter labextension develop --overwrite impetus ; fi
 
 run: TOKEN ?= $(shell $(PYTHON) -c 'import secrets; print(secrets.token_hex(24))')
 run: install
