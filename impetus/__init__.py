@@ -25,4 +25,11 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
     return [{"src": "labextension", "dest": LABEXTENSION}]
 
 
-__all__ = ["DISTRIBUTION", "LABEXTENSION", "__version__"]
+def load_ipython_extension(ipython: object) -> None:
+    """`%load_ext impetus`: the `%%chat` and `%impetus` magics (impetus.widgets.magics)."""
+    from impetus.widgets.magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+__all__ = ["DISTRIBUTION", "LABEXTENSION", "__version__", "load_ipython_extension"]

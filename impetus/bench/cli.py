@@ -7,11 +7,14 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from impetus.bench.schema import ProfileSummary, RequestResult, RunRecord
+
+if TYPE_CHECKING:
+    from impetus.bench.serve import ServeConfig
 
 Func = Callable[[argparse.Namespace], int]
 
@@ -181,10 +184,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _usage_error("serve", exc)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from impetus.bench.serve import ServeConfig, run_serve, run_sync
+def _serve_config(args: argparse.Namespace) -> ServeConfig:
+    from impetus.bench.serve import ServeConfig
 
-    config = ServeConfig.model_validate(
+    return ServeConfig.model_validate(
         {
             **_config_common(args),
             "concurrency": args.concurrency or [],
@@ -196,6 +199,26 @@ def _serve(args: argparse.Namespace) -> int:
             "prompt_tokens": args.prompt_tokens,
         }
     )
+
+
+def parse_serve_config(argv: list[str]) -> ServeConfig:
+    """`impetus bench serve` options (as a list of words) to a ServeConfig, for callers other
+    than the command line (the `%impetus bench` magic); bad options raise ValueError."""
+    parser = argparse.ArgumentParser(prog="impetus", exit_on_error=False, add_help=False)
+    add_parser(parser.add_subparsers(dest="command"))
+    try:
+        args = parser.parse_args(["bench", "serve", *argv])
+    except argparse.ArgumentError as exc:
+        raise ValueError(str(exc)) from None
+    except SystemExit:  # argparse reports some errors (a missing required option) by exiting
+        raise ValueError(f"bad options for bench serve: {' '.join(argv)}") from None
+    return _serve_config(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from impetus.bench.serve import run_serve, run_sync
+
+    config = _serve_config(args)
     progress = _Progress(args)
     try:
         record = run_sync(

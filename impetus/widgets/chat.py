@@ -27,7 +27,8 @@ _HERE = Path(__file__).parent
 class Chat(anywidget.AnyWidget):
     """Chat with a model: `iw.Chat(model="smollm2-135m")`.
 
-    Python side: `submit(text)`, `ask(text) -> str` (blocks until answered), `stop()`,
+    Python side: `submit(text)`, `ask(text) -> str` (blocks until answered), `await
+    ask_async(text)` (the same without blocking the kernel), `stop()`,
     `regenerate()`, `clear()`, `messages` (the conversation as OpenAI messages), `to_json()`,
     `to_cell()` (a cell that recreates this chat), `last_result` (a ChatResult).
     """
@@ -110,6 +111,27 @@ class Chat(anywidget.AnyWidget):
         """
         self.submit(text)
         self.wait(timeout)
+        return self._last_answer()
+
+    async def ask_async(self, text: str, timeout: float = 300.0) -> str:
+        """`await chat.ask_async(text)`: the answer's text, without blocking the kernel.
+
+        Usable at the top level of a notebook cell; other cells, the panel's Stop button and
+        other widgets keep working while the answer streams.
+        """
+        future = self.submit(text)
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
+        except TimeoutError:
+            self.stop()
+            await asyncio.wrap_future(future)
+            raise TimeoutError(f"no complete answer within {timeout} s (stopped)") from None
+        except asyncio.CancelledError:  # the cell was interrupted: stop the answer too
+            self.stop()
+            raise
+        return self._last_answer()
+
+    def _last_answer(self) -> str:
         last = self.history[-1] if self.history else {}
         if last.get("role") == "error":
             raise ImpetusError(str(last.get("content")))

@@ -1,4 +1,4 @@
-"""notebooks/quickstart.ipynb and chat.ipynb run top to bottom under papermill, headless.
+"""The notebooks (quickstart, chat, magics, compare) run top to bottom under papermill, headless.
 
 No Jupyter server here: the kernel's client starts a private `impetus serve` with the embedded
 default model (smollm2-135m) and stops it when the kernel exits.
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["quickstart", "chat"])
+@pytest.mark.parametrize("name", ["quickstart", "chat", "magics", "compare"])
 def test_notebook_runs_top_to_bottom(
     name: str, tmp_path: Path, impetus_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
