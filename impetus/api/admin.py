@@ -12,6 +12,7 @@ from impetus.api.base import ImpetusHandler
 from impetus.api.errors import APIError
 from impetus.api.keys import KeyRecord
 from impetus.api.schemas import APIKeyInfo, CreatedKey, CreateKeyRequest, KeyList
+from impetus.protocol import EngineStatus, to_builtins
 
 
 def _info(rec: KeyRecord) -> APIKeyInfo:
@@ -23,17 +24,15 @@ class StatusHandler(ImpetusHandler):
     async def get(self) -> None:
         service = self.service
         st = await service.status() if service.engine.state == "ready" else None
-        body: dict[str, Any]
-        if st is None:
-            state = service.engine.state if service.engine.state != "ready" else "failed"
-            body = {
-                "state": state,
-                "restarts": getattr(service.engine, "restarts", 0),
-                "last_error": getattr(service.engine, "last_error", None) or service.startup_error,
-                "models": [],
-            }
-        else:
-            body = st.model_dump(mode="json")
+        if st is None:  # not started, restarting, or not answering
+            engine = service.engine
+            st = EngineStatus(
+                state=engine.state if engine.state != "ready" else "failed",
+                restarts=engine.restarts,
+                last_error=engine.last_error or service.startup_error,
+                memory_budget=service.settings.memory_budget,
+            )
+        body: dict[str, Any] = to_builtins(st)
         # the OpenAI base URL as this client reached it (proxies included, with xheaders)
         prefix = self.settings.get("impetus_prefix", "/")
         body["endpoint"] = f"{self.request.protocol}://{self.request.host}{prefix}v1"

@@ -22,10 +22,9 @@ from impetus.api.auth import scope
 from impetus.api.base import ImpetusHandler
 from impetus.api.errors import APIError
 from impetus.api.schemas import LoadRequest, ModelIdRequest, PullRequest
-from impetus.config import Settings
-from impetus.engine import EngineError
 from impetus.models import hub, registry
 from impetus.models.types import PullProgress
+from impetus.protocol import EngineError
 
 if TYPE_CHECKING:
     from impetus.api.service import ImpetusService
@@ -33,12 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("impetus.api")
 
 FINAL = {"done", "error", "cancelled"}
-
-
-async def registry_entries(settings: Settings) -> list[dict[str, Any]]:
-    """The registry's entries as dicts (it scans folders: run off the event loop)."""
-    entries = await asyncio.to_thread(registry.list_entries, settings)
-    return [e.model_dump(mode="json") for e in entries]
 
 
 def _model_error(e: EngineError) -> APIError:
@@ -125,7 +118,7 @@ class ModelsAdminHandler(ImpetusHandler):
         if service.engine.state == "ready":
             st = await service.status()
             loaded = {m.id: m for m in st.models} if st else {}
-        entries = await registry_entries(service.settings)
+        entries = [e.model_dump(mode="json") for e in await service.registry_entries()]
         for e in entries:
             e["loaded"] = e["id"] in loaded
         known = {e["id"] for e in entries}

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.identity import User
 from jupyter_server.base.handlers import APIHandler
+from msgspec import Struct
 from pydantic import BaseModel, ValidationError
 from tornado import web
 from tornado.iostream import StreamClosedError
@@ -23,6 +24,7 @@ from tornado.iostream import StreamClosedError
 from impetus.api.auth import method_scope, presented_key
 from impetus.api.errors import APIError, unauthorized
 from impetus.api.keys import KeyMatch
+from impetus.protocol import to_builtins
 
 if TYPE_CHECKING:
     from impetus.api.service import ImpetusService
@@ -182,12 +184,15 @@ class ImpetusHandler(APIHandler):
 
     # ---- responses ------------------------------------------------------------------------
 
-    def write_json(self, obj: BaseModel | dict[str, Any] | list[Any], status: int = 200) -> None:
+    def write_json(
+        self, obj: BaseModel | Struct | dict[str, Any] | list[Any], status: int = 200
+    ) -> None:
+        """An api schema (pydantic), an engine record (impetus.protocol) or plain data as JSON."""
         self.set_status(status)
         if isinstance(obj, BaseModel):
             text = obj.model_dump_json(exclude_none=True)
         else:
-            text = json.dumps(obj)
+            text = json.dumps(to_builtins(obj))
         self.finish(text)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:

@@ -1,7 +1,8 @@
-"""OpenAI requests -> engine `GenerateRequest`s, and engine `Event`s -> OpenAI response objects.
+"""OpenAI requests -> engine `GenerateRequest`s, and engine events -> OpenAI response objects.
 
 Pure functions and small accumulators, no I/O: the handlers feed events in, and take chunks or
-whole responses out.
+whole responses out. A request is validated once, by its HTTP schema (impetus.api.schemas); the
+`GenerateRequest` built here is sent to the engine as it is, without a second check.
 """
 
 from __future__ import annotations
@@ -34,7 +35,15 @@ from impetus.api.schemas import (
     UsageOut,
     _SamplingFields,
 )
-from impetus.engine.types import Event, GenerateRequest, SamplingParams, TokenLogprob, ToolCall
+from impetus.protocol import (
+    Delta,
+    Done,
+    GenerateRequest,
+    SamplingParams,
+    Start,
+    TokenLogprob,
+    ToolCall,
+)
 
 SYSTEM_FINGERPRINT = "impetus"
 TEXT_PART_TYPES = {"text", "input_text"}
@@ -214,23 +223,22 @@ class Accumulator:
     cached_tokens: int = 0
     model: str | None = None
 
-    def add(self, index: int, ev: Event) -> None:
+    def add(self, index: int, ev: Start | Delta | Done) -> None:
         """`index` is the OpenAI choice index (prompt number * n + engine choice index)."""
-        if ev.type == "start":
-            if ev.usage is not None:
-                self.prompt_tokens += ev.usage.prompt_tokens
-                self.cached_tokens += ev.usage.cached_tokens
+        if isinstance(ev, Start):
+            self.prompt_tokens += ev.prompt_tokens
+            self.cached_tokens += ev.cached_tokens
             return
         acc = self.choices.setdefault(index, ChoiceAcc())
         if ev.text:
             acc.text.append(ev.text)
-        if ev.logprobs:
-            acc.logprobs.extend(ev.logprobs)
-        if ev.type == "done":
+        if isinstance(ev, Delta):
+            if ev.logprobs:
+                acc.logprobs.extend(ev.logprobs)
+        else:
             acc.finish_reason = ev.finish_reason
             acc.tool_calls = ev.tool_calls
-            if ev.usage is not None:
-                acc.completion_tokens = ev.usage.completion_tokens
+            acc.completion_tokens = ev.usage.completion_tokens
 
     def usage(self) -> UsageOut:
         return usage_out(
@@ -342,35 +350,40 @@ class ChunkMaker:
             ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))
         )
 
-    def delta(self, index: int, ev: Event) -> dict[str, Any] | None:
-        text = ev.text
+    def delta(self, index: int, ev: Delta) -> dict[str, Any] | None:
+        return self._text(index, ev.text, ev.logprobs)
+
+    def _text(
+        self, index: int, piece: str, logprobs: list[TokenLogprob] | None
+    ) -> dict[str, Any] | None:
+        text = piece
         if not self.chat and self.echo and index not in self._echoed:
             self._echoed.add(index)
             text = self.echo[index // self.n] + text
-        if not text and not (self.want_logprobs and ev.logprobs):
+        if not text and not (self.want_logprobs and logprobs):
             return None
         if self.chat:
             return self._wrap(
                 ChatChunkChoice(
                     index=index,
                     delta=ChatDelta(content=text),
-                    logprobs=chat_logprobs(ev.logprobs or []) if self.want_logprobs else None,
+                    logprobs=chat_logprobs(logprobs or []) if self.want_logprobs else None,
                 )
             )
         offset = self._offsets.get(index, 0)
         self._offsets[index] = offset + len(text)
         lp = (
-            completion_logprobs(ev.logprobs or [], offset + len(text) - len(ev.text))
+            completion_logprobs(logprobs or [], offset + len(text) - len(piece))
             if self.want_logprobs
             else None
         )
         return self._wrap(CompletionChoice(index=index, text=text, logprobs=lp))
 
-    def done(self, index: int, ev: Event) -> list[dict[str, Any]]:
+    def done(self, index: int, ev: Done) -> list[dict[str, Any]]:
         """The last chunks of a choice: leftover text, tool calls, then the finish reason."""
         out = []
         if ev.text:
-            d = self.delta(index, ev.model_copy(update={"logprobs": None}))
+            d = self._text(index, ev.text, None)
             if d is not None:
                 out.append(d)
         if self.chat:
@@ -394,7 +407,7 @@ class ChunkMaker:
             )
         else:
             if self.echo and index not in self._echoed:
-                d = self.delta(index, ev.model_copy(update={"text": "", "logprobs": None}))
+                d = self._text(index, "", None)
                 if d is not None:
                     out.append(d)
             out.append(

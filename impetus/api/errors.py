@@ -11,10 +11,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from impetus.engine.types import EngineError
+from impetus.protocol import EngineError, ErrorCode
 
 # EngineError.code -> (HTTP status, OpenAI error type)
-ENGINE_CODES: dict[str, tuple[int, str]] = {
+ENGINE_CODES: dict[ErrorCode, tuple[int, str]] = {
     "invalid_request": (400, "invalid_request_error"),
     "context_length_exceeded": (400, "invalid_request_error"),
     "model_not_found": (404, "invalid_request_error"),

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from impetus.engine.types import EngineStatus, Event
+from impetus.protocol import Done, EngineStatus, Event, Start
 
 log = logging.getLogger(__name__)
 
@@ -219,16 +219,15 @@ class Metrics:
             log.exception("metrics listener failed")
 
     def _observe(self, model: str, event: Event) -> None:
-        if event.type == "start" and event.usage is not None:
-            self.prompt_tokens.labels(model).inc(event.usage.prompt_tokens)
-            self.cache_queries.labels(model).inc(event.usage.prompt_tokens)
-            self.cache_hits.labels(model).inc(event.usage.cached_tokens)
-        elif event.type == "done":
-            if event.usage is not None:
-                self.generation_tokens.labels(model).inc(event.usage.completion_tokens)
-            self.success.labels(model, FINISHED.get(event.finish_reason or "stop", "stop")).inc()
+        if isinstance(event, Start):
+            self.prompt_tokens.labels(model).inc(event.prompt_tokens)
+            self.cache_queries.labels(model).inc(event.prompt_tokens)
+            self.cache_hits.labels(model).inc(event.cached_tokens)
+        elif isinstance(event, Done):
+            self.generation_tokens.labels(model).inc(event.usage.completion_tokens)
+            self.success.labels(model, FINISHED.get(event.finish_reason, "stop")).inc()
             t = event.timings
-            if t is not None and event.finish_reason != "cancelled":
+            if event.finish_reason != "cancelled":
                 self.ttft.labels(model).observe(t.ttft)
                 self.e2e.labels(model).observe(t.e2e)
                 self.queue.labels(model).observe(t.queue)

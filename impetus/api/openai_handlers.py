@@ -12,7 +12,6 @@ import asyncio
 import base64
 import struct
 import time
-from typing import Any
 
 from tornado.iostream import StreamClosedError
 
@@ -30,7 +29,7 @@ from impetus.api.schemas import (
     ModelList,
 )
 from impetus.api.streams import EventStream
-from impetus.engine import EngineError, GenerateRequest
+from impetus.protocol import Delta, Done, EngineError, GenerateRequest, Start
 
 
 class ModelsHandler(ImpetusHandler):
@@ -120,7 +119,7 @@ class _GenerationHandler(ImpetusHandler):
         except StreamClosedError:
             pass
 
-    async def _next(self, events: EventStream) -> tuple[int, Any] | None:
+    async def _next(self, events: EventStream) -> tuple[int, Start | Delta | Done] | None:
         try:
             return await events.next()
         except EngineError as e:
@@ -165,7 +164,7 @@ class _GenerationHandler(ImpetusHandler):
     ) -> None:
         # Hold the headers until every generation has started: a bad model, a prompt over the
         # context or a full queue still gets its proper status code instead of a 200 stream.
-        pending: list[tuple[int, Any]] = []
+        pending: list[tuple[int, Start | Delta | Done]] = []
         starts = 0
         acc = convert.Accumulator(n=maker.n)
         while starts < prompts:
@@ -173,7 +172,7 @@ class _GenerationHandler(ImpetusHandler):
             if item is None:
                 break
             pending.append(item)
-            if item[1].type == "start":
+            if isinstance(item[1], Start):
                 starts += 1
         if self._finished or self._disconnected:
             return
@@ -207,14 +206,18 @@ class _GenerationHandler(ImpetusHandler):
             self.on_connection_close()
 
     async def _send_event(
-        self, maker: convert.ChunkMaker, acc: convert.Accumulator, index: int, ev: Any
+        self,
+        maker: convert.ChunkMaker,
+        acc: convert.Accumulator,
+        index: int,
+        ev: Start | Delta | Done,
     ) -> None:
         acc.add(index, ev)
-        if ev.type == "delta":
+        if isinstance(ev, Delta):
             chunk = maker.delta(index, ev)
             if chunk is not None:
                 await sse.send(self, chunk)
-        elif ev.type == "done":
+        elif isinstance(ev, Done):
             for chunk in maker.done(index, ev):
                 await sse.send(self, chunk)
 

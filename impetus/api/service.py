@@ -20,7 +20,10 @@ from impetus.api.metrics import Metrics
 from impetus.api.schemas import ModelCard
 from impetus.api.streams import EventStream
 from impetus.config import Settings
-from impetus.engine import AsyncEngine, EngineError, EngineStatus, GenerateRequest
+from impetus.engine import AsyncEngine
+from impetus.models import registry
+from impetus.models.types import RegistryEntry
+from impetus.protocol import EngineError, EngineStatus, GenerateRequest
 
 log = logging.getLogger("impetus.api")
 
@@ -162,15 +165,10 @@ class ImpetusService:
 
     def open(self, requests: list[GenerateRequest]) -> EventStream:
         """Start the engine generations of one HTTP request; engine refusals become APIErrors."""
-        gens: list[Any] = []
         try:
-            for req in requests:
-                gens.append(self.engine.generate(req))
+            stream = EventStream(self.engine, requests)
         except EngineError as e:
-            for g in gens:
-                asyncio.ensure_future(g.cancel())
             raise APIError.from_engine(e) from e
-        stream = EventStream(gens, requests[0].n if requests else 1)
         self._streams.add(stream)
         return stream
 
@@ -196,19 +194,17 @@ class ImpetusService:
                 kind=m.kind,
                 context_length=m.context_length,
             )
-        for entry in await self._registry_entries():
-            mid = str(entry.get("id", ""))
-            if mid and mid not in cards and entry.get("downloaded", True):
-                cards[mid] = ModelCard(
-                    id=mid,
-                    created=int(entry.get("created") or self.started_at),
+        for entry in await self.registry_entries():
+            if entry.id not in cards and entry.downloaded:
+                cards[entry.id] = ModelCard(
+                    id=entry.id,
+                    created=int(self.started_at),
                     loaded=False,
-                    kind=entry.get("kind"),
-                    context_length=entry.get("context_length"),
+                    kind=entry.kind,
+                    context_length=entry.context_length,
                 )
         return list(cards.values())
 
-    async def _registry_entries(self) -> list[dict[str, Any]]:
-        from impetus.api import admin_models
-
-        return await admin_models.registry_entries(self.settings)
+    async def registry_entries(self) -> list[RegistryEntry]:
+        """The registry's entries (it scans folders: run off the event loop)."""
+        return await asyncio.to_thread(registry.list_entries, self.settings)

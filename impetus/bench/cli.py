@@ -275,7 +275,7 @@ def _multiturn(args: argparse.Namespace) -> int:
 
 def cmd_engine(args: argparse.Namespace) -> int:
     from impetus.bench.engine import engine_params, run_engine_bench
-    from impetus.engine.types import EngineError
+    from impetus.protocol import EngineError
 
     config = engine_params(args)
     quiet = args.quiet or args.json

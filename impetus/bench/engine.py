@@ -92,27 +92,24 @@ def bench_engine_side(
     warnings: list[str],
     on_trial: TrialCallback | None = None,
 ) -> EngineSide:
-    from impetus.engine import GenerateRequest
+    from impetus.protocol import Done, GenerateRequest, SamplingParams
 
     trials: list[EngineTrial] = []
     for i, prompt in enumerate(prompts):
-        # model_validate rather than keywords: mypy without the pydantic plugin wants every field
-        request = GenerateRequest.model_validate(
-            {
-                "model": config.model,
-                "prompt": prompt,
-                "max_tokens": config.generation_tokens,
-                "ignore_eos": True,
-                "sampling": {"temperature": 0.0},  # mlx-lm's default sampler: argmax
-            }
+        request = GenerateRequest(
+            model=config.model,
+            prompt=prompt,
+            max_tokens=config.generation_tokens,
+            ignore_eos=True,
+            sampling=SamplingParams(temperature=0.0),  # mlx-lm's default sampler: argmax
         )
         t0 = time.perf_counter()
         done = None
         for event in engine.generate(request):
-            if event.type == "done":
+            if isinstance(event, Done):
                 done = event
         wall = time.perf_counter() - t0
-        if done is None or done.usage is None or done.timings is None:
+        if done is None:
             raise RuntimeError("the engine ended a generation without a done event")
         if i < config.warmup:
             continue

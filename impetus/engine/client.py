@@ -1,9 +1,10 @@
 """AsyncEngine: starts, supervises and talks to the engine process.
 
-One reader task takes the engine's batched event messages off a ZMQ socket and routes each event
-to its generation's queue; handlers only await their queue. A watcher task notices the process
-dying, fails every open generation with `engine_restarted`, restarts it with back-off and loads
-the models it had.
+One reader task takes the engine's frames (one per engine step, `impetus.protocol` messages typed
+by the decoder) off a ZMQ socket and puts each event straight into its request's asyncio queue:
+that queue is the only one between the engine and the HTTP handler that reads it. A watcher task
+notices the process dying, fails every open generation with `engine_restarted`, restarts it with
+back-off and loads the models it had.
 """
 
 from __future__ import annotations
@@ -19,40 +20,82 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
-import msgpack
 import zmq
 import zmq.asyncio
 
 from impetus.config import Settings
-from impetus.engine.types import (
+from impetus.protocol import (
+    Call,
+    Cancel,
+    Command,
+    Delta,
+    Done,
+    Embed,
     EmbedResult,
     EngineError,
+    EngineState,
     EngineStatus,
     Event,
+    Generate,
     GenerateRequest,
+    GetStatus,
+    Hello,
+    Load,
+    Message,
     ModelState,
-    Timings,
-    TokenLogprob,
-    ToolCall,
-    Usage,
+    Ping,
+    Reply,
+    Shutdown,
+    Start,
+    Tokenize,
+    Unload,
+    decode_messages,
+    decode_result,
+    encode,
 )
 
 log = logging.getLogger("impetus.engine")
 
+T = TypeVar("T")
+# Called with the generation and each of its Start, Done and Failed events (not the per-token
+# deltas: nothing that listens needs them, and the per-token path stays one queue put).
 Listener = Callable[["Generation", Event], None]
-_END = object()
+
+
+class Ended:
+    """Put in a generation's queue after its last event (all choices done, or cancelled);
+    `generation` None: whoever reads the queue should stop (impetus.api.streams' abort)."""
+
+    __slots__ = ("generation",)
+
+    def __init__(self, generation: Generation | None) -> None:
+        self.generation = generation
+
+
+# What a generation's queue holds: its events (a Failed arrives as the EngineError it carries)
+QueueItem = Start | Delta | Done | Ended | EngineError
 
 
 class Generation:
-    """An open request: async-iterate for its events; `cancel()` frees its slot in the engine."""
+    """An open request; `cancel()` frees its slot in the engine.
 
-    def __init__(self, engine: AsyncEngine, request: GenerateRequest) -> None:
+    Its events go straight into `queue`, followed by an `Ended` marker, or an `EngineError` if it
+    fails. The queue is its own unless the caller passes one to share between the generations of
+    one HTTP request (impetus.api.streams); async-iterate a generation only when it owns its queue.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        request: GenerateRequest,
+        queue: asyncio.Queue[QueueItem] | None = None,
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.request = request
         self.engine = engine
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.queue: asyncio.Queue[QueueItem] = queue if queue is not None else asyncio.Queue()
         self.created = time.perf_counter()
         self.model: str | None = None  # the canonical id, known from the start event
         self.prompt_tokens = 0
@@ -60,13 +103,13 @@ class Generation:
         self.finished = False
         self._open_choices = request.n
 
-    def __aiter__(self) -> AsyncIterator[Event]:
+    def __aiter__(self) -> AsyncIterator[Start | Delta | Done]:
         return self._iterate()
 
-    async def _iterate(self) -> AsyncIterator[Event]:
+    async def _iterate(self) -> AsyncIterator[Start | Delta | Done]:
         while True:
             item = await self.queue.get()
-            if item is _END:
+            if isinstance(item, Ended):
                 return
             if isinstance(item, EngineError):
                 raise item
@@ -76,22 +119,23 @@ class Generation:
         if not self.finished:
             self.finished = True
             self.engine._close_generation(self, cancel=True)
-            self.queue.put_nowait(
-                _END
-            )  # a consumer still iterating ends instead of waiting forever
+            # a consumer still reading ends instead of waiting forever
+            self.queue.put_nowait(Ended(self))
 
-    # engine side
-    def _deliver(self, ev: Event) -> None:
-        if ev.type == "start":
-            self.prompt_tokens = ev.usage.prompt_tokens if ev.usage else 0
-            self.cached_tokens = ev.usage.cached_tokens if ev.usage else 0
+    # the engine client's side
+    def _start(self, ev: Start) -> None:
+        self.model = ev.model
+        self.prompt_tokens = ev.prompt_tokens
+        self.cached_tokens = ev.cached_tokens
         self.queue.put_nowait(ev)
-        if ev.type == "done":
-            self._open_choices -= 1
-            if self._open_choices <= 0:
-                self.finished = True
-                self.queue.put_nowait(_END)
-                self.engine._close_generation(self, cancel=False)
+
+    def _done(self, ev: Done) -> None:
+        self.queue.put_nowait(ev)
+        self._open_choices -= 1
+        if self._open_choices <= 0:
+            self.finished = True
+            self.queue.put_nowait(Ended(self))
+            self.engine._close_generation(self, cancel=False)
 
     def _fail(self, err: EngineError) -> None:
         self.finished = True
@@ -101,7 +145,7 @@ class Generation:
 class AsyncEngine:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
-        self.state = "stopped"
+        self.state: EngineState = "stopped"
         self.restarts = 0
         self.last_error: str | None = None
         self.pid: int | None = None
@@ -111,14 +155,14 @@ class AsyncEngine:
         self._cmd: zmq.asyncio.Socket | None = None
         self._evt: zmq.asyncio.Socket | None = None
         self._gens: dict[str, Generation] = {}
-        self._calls: dict[int, asyncio.Future[Any]] = {}
+        self._calls: dict[int, asyncio.Future[Reply]] = {}
         self._ids = itertools.count(1)
-        self._hello: asyncio.Future[dict[str, Any]] | None = None
+        self._hello: asyncio.Future[Hello] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._listeners: list[Listener] = []
         self._closing = False
         self._ready = asyncio.Event()
-        self._wanted: dict[str, dict[str, Any]] = {}  # models to bring back after a restart
+        self._wanted: dict[str, Load] = {}  # models to bring back after a restart
         self.blas = ""
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -178,8 +222,8 @@ class AsyncEngine:
             raise EngineError("engine_unavailable", self.last_error)
         waiter.cancel()
         hello = self._hello.result()
-        self.pid = int(hello["pid"])
-        self.blas = str(hello.get("blas", ""))
+        self.pid = hello.pid
+        self.blas = hello.blas
         self.state = "ready"
         self._ready.set()
 
@@ -189,7 +233,7 @@ class AsyncEngine:
         proc = self._proc
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._call("shutdown", {}), timeout=grace)
+                await self._call(Shutdown(id=self._next_id()), type(None), timeout=grace)
             try:
                 await asyncio.wait_for(proc.wait(), timeout=grace)
             except TimeoutError:
@@ -243,9 +287,10 @@ class AsyncEngine:
                     break
                 except EngineError:
                     backoff = min(backoff * 2, 10.0)
-            for model, kw in list(self._wanted.items()):
+            for model, load in list(self._wanted.items()):
                 try:
-                    await self._call("load", {"model": model, **kw})
+                    load.id = self._next_id()
+                    await self._call(load, ModelState)
                 except EngineError as e:
                     log.error("could not reload %s after the restart: %s", model, e.message)
 
@@ -258,45 +303,48 @@ class AsyncEngine:
                 raw = await self._evt.recv()
             except (asyncio.CancelledError, zmq.ContextTerminated):
                 return
-            for w in msgpack.unpackb(raw, raw=False):
+            try:
+                frame = decode_messages(raw)
+            except Exception:
+                log.exception("undecodable frame from the engine (%d bytes)", len(raw))
+                continue
+            for msg in frame:
                 try:
-                    self._route(w)
+                    self._route(msg)
                 except Exception:
-                    log.exception("bad event from the engine: %r", w)
+                    log.exception("could not route %r", msg)
 
-    def _route(self, w: dict[str, Any]) -> None:
-        t = w["t"]
-        if t == "reply":
-            fut = self._calls.pop(w["id"], None)
+    def _route(self, msg: Message) -> None:
+        if isinstance(msg, Delta):  # the per-token path: one dict lookup, one queue put
+            gen = self._gens.get(msg.rid)
+            if gen is not None:
+                gen.queue.put_nowait(msg)
+            return
+        if isinstance(msg, Reply):
+            fut = self._calls.pop(msg.id, None)
             if fut is not None and not fut.done():
-                if w["ok"]:
-                    fut.set_result(w.get("result"))
-                else:
-                    fut.set_exception(EngineError(w["code"], w["message"], w.get("param")))
+                fut.set_result(msg)
             return
-        if t == "hello":
+        if isinstance(msg, Hello):
             if self._hello is not None and not self._hello.done():
-                self._hello.set_result(w)
+                self._hello.set_result(msg)
             return
-        gen = self._gens.get(w["rid"])
+        gen = self._gens.get(msg.rid)
         if gen is None:
             return
-        if t == "error":
-            err = EngineError(w["code"], w["message"], w.get("param"))
+        if isinstance(msg, Start):
+            if msg.model not in self._wanted:
+                # loaded just in time: bring it back after a restart too
+                self._wanted[msg.model] = Load(id=0, model=msg.model)
+            gen._start(msg)
+            self._notify(gen, msg)
+        elif isinstance(msg, Done):
+            self._notify(gen, msg)
+            gen._done(msg)
+        else:
+            self._notify(gen, msg)
             self._gens.pop(gen.id, None)
-            ev = Event.model_construct(type="error", index=0, error=err.info)
-            self._notify(gen, ev)
-            gen._fail(err)
-            return
-        ev = _event(w)
-        if t == "start":
-            gen.model = w.get("model")
-            if gen.model and gen.model not in self._wanted:
-                self._wanted[
-                    gen.model
-                ] = {}  # loaded just in time: bring it back after a restart too
-        self._notify(gen, ev)
-        gen._deliver(ev)
+            gen._fail(EngineError.from_info(msg.error))
 
     def _notify(self, gen: Generation, ev: Event) -> None:
         for fn in self._listeners:
@@ -314,7 +362,10 @@ class AsyncEngine:
     def open_requests(self) -> int:
         return len(self._gens)
 
-    def generate(self, request: GenerateRequest) -> Generation:
+    def generate(
+        self, request: GenerateRequest, queue: asyncio.Queue[QueueItem] | None = None
+    ) -> Generation:
+        """Send a request to the engine; its events go into `queue` (see Generation)."""
         if self.state != "ready":
             raise EngineError("engine_unavailable", f"the engine is {self.state}")
         if len(self._gens) >= self.settings.max_queue:
@@ -322,32 +373,34 @@ class AsyncEngine:
                 "queue_full",
                 f"{len(self._gens)} requests are already open (limit {self.settings.max_queue}); retry shortly",
             )
-        gen = Generation(self, request)
+        gen = Generation(self, request, queue)
         self._gens[gen.id] = gen
-        self._send(
-            {"op": "generate", "rid": gen.id, "req": request.model_dump(exclude_defaults=True)}
-        )
+        self._send(Generate(rid=gen.id, request=request))
         return gen
 
     def _close_generation(self, gen: Generation, cancel: bool) -> None:
         if self._gens.pop(gen.id, None) is not None and cancel:
-            self._send({"op": "cancel", "rid": gen.id})
+            self._send(Cancel(rid=gen.id))
 
-    def _send(self, msg: dict[str, Any]) -> None:
+    def _send(self, cmd: Command) -> None:
         assert self._cmd is not None
-        self._cmd.send(msgpack.packb(msg, use_bin_type=True), copy=False)
+        self._cmd.send(encode(cmd), copy=False)
 
-    async def _call(self, method: str, args: dict[str, Any], timeout: float | None = None) -> Any:
+    def _next_id(self) -> int:
+        return next(self._ids)
+
+    async def _call(self, cmd: Call, result: type[T], timeout: float | None = None) -> T:
+        """Send a call and wait for its Reply; the result decoded as `result`."""
         if self._cmd is None:
             raise EngineError("engine_unavailable", "the engine is not started")
-        cid = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._calls[cid] = fut
-        self._send({"op": "call", "id": cid, "method": method, "args": args})
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._calls[cmd.id] = fut
+        self._send(cmd)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            reply = await asyncio.wait_for(fut, timeout)
         finally:
-            self._calls.pop(cid, None)
+            self._calls.pop(cmd.id, None)
+        return decode_result(reply, result)
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._ready.wait(), timeout)
@@ -361,47 +414,45 @@ class AsyncEngine:
         allow_paths: bool = True,
     ) -> ModelState:
         """Load a model; `allow_paths=False` for ids that come from untrusted clients."""
-        kw: dict[str, Any] = {"allow_paths": allow_paths}
-        if dtype:
-            kw["dtype"] = dtype
-        if keep_alive is not None:
-            kw["keep_alive"] = keep_alive
-        state = ModelState.model_validate(await self._call("load", {"model": model, **kw}))
-        self._wanted[state.id] = kw
+        cmd = Load(
+            id=self._next_id(),
+            model=model,
+            dtype=dtype or None,
+            keep_alive=keep_alive,
+            allow_paths=allow_paths,
+        )
+        state = await self._call(cmd, ModelState)
+        self._wanted[state.id] = cmd
         return state
 
     async def unload(self, model: str) -> bool:
-        res = await self._call("unload", {"model": model})
+        unloaded = await self._call(Unload(id=self._next_id(), model=model), bool)
         self._wanted.pop(model, None)
-        return bool(res["unloaded"])
+        return unloaded
 
     async def embed(self, model: str, texts: list[str]) -> EmbedResult:
-        return EmbedResult.model_validate(
-            await self._call("embed", {"model": model, "texts": texts})
-        )
+        return await self._call(Embed(id=self._next_id(), model=model, texts=texts), EmbedResult)
 
-    async def tokenize(self, model: str, request: dict[str, Any]) -> list[int]:
-        return list((await self._call("tokenize", {"model": model, "request": request}))["tokens"])
+    async def tokenize(self, request: GenerateRequest) -> list[int]:
+        """The prompt's token ids as the engine would feed them (chat template applied)."""
+        return await self._call(Tokenize(id=self._next_id(), request=request), list[int])
 
     async def status(self, timeout: float = 10.0) -> EngineStatus:
         if self.state != "ready":
-            return EngineStatus.model_validate(
-                {
-                    "state": self.state,
-                    "restarts": self.restarts,
-                    "last_error": self.last_error,
-                    "memory_budget": self.settings.memory_budget,
-                }
+            return EngineStatus(
+                state=self.state,
+                restarts=self.restarts,
+                last_error=self.last_error,
+                memory_budget=self.settings.memory_budget,
             )
-        raw = await self._call("status", {}, timeout=timeout)
-        st = EngineStatus.model_validate(raw)
+        st = await self._call(GetStatus(id=self._next_id()), EngineStatus, timeout=timeout)
         st.restarts = self.restarts
         st.last_error = self.last_error
         return st
 
     async def ping(self, timeout: float = 5.0) -> bool:
         try:
-            await self._call("ping", {}, timeout=timeout)
+            await self._call(Ping(id=self._next_id()), int, timeout=timeout)
             return True
         except (TimeoutError, EngineError):
             return False
@@ -410,56 +461,3 @@ class AsyncEngine:
         """Kill the engine process (tests of supervision; the watcher restarts it)."""
         if self._proc is not None and self._proc.returncode is None:
             os.kill(self._proc.pid, 9)
-
-
-def _event(w: dict[str, Any]) -> Event:
-    t = w["t"]
-    if t == "delta":
-        lps = w.get("lp")
-        return Event.model_construct(
-            type="delta",
-            index=w["i"],
-            text=w["text"],
-            token_ids=w["ids"],
-            logprobs=[_logprob(x) for x in lps] if lps else None,
-            tool_calls=None,
-            finish_reason=None,
-            usage=None,
-            timings=None,
-            error=None,
-        )
-    if t == "start":
-        return Event(
-            type="start",
-            usage=Usage(prompt_tokens=w["prompt_tokens"], cached_tokens=w["cached_tokens"]),
-        )
-    # done
-    return Event(
-        type="done",
-        index=w["i"],
-        text=w.get("text") or "",
-        finish_reason=w["finish_reason"],
-        tool_calls=[ToolCall(**c) for c in w["tool_calls"]] if w.get("tool_calls") else None,
-        usage=Usage(**w["usage"]),
-        timings=Timings(**w["timings"]),
-    )
-
-
-def _logprob(x: dict[str, Any]) -> TokenLogprob:
-    tops = [
-        TokenLogprob.model_construct(
-            token=t["token"],
-            token_id=t["token_id"],
-            logprob=t["logprob"],
-            bytes=t["bytes"],
-            top_logprobs=[],
-        )
-        for t in x.get("top", ())
-    ]
-    return TokenLogprob.model_construct(
-        token=x["token"],
-        token_id=x["token_id"],
-        logprob=x["logprob"],
-        bytes=x["bytes"],
-        top_logprobs=tops,
-    )

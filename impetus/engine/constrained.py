@@ -13,7 +13,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from impetus.engine.types import EngineError
+from impetus.protocol import EngineError
 
 _TOKENIZERS: dict[int, Any] = {}
 

@@ -1,7 +1,8 @@
-"""The engine's state and message handlers: loaded models, the memory budget, keep-alive, stats.
+"""The engine's state: loaded models, the memory budget, keep-alive, stats.
 
-`EngineCore.handle(msg)` answers one message from the client; `EngineCore.step()` runs one batch
-step of every model with work. The process loop (process.py) owns the socket and calls both.
+The process loop (process.py) owns the socket, decodes each command and calls the matching method
+here (`generate`, `cancel`, `load`, `embed`, `status`, ...); `step()` runs one batch step of a
+model with work. Everything that goes back is an `impetus.protocol` type.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import mlx.core as mx
 import psutil
@@ -21,8 +22,18 @@ from mlx_lm.models.cache import LRUPromptCache
 from impetus.config import Settings
 from impetus.engine import constrained
 from impetus.engine.loader import backend, device_name, load_chat_model, plan
-from impetus.engine.scheduler import ModelRunner, Wire
-from impetus.engine.types import EngineError, EngineStats, GenerateRequest, ModelState
+from impetus.engine.scheduler import ModelRunner
+from impetus.protocol import (
+    Delta,
+    Done,
+    EmbedResult,
+    EngineError,
+    EngineStats,
+    EngineStatus,
+    Event,
+    GenerateRequest,
+    ModelState,
+)
 
 log = logging.getLogger("impetus.engine")
 
@@ -197,7 +208,7 @@ class EngineCore:
 
     # ---- requests --------------------------------------------------------------------------
 
-    def generate(self, rid: str, req: GenerateRequest, arrival: float) -> list[Wire]:
+    def generate(self, rid: str, req: GenerateRequest, arrival: float) -> list[Event]:
         mid = self.load(req.model)
         runner = self.runners.get(mid)
         if runner is None:
@@ -210,12 +221,12 @@ class EngineCore:
         self.rid_model[rid] = mid
         return events
 
-    def cancel(self, rid: str) -> list[Wire]:
+    def cancel(self, rid: str) -> list[Event]:
         mid = self.rid_model.pop(rid, None)
         runner = self.runners.get(mid) if mid else None
         return runner.cancel(rid) if runner else []
 
-    def embed(self, model_id: str, texts: list[str]) -> dict[str, Any]:
+    def embed(self, model_id: str, texts: list[str]) -> EmbedResult:
         mid = self.load(model_id)
         emb = self.embeddings.get(mid)
         if emb is None:
@@ -223,13 +234,15 @@ class EngineCore:
         vectors, tokens = emb.embedder.embed(texts)
         emb.last_used = time.time()
         rows = vectors.tolist() if isinstance(vectors, mx.array) else vectors
-        return {"model": mid, "vectors": rows, "prompt_tokens": int(tokens)}
+        return EmbedResult(
+            model=mid, vectors=cast(list[list[float]], rows), prompt_tokens=int(tokens)
+        )
 
     @property
     def busy(self) -> bool:
         return any(r.busy for r in self.runners.values())
 
-    def step(self) -> list[Wire]:
+    def step(self) -> list[Event]:
         """One batch step of one busy model (round robin, so models share the loop fairly)."""
         busy = [r for r in self.runners.values() if r.busy]
         if not busy:
@@ -237,12 +250,14 @@ class EngineCore:
         self._rr = (self._rr + 1) % len(busy)
         runner = busy[self._rr]
         events = runner.step()
+        n = 0
         for ev in events:
-            if ev["t"] == "done" and ev["rid"] not in runner.requests:
-                self.rid_model.pop(ev["rid"], None)
+            if isinstance(ev, Delta):
+                # every generated token travels in exactly one delta: count those, nothing else
+                n += len(ev.token_ids)
+            elif isinstance(ev, Done) and ev.rid not in runner.requests:
+                self.rid_model.pop(ev.rid, None)
         now = time.perf_counter()
-        # every generated token travels in exactly one delta: count those, nothing else
-        n = sum(len(ev["ids"]) for ev in events if ev["t"] == "delta")
         self._tps_window.append((now, n))
         return events
 
@@ -289,7 +304,7 @@ class EngineCore:
             )
         return states
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> EngineStatus:
         now = time.perf_counter()
         while self._tps_window and now - self._tps_window[0][0] > 5.0:
             self._tps_window.popleft()
@@ -302,19 +317,19 @@ class EngineCore:
         )
         self.stats.waiting = sum(len(r.gen._unprocessed_sequences) for r in self.runners.values())
         self.stats.prompt_cache_bytes = self.prompt_cache.nbytes
-        return {
-            "state": "ready",
-            "pid": os.getpid(),
-            "backend": backend(),
-            "device": device_name(),
-            "blas": self.blas,
-            "memory_budget": self.settings.memory_budget,
-            "memory_used": int(mx.get_active_memory()),
-            "peak_memory": int(mx.get_peak_memory()),
-            "process_rss": psutil.Process().memory_info().rss,
-            "models": [m.model_dump() for m in self.model_states()],
-            "stats": self.stats.model_dump(),
-        }
+        return EngineStatus(
+            state="ready",
+            pid=os.getpid(),
+            backend=backend(),
+            device=device_name(),
+            blas=self.blas,
+            memory_budget=self.settings.memory_budget,
+            memory_used=int(mx.get_active_memory()),
+            peak_memory=int(mx.get_peak_memory()),
+            process_rss=psutil.Process().memory_info().rss,
+            models=self.model_states(),
+            stats=self.stats,
+        )
 
     def close(self) -> None:
         for mid in list(self.runners):

@@ -13,9 +13,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from impetus.engine.types import EngineError
 from impetus.models import folder
 from impetus.models.backend import detect_backend, serving_dtype_for_backend
+from impetus.protocol import EngineError
 
 log = logging.getLogger("impetus.engine")
 

@@ -1,8 +1,9 @@
 """The engine process: `python -m impetus.engine.process --cmd ADDR --evt ADDR --settings JSON`.
 
-One thread owns MLX. Each loop iteration takes every waiting message without blocking (blocking
-only while idle), runs one batch step, and sends one message holding the events of every request
-that produced something in that step.
+One thread owns MLX. Each loop iteration takes every waiting command without blocking (blocking
+only while idle), runs one batch step, and sends one frame holding the events of every request
+that produced something in that step. Commands and events are `impetus.protocol` types, typed by
+the msgpack decoder itself.
 """
 
 from __future__ import annotations
@@ -15,10 +16,32 @@ import time
 import traceback
 from typing import Any
 
-import msgpack
+import msgspec
 import zmq
+from msgspec import Raw
 
 from impetus.config import Settings
+from impetus.protocol import (
+    Call,
+    Cancel,
+    Command,
+    Embed,
+    EngineError,
+    ErrorInfo,
+    Failed,
+    Generate,
+    GetStatus,
+    Hello,
+    Load,
+    Message,
+    Ping,
+    Reply,
+    Shutdown,
+    Tokenize,
+    Unload,
+    decode_command,
+    encode,
+)
 
 log = logging.getLogger("impetus.engine")
 
@@ -47,18 +70,15 @@ class Server:
         self.push.connect(evt)
         self.parent = os.getppid()
         self.running = True
-        self.out: list[dict[str, Any]] = []
+        self.out: list[Message] = []
 
     def send(self) -> None:
         if self.out:
-            self.push.send(msgpack.packb(self.out, use_bin_type=True))
+            self.push.send(encode(self.out))
             self.out = []
 
     def run(self) -> None:
-        from impetus.engine.types import GenerateRequest
-
-        self.GenerateRequest = GenerateRequest
-        self.out.append({"t": "hello", "pid": os.getpid(), "blas": self.core.blas})
+        self.out.append(Hello(pid=os.getpid(), blas=self.core.blas))
         self.send()
         last_housekeeping = time.monotonic()
         while self.running:
@@ -66,16 +86,20 @@ class Server:
             while self.pull.poll(timeout):
                 raw = self.pull.recv()
                 try:
-                    self.handle(msgpack.unpackb(raw, raw=False, strict_map_key=False))
-                except Exception:  # a malformed message must not take the engine down
-                    log.exception("could not handle a message")
+                    cmd = decode_command(raw)
+                except msgspec.ValidationError as e:
+                    self.refuse(raw, str(e))
+                else:
+                    try:
+                        self.handle(cmd)
+                    except Exception:  # a failing command must not take the engine down
+                        log.exception("could not handle %s", type(cmd).__name__)
                 timeout = 0
             if self.core.busy:
                 try:
                     self.out.extend(self.core.step())
-                except (
-                    Exception
-                ) as e:  # an MLX failure must not take the other requests' replies with it
+                except Exception as e:
+                    # an MLX failure must not take the other requests' replies with it
                     log.exception("batch step failed")
                     self.fail_running(f"generation failed: {e}")
             self.send()
@@ -102,80 +126,72 @@ class Server:
                 runner.loaded, self.core.settings, self.core.prompt_cache, self.core.stats
             )
 
-    def handle(self, msg: dict[str, Any]) -> None:
-        from impetus.engine.types import EngineError
+    def refuse(self, raw: bytes, why: str) -> None:
+        """A command that does not decode (a Struct built with values out of range: its
+        constructor does not check them) is answered with an error, so that no caller waits."""
+        try:
+            tag, key = msgspec.msgpack.decode(raw)[:2]
+        except Exception:
+            log.error("undecodable command dropped: %s", why)
+            return
+        info = ErrorInfo(code="invalid_request", message=f"invalid {tag} command: {why}")
+        if tag == "generate" and isinstance(key, str):
+            self.out.append(Failed(rid=key, error=info))
+        elif isinstance(key, int):
+            self.out.append(Reply(id=key, error=info))
+            self.send()
+        else:
+            log.error("invalid %s command dropped: %s", tag, why)
 
-        op = msg.get("op")
-        if op == "generate":
-            rid = msg["rid"]
+    def handle(self, cmd: Command) -> None:
+        """One command, already typed by the decoder: no second validation here."""
+        if isinstance(cmd, Generate):
             try:
-                req = self.GenerateRequest.model_validate(msg["req"])
-                self.out.extend(self.core.generate(rid, req, time.perf_counter()))
+                self.out.extend(self.core.generate(cmd.rid, cmd.request, time.perf_counter()))
             except EngineError as e:
-                self.out.append(
-                    {
-                        "t": "error",
-                        "rid": rid,
-                        "code": e.code,
-                        "message": e.message,
-                        "param": e.param,
-                    }
-                )
+                self.out.append(Failed(rid=cmd.rid, error=e.info))
             except Exception as e:
                 log.exception("generate failed")
-                self.out.append(
-                    {
-                        "t": "error",
-                        "rid": rid,
-                        "code": "internal",
-                        "message": f"{type(e).__name__}: {e}",
-                    }
-                )
-        elif op == "cancel":
-            self.out.extend(self.core.cancel(msg["rid"]))
-        elif op == "call":
-            reply: dict[str, Any] = {"t": "reply", "id": msg["id"], "ok": True}
+                info = ErrorInfo(code="internal", message=f"{type(e).__name__}: {e}")
+                self.out.append(Failed(rid=cmd.rid, error=info))
+        elif isinstance(cmd, Cancel):
+            self.out.extend(self.core.cancel(cmd.rid))
+        else:
             try:
-                reply["result"] = self.call(msg["method"], msg.get("args") or {})
+                reply = Reply(id=cmd.id, result=Raw(encode(self.call(cmd))))
             except EngineError as e:
-                reply.update(ok=False, code=e.code, message=e.message, param=e.param)
+                reply = Reply(id=cmd.id, error=e.info)
             except Exception as e:
-                log.exception("%s failed", msg.get("method"))
-                reply.update(ok=False, code="internal", message=f"{type(e).__name__}: {e}")
+                log.exception("%s failed", type(cmd).__name__)
+                info = ErrorInfo(code="internal", message=f"{type(e).__name__}: {e}")
+                reply = Reply(id=cmd.id, error=info)
             self.out.append(reply)
             # replies (a load can take seconds) go out at once, not after the next step
             self.send()
 
-    def call(self, method: str, args: dict[str, Any]) -> Any:
+    def call(self, cmd: Call) -> Any:
+        """The result of a call, of the type its command documents (see impetus.protocol)."""
         core = self.core
-        if method == "ping":
-            return {"pid": os.getpid()}
-        if method == "status":
+        if isinstance(cmd, Ping):
+            return os.getpid()
+        if isinstance(cmd, GetStatus):
             return core.status()
-        if method == "load":
-            mid = core.load(
-                args["model"],
-                args.get("dtype"),
-                args.get("keep_alive"),
-                allow_paths=args.get("allow_paths", True),
-            )
-            return next(m.model_dump() for m in core.model_states() if m.id == mid)
-        if method == "unload":
-            return {"unloaded": core.unload(args["model"])}
-        if method == "embed":
-            return core.embed(args["model"], list(args["texts"]))
-        if method == "tokenize":
-            runner = core.runners.get(core.load(args["model"]))
+        if isinstance(cmd, Load):
+            mid = core.load(cmd.model, cmd.dtype, cmd.keep_alive, allow_paths=cmd.allow_paths)
+            return next(m for m in core.model_states() if m.id == mid)
+        if isinstance(cmd, Unload):
+            return core.unload(cmd.model)
+        if isinstance(cmd, Embed):
+            return core.embed(cmd.model, cmd.texts)
+        if isinstance(cmd, Tokenize):
+            runner = core.runners.get(core.load(cmd.request.model))
             if runner is None:
-                raise ValueError("tokenize needs a chat model")
-            req = self.GenerateRequest.model_validate(
-                {"model": args["model"], **args.get("request", {})}
-            )
-            return {"tokens": runner.tokenize(req)}
-        if method == "shutdown":
+                raise EngineError("invalid_request", "tokenize needs a chat model", "model")
+            return runner.tokenize(cmd.request)
+        if isinstance(cmd, Shutdown):
             self.running = False
-            return {}
-        raise ValueError(f"unknown method {method!r}")
+            return None
+        raise EngineError("internal", f"unknown call {type(cmd).__name__}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from mlx_lm.sample_utils import (
     make_sampler,
 )
 
-from impetus.engine.types import EngineError, SamplingParams
+from impetus.protocol import EngineError, SamplingParams
 
 Sampler = Callable[[mx.array], mx.array]
 LogitsProcessor = Callable[[mx.array, mx.array], mx.array]

@@ -15,9 +15,10 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
+import msgspec
 from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 
@@ -25,11 +26,24 @@ from impetus.config import Settings
 from impetus.engine import constrained
 from impetus.engine.loader import LoadedChatModel
 from impetus.engine.sampling import build_logits_processors, build_sampler
-from impetus.engine.types import EngineError, GenerateRequest
+from impetus.protocol import (
+    Delta,
+    Done,
+    EngineError,
+    ErrorInfo,
+    Event,
+    Failed,
+    FinishReason,
+    GenerateRequest,
+    Start,
+    Timings,
+    TokenLogprob,
+    ToolCall,
+    Usage,
+)
 
 log = logging.getLogger("impetus.engine")
 
-Wire = dict[str, Any]  # an event as sent to the client (see client.py for the reading side)
 ITL_KEEP = 2048  # inter-token gaps kept per choice for the timings
 
 
@@ -166,7 +180,7 @@ class ModelRunner:
             return list(req.prompt)
         return [int(t) for t in tok.encode(req.prompt)]
 
-    def admit(self, rid: str, req: GenerateRequest, arrival: float) -> list[Wire]:
+    def admit(self, rid: str, req: GenerateRequest, arrival: float) -> list[Event]:
         prompt = self.tokenize(req)
         ctx = self.loaded.context_length
         if not prompt:
@@ -221,7 +235,7 @@ class ModelRunner:
             sampling = req.sampling
             if sampling.seed is not None and index:
                 # n seeded choices: distinct but reproducible streams
-                sampling = sampling.model_copy(update={"seed": sampling.seed + index})
+                sampling = msgspec.structs.replace(sampling, seed=sampling.seed + index)
             procs = build_logits_processors(sampling, self.loaded.vocab_size)
             if grammar:
                 procs.append(
@@ -262,14 +276,13 @@ class ModelRunner:
         self.last_used = time.time()
         self._trim_prompt_cache()
         return [
-            {
-                "t": "start",
-                "rid": rid,
-                "model": self.loaded.id,
-                "prompt_tokens": len(prompt),
-                "cached_tokens": choices[0].cached,
-                "max_tokens": max_tokens,
-            }
+            Start(
+                rid=rid,
+                model=self.loaded.id,
+                prompt_tokens=len(prompt),
+                cached_tokens=choices[0].cached,
+                max_tokens=max_tokens,
+            )
         ]
 
     def _fetch_cache(self, prompt: list[int]) -> tuple[list[Any] | None, list[int]]:
@@ -288,7 +301,7 @@ class ModelRunner:
 
     # ---- cancellation ----------------------------------------------------------------------
 
-    def cancel(self, rid: str) -> list[Wire]:
+    def cancel(self, rid: str) -> list[Event]:
         active = self.requests.get(rid)
         if active is None:
             return []
@@ -298,21 +311,21 @@ class ModelRunner:
         now = time.perf_counter()
         return [self._finish(c, "cancelled", now) for c in open_choices]
 
-    def cancel_all(self, code: str, message: str) -> list[Wire]:
-        events: list[Wire] = []
+    def cancel_all(self, code: str, message: str) -> list[Event]:
+        events: list[Event] = []
         for rid in list(self.requests):
             self.gen.remove([c.uid for c in self.requests[rid].choices if not c.done])
-            events.append({"t": "error", "rid": rid, "code": code, "message": message})
+            events.append(Failed(rid=rid, error=ErrorInfo(code=code, message=message)))
             self._drop(rid)
         return events
 
     # ---- the step --------------------------------------------------------------------------
 
-    def step(self) -> list[Wire]:
+    def step(self) -> list[Event]:
         t_step = time.perf_counter()
         prompt_responses, gen_responses = self.gen.next()
         now = time.perf_counter()
-        events: list[Wire] = []
+        events: list[Event] = []
         for pr in prompt_responses:
             c = self.by_uid.get(pr.uid)
             if c is not None and not c.t_prefill:
@@ -337,7 +350,7 @@ class ModelRunner:
             self.last_used = time.time()
         return events
 
-    def _on_token(self, c: Choice, r: Any, now: float) -> tuple[Wire, bool]:
+    def _on_token(self, c: Choice, r: Any, now: float) -> tuple[Delta, bool]:
         c.generated += 1
         if c.t_first:
             if len(c.itl) < ITL_KEEP:
@@ -369,37 +382,36 @@ class ModelRunner:
             if r.finish_reason is not None and not c.tool_mode:
                 text += c.gate.flush()
         # every token gets a delta, text or not (held back, a stop, an EOS): clients count tokens
-        ev: Wire = {"t": "delta", "rid": c.rid, "i": c.index, "text": text, "ids": [r.token]}
-        if c.want_logprobs:
-            ev["lp"] = [self._logprob(r.token, r.logprobs, c.top_logprobs)]
+        logprobs = [self._logprob(r.token, r.logprobs, c.top_logprobs)] if c.want_logprobs else None
+        ev = Delta(rid=c.rid, index=c.index, text=text, token_ids=[r.token], logprobs=logprobs)
         return ev, stopped
 
-    def _logprob(self, token: int, logprobs: mx.array, top: int) -> dict[str, Any]:
+    def _logprob(self, token: int, logprobs: mx.array, top: int) -> TokenLogprob:
         tok = self.loaded.tokenizer
-        entry: dict[str, Any] = {
-            "token": _token_text(tok, token),
-            "token_id": token,
-            "logprob": logprobs[token].item(),
-            "bytes": token_bytes(tok, token),
-        }
+        entry = TokenLogprob(
+            token=_token_text(tok, token),
+            token_id=token,
+            logprob=cast(float, logprobs[token].item()),
+            bytes=token_bytes(tok, token),
+        )
         if top:
             idx = mx.argpartition(-logprobs, kth=top - 1)[:top]
             vals = logprobs[idx]
             order = mx.argsort(-vals)
             idx_l: list[int] = idx[order].tolist()  # type: ignore[assignment]
             val_l: list[float] = vals[order].tolist()  # type: ignore[assignment]
-            entry["top"] = [
-                {
-                    "token": _token_text(tok, int(i)),
-                    "token_id": int(i),
-                    "logprob": float(v),
-                    "bytes": token_bytes(tok, int(i)),
-                }
+            entry.top_logprobs = [
+                TokenLogprob(
+                    token=_token_text(tok, int(i)),
+                    token_id=int(i),
+                    logprob=float(v),
+                    bytes=token_bytes(tok, int(i)),
+                )
                 for i, v in zip(idx_l, val_l, strict=True)
             ]
         return entry
 
-    def _finish(self, c: Choice, reason: str, now: float) -> Wire:
+    def _finish(self, c: Choice, reason: FinishReason, now: float) -> Done:
         c.done = True
         self.by_uid.pop(c.uid, None)
         active = self.requests[c.rid]
@@ -416,31 +428,30 @@ class ModelRunner:
         first = c.t_first or now
         decode_time = max(now - first, 1e-9)
         prompt_len = len(active.prompt) - c.cached
-        wire: Wire = {
-            "t": "done",
-            "rid": c.rid,
-            "i": c.index,
-            "finish_reason": reason,
-            "text": text,
-            "tool_calls": tool_calls,
-            "usage": {
-                "prompt_tokens": len(active.prompt),
-                "completion_tokens": c.generated,
-                "cached_tokens": c.cached,
-            },
-            "timings": {
-                "queue": max(start - arrival, 0.0),
-                "prefill": max(first - start, 0.0) if c.t_first else 0.0,
-                "ttft": (first - arrival) if c.t_first else 0.0,
-                "e2e": now - arrival,
-                "decode_tps": (c.generated - 1) / decode_time if c.generated > 1 else 0.0,
-                "prefill_tps": prompt_len / max(first - start, 1e-9) if c.t_first else 0.0,
-                "itl": c.itl,
-            },
-        }
+        done = Done(
+            rid=c.rid,
+            index=c.index,
+            finish_reason=reason,
+            text=text,
+            tool_calls=tool_calls,
+            usage=Usage(
+                prompt_tokens=len(active.prompt),
+                completion_tokens=c.generated,
+                cached_tokens=c.cached,
+            ),
+            timings=Timings(
+                queue=max(start - arrival, 0.0),
+                prefill=max(first - start, 0.0) if c.t_first else 0.0,
+                ttft=(first - arrival) if c.t_first else 0.0,
+                e2e=now - arrival,
+                decode_tps=(c.generated - 1) / decode_time if c.generated > 1 else 0.0,
+                prefill_tps=prompt_len / max(first - start, 1e-9) if c.t_first else 0.0,
+                itl=c.itl,
+            ),
+        )
         if all(x.done for x in active.choices):
             self._drop(c.rid)
-        return wire
+        return done
 
     def _drop(self, rid: str) -> None:
         active = self.requests.pop(rid, None)
@@ -448,12 +459,10 @@ class ModelRunner:
             for c in active.choices:
                 self.by_uid.pop(c.uid, None)
 
-    def _parse_tool_calls(
-        self, text: str, tools: list[dict[str, Any]]
-    ) -> list[dict[str, Any]] | None:
+    def _parse_tool_calls(self, text: str, tools: list[dict[str, Any]]) -> list[ToolCall] | None:
         tok = self.loaded.tokenizer
         start, end, parser = tok.tool_call_start, tok.tool_call_end, tok.tool_parser
-        calls: list[dict[str, Any]] = []
+        calls: list[ToolCall] = []
         for block in text.split(start)[1:]:
             body = block.split(end)[0] if end else block
             try:
@@ -466,13 +475,13 @@ class ModelRunner:
                     return None
                 args = call.get("arguments", {})
                 calls.append(
-                    {
-                        "id": f"call_{uuid.uuid4().hex[:24]}",
-                        "name": str(call["name"]),
-                        "arguments": args
+                    ToolCall(
+                        id=f"call_{uuid.uuid4().hex[:24]}",
+                        name=str(call["name"]),
+                        arguments=args
                         if isinstance(args, str)
                         else json.dumps(args, ensure_ascii=False),
-                    }
+                    )
                 )
         return calls or None
 

@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 
 from impetus.config import Settings
 from impetus.engine.client import AsyncEngine, Generation
-from impetus.engine.types import (
+from impetus.protocol import (
+    Delta,
+    Done,
     EmbedResult,
     EngineError,
     EngineStatus,
@@ -117,8 +119,8 @@ class Engine:
     def embed(self, model: str, texts: list[str]) -> EmbedResult:
         return self._run(self.aengine.embed(model, texts))
 
-    def tokenize(self, model: str, request: dict[str, Any]) -> list[int]:
-        return self._run(self.aengine.tokenize(model, request))
+    def tokenize(self, request: GenerateRequest) -> list[int]:
+        return self._run(self.aengine.tokenize(request))
 
     def generate(self, request: GenerateRequest) -> SyncGeneration:
         async def make() -> Generation:
@@ -130,12 +132,13 @@ class Engine:
         """Run a request to the end: per choice index, the text, the done event and the token ids."""
         out: dict[int, dict[str, Any]] = {}
         for ev in self.generate(request):
+            if not isinstance(ev, (Delta, Done)):
+                continue
             c = out.setdefault(ev.index, {"text": "", "token_ids": [], "done": None})
-            if ev.type == "delta":
-                c["text"] += ev.text
+            c["text"] += ev.text
+            if isinstance(ev, Delta):
                 c["token_ids"] += ev.token_ids
-            elif ev.type == "done":
-                c["text"] += ev.text
+            else:
                 c["done"] = ev
         return out
 

@@ -11,6 +11,7 @@ import pytest
 
 from impetus.config import Settings
 from impetus.engine import Engine, GenerateRequest
+from impetus.protocol import convert
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +23,9 @@ def engine(impetus_home: Path) -> Iterator[Engine]:
 
 
 def ask(engine: Engine, question: str, **kw: object) -> str:
-    r = GenerateRequest.model_validate(
-        {"model": "smollm2-135m", "messages": [{"role": "user", "content": question}], "max_tokens": 40, "sampling": {"temperature": 0.0}, **kw}
+    r = convert(
+        {"model": "smollm2-135m", "messages": [{"role": "user", "content": question}], "max_tokens": 40, "sampling": {"temperature": 0.0}, **kw},
+        GenerateRequest,
     )
     return str(engine.complete(r)[0]["text"])
 

@@ -8,10 +8,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from impetus.config import Settings
 from impetus.engine import Engine, EngineError, GenerateRequest, SamplingParams
+from impetus.protocol import convert
 
 CHAT = [{"role": "user", "content": "Hello, how are you?"}]
 
@@ -28,7 +30,7 @@ def req(model: Path, **kw: object) -> GenerateRequest:
     sampling = kw.pop("sampling", {"temperature": 0.0})
     base: dict[str, object] = {"model": str(model), "messages": CHAT, "max_tokens": 24, "sampling": sampling}
     base.update(kw)
-    return GenerateRequest.model_validate(base)
+    return convert(base, GenerateRequest)
 
 
 def text(engine: Engine, r: GenerateRequest, index: int = 0) -> str:
@@ -40,7 +42,7 @@ def test_chat_template_is_applied(engine: Engine, tiny_model_dir: Path) -> None:
 
     _, tok = load(str(tiny_model_dir))
     expected = tok.apply_chat_template(CHAT, add_generation_prompt=True)
-    assert engine.tokenize(str(tiny_model_dir), {"messages": CHAT}) == list(expected)
+    assert engine.tokenize(GenerateRequest(model=str(tiny_model_dir), messages=CHAT)) == list(expected)
     out = engine.complete(req(tiny_model_dir))
     assert out[0]["done"].usage.prompt_tokens == len(expected)
 
@@ -260,11 +262,16 @@ def test_bad_inputs_get_clear_errors_and_the_engine_serves_on(engine: Engine, ti
     assert engine.complete(req(tiny_model_dir, max_tokens=3))[0]["done"].usage.completion_tokens == 3
 
 
-def test_validation_of_sampling_ranges() -> None:
-    with pytest.raises(ValueError):
-        SamplingParams(temperature=-1)
-    with pytest.raises(ValueError):
-        SamplingParams(top_p=0)
+def test_validation_of_sampling_ranges(engine: Engine, tiny_model_dir: Path) -> None:
+    with pytest.raises(msgspec.ValidationError, match="temperature"):
+        convert({"temperature": -1}, SamplingParams)
+    with pytest.raises(msgspec.ValidationError, match="top_p"):
+        convert({"top_p": 0}, SamplingParams)
+    # constructors do not check ranges; the engine's decoder does, and answers instead of dropping it
+    bad = GenerateRequest(model=str(tiny_model_dir), prompt="hi", sampling=SamplingParams(temperature=-1))
+    with pytest.raises(EngineError) as e:
+        engine.complete(bad)
+    assert e.value.code == "invalid_request" and "temperature" in e.value.message
 
 
 def test_crash_fails_open_requests_and_restarts(tiny_model_dir: Path, tmp_path: Path) -> None:

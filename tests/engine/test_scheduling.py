@@ -11,12 +11,13 @@ import pytest
 
 from impetus.config import Settings
 from impetus.engine import Engine, EngineError, GenerateRequest
+from impetus.protocol import convert
 from impetus.engine.scheduler import TextGate
 from tests.tiny_model import build_tiny_llama
 
 
 def greedy(model: str, **kw: object) -> GenerateRequest:
-    return GenerateRequest.model_validate({"model": model, "sampling": {"temperature": 0.0}, **kw})
+    return convert({"model": model, "sampling": {"temperature": 0.0}, **kw}, GenerateRequest)
 
 
 def test_a_long_prompt_does_not_freeze_running_streams(tiny_model_dir: Path, tmp_path: Path) -> None:
