@@ -33,7 +33,7 @@ from mlx_lm import batch_generate, load, stream_generate  # noqa: E402
 from mlx_lm.utils import dequantize_model  # noqa: E402
 
 from impetus.config import Settings  # noqa: E402
-from impetus.engine import Engine, GenerateRequest  # noqa: E402
+from impetus.engine import Engine, GenerateRequest, SamplingParams  # noqa: E402
 from impetus.engine.loader import DTYPES, backend, serving_dtype  # noqa: E402
 
 
@@ -65,7 +65,7 @@ def raw_single(model: Any, tok: Any, prompt: list[int], tokens: int) -> float:
 
 
 def engine_single(engine: Engine, model: str, prompt: list[int], tokens: int) -> float:
-    out = engine.complete(GenerateRequest(model=model, prompt=prompt, max_tokens=tokens, ignore_eos=True, sampling={"temperature": 0.0}))
+    out = engine.complete(GenerateRequest(model=model, prompt=prompt, max_tokens=tokens, ignore_eos=True, sampling=SamplingParams(temperature=0.0)))
     return float(out[0]["done"].timings.decode_tps)
 
 
@@ -73,7 +73,7 @@ def engine_aggregate(engine: Engine, model: str, prompts: list[list[int]], token
     counts = [0] * len(prompts)
 
     def run(i: int) -> None:
-        out = engine.complete(GenerateRequest(model=model, prompt=prompts[i], max_tokens=tokens, ignore_eos=True, sampling={"temperature": 0.0}))
+        out = engine.complete(GenerateRequest(model=model, prompt=prompts[i], max_tokens=tokens, ignore_eos=True, sampling=SamplingParams(temperature=0.0)))
         counts[i] = out[0]["done"].usage.completion_tokens
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
@@ -106,9 +106,9 @@ def turn2_ttft(engine: Engine, model: str, target_tokens: int) -> tuple[float, i
     while len(engine.tokenize(model, {"messages": conversation(n)})) < target_tokens:
         n += 10
     turn1 = conversation(n)
-    first = engine.complete(GenerateRequest(model=model, messages=turn1, max_tokens=32, sampling={"temperature": 0.0}))
+    first = engine.complete(GenerateRequest(model=model, messages=turn1, max_tokens=32, sampling=SamplingParams(temperature=0.0)))
     turn2 = [*turn1, {"role": "assistant", "content": first[0]["text"]}, {"role": "user", "content": "Which numbers are even?"}]
-    second = engine.complete(GenerateRequest(model=model, messages=turn2, max_tokens=8, sampling={"temperature": 0.0}))
+    second = engine.complete(GenerateRequest(model=model, messages=turn2, max_tokens=8, sampling=SamplingParams(temperature=0.0)))
     done = second[0]["done"]
     return float(done.timings.ttft), done.usage.prompt_tokens, done.usage.cached_tokens
 

@@ -24,7 +24,7 @@ from datetime import date
 import httpx
 
 from impetus.config import Settings
-from impetus.engine import Engine, GenerateRequest
+from impetus.engine import Done, Engine, GenerateRequest, SamplingParams
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 
@@ -63,7 +63,7 @@ def over_http(base: str, model: str, tokens: int) -> tuple[float, float]:
 
 
 def direct(engine: Engine, model: str, tokens: int) -> tuple[float, float]:
-    req = GenerateRequest(model=model, messages=MESSAGES, max_tokens=tokens, ignore_eos=True, sampling={"temperature": 0.0})
+    req = GenerateRequest(model=model, messages=MESSAGES, max_tokens=tokens, ignore_eos=True, sampling=SamplingParams(temperature=0.0))
     t0 = time.perf_counter()
     first = last = 0.0
     n = 0
@@ -71,7 +71,7 @@ def direct(engine: Engine, model: str, tokens: int) -> tuple[float, float]:
         if ev.type == "delta" and ev.text:
             last = time.perf_counter()
             first = first or last
-        if ev.type == "done" and ev.usage:
+        if isinstance(ev, Done):
             n = ev.usage.completion_tokens
     return first - t0, (n - 1) / (last - first)
 

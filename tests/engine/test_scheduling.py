@@ -11,8 +11,8 @@ import pytest
 
 from impetus.config import Settings
 from impetus.engine import Engine, EngineError, GenerateRequest
-from impetus.protocol import convert
 from impetus.engine.scheduler import TextGate
+from impetus.protocol import convert
 from tests.tiny_model import build_tiny_llama
 
 
