@@ -360,11 +360,29 @@ def cmd_report(args: argparse.Namespace) -> int:
         "trials": args.trials,
         "db_path": str(Path(args.db).resolve()) if args.db else None,
     }
-    parameters = {k: v for k, v in given.items() if v is not None}
+    from impetus.bench.plan import PROFILES, choose_profile, format_plan, this_machine
+
+    machine = this_machine()
+    try:
+        profile, why = choose_profile(args.profile, machine)
+    except ValueError as exc:
+        return _usage_error("report", exc)
+    # the profile's sizes, then what was given on the command line
+    parameters: dict[str, Any] = dict(PROFILES[profile])
+    parameters.update({k: v for k, v in given.items() if v is not None})
     parameters.update({name: _value(value) for name, value in args.parameter or []})
+    planned = {"endpoints": ["impetus", "mlx_lm"], **parameters}
+    try:
+        print(format_plan(profile, why, planned, machine), flush=True)
+    except (KeyError, TypeError) as exc:  # a -p value of the wrong shape: papermill will say
+        print(f"(no estimate: {exc})", flush=True)
     try:
         html, executed = run_report(
-            parameters, output=args.output, executed=args.executed, notebook=args.notebook
+            parameters,
+            output=args.output,
+            executed=args.executed,
+            notebook=args.notebook,
+            log_output=not args.quiet,
         )
     except FileNotFoundError as exc:
         print(f"impetus bench report: {exc}", file=sys.stderr)
@@ -502,6 +520,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     report.add_argument("--max-tokens", type=int)
     report.add_argument("--trials", type=int, help="engine benchmark trials (0: skip it)")
     report.add_argument("--db", help="result store (default: IMPETUS_HOME/bench.sqlite)")
+    report.add_argument(
+        "--profile",
+        default="auto",
+        choices=["auto", "quick", "full"],
+        help="sizes of the run: quick on a small CPU, full elsewhere (auto); options given "
+        "explicitly win over the profile",
+    )
+    report.add_argument(
+        "--quiet", action="store_true", help="no per-profile progress lines from the notebook"
+    )
     report.add_argument(
         "-p",
         "--parameter",

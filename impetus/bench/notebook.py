@@ -23,6 +23,7 @@ def run_report(
     notebook: str | Path | None = None,
     kernel: str = "python3",
     progress: bool = True,
+    log_output: bool = False,
 ) -> tuple[Path, Path]:
     """Execute the report notebook; return (HTML report, executed notebook)."""
     import papermill
@@ -44,5 +45,9 @@ def run_report(
         kernel_name=kernel,
         cwd=str(source.parent),
         progress_bar=progress and sys.stderr.isatty(),
+        # the notebook's own lines (one per finished load profile) reach the terminal as they come
+        log_output=log_output,
+        stdout_file=sys.stdout if log_output else None,
+        stderr_file=sys.stderr if log_output else None,
     )
     return html, ran

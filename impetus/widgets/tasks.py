@@ -148,16 +148,15 @@ def load(
 
 
 def bench(argv: list[str], *, store: bool = True) -> Task:
-    """`impetus bench serve` options in, a live `BenchChart` and the run record out."""
+    """`impetus bench serve` options in, a live `BenchChart` (its table has a row per finished
+    profile) and the run record out (`impetus.bench.report.format_run` prints it)."""
     from impetus.bench.cli import parse_serve_config
-    from impetus.bench.report import format_run
     from impetus.bench.serve import run_serve
     from impetus.bench.store import ResultStore
     from impetus.widgets.bench import BenchChart
 
     config = parse_serve_config(argv)  # bad options fail here, in the caller's cell
     chart = BenchChart(title=f"impetus bench serve · {config.model} · {config.base_url}")
-    table = w.HTML()
 
     async def work(task: Task) -> Any:
         def progress(done: int, total: int) -> None:
@@ -171,9 +170,8 @@ def bench(argv: list[str], *, store: bool = True) -> Task:
             on_profile=chart.on_profile,
             store=ResultStore() if store else None,
         )
-        table.value = f"<pre>{escape(format_run(record))}</pre>"
         failed = sum(1 for part in record.results for r in part if not r.success)
         task.finish(f"{len(record.profiles)} profiles · {failed} failed", ok=failed == 0)
         return record
 
-    return Task("bench serve", work, extra=[chart, table])
+    return Task("bench serve", work, extra=[chart])
