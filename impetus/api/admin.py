@@ -5,14 +5,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import msgspec
 
 from impetus.api.auth import scope
 from impetus.api.base import ImpetusHandler
 from impetus.api.errors import APIError
 from impetus.api.keys import KeyRecord
-from impetus.api.schemas import APIKeyInfo, CreatedKey, CreateKeyRequest, KeyList
-from impetus.protocol import EngineStatus, to_builtins
+from impetus.api.openapi import operation
+from impetus.api.schemas import AdminStatus, APIKeyInfo, CreatedKey, CreateKeyRequest, KeyList
+from impetus.protocol import EngineStatus
 
 
 def _info(rec: KeyRecord) -> APIKeyInfo:
@@ -21,6 +22,7 @@ def _info(rec: KeyRecord) -> APIKeyInfo:
 
 class StatusHandler(ImpetusHandler):
     @scope("admin")
+    @operation("Engine status", tag="Admin", returns=AdminStatus)
     async def get(self) -> None:
         service = self.service
         st = await service.status() if service.engine.state == "ready" else None
@@ -32,21 +34,34 @@ class StatusHandler(ImpetusHandler):
                 last_error=engine.last_error or service.startup_error,
                 memory_budget=service.settings.memory_budget,
             )
-        body: dict[str, Any] = to_builtins(st)
         # the OpenAI base URL as this client reached it (proxies included, with xheaders)
         prefix = self.settings.get("impetus_prefix", "/")
-        body["endpoint"] = f"{self.request.protocol}://{self.request.host}{prefix}v1"
-        body["in_flight"] = service.in_flight
-        body["draining"] = service.draining
-        self.write_json(body)
+        endpoint = f"{self.request.protocol}://{self.request.host}{prefix}v1"
+        self.write_json(
+            AdminStatus(
+                **msgspec.structs.asdict(st),
+                endpoint=endpoint,
+                in_flight=service.in_flight,
+                draining=service.draining,
+            )
+        )
 
 
 class KeysHandler(ImpetusHandler):
     @scope("admin")
+    @operation("List inference-only API keys", tag="Admin", returns=KeyList)
     async def get(self) -> None:
         self.write_json(KeyList(data=[_info(r) for r in self.service.keys.records()]))
 
     @scope("admin")
+    @operation(
+        "Create an inference-only API key (shown once)",
+        tag="Admin",
+        body=CreateKeyRequest,
+        returns=CreatedKey,
+        status=201,
+        example={"name": "my notebook client"},
+    )
     async def post(self) -> None:
         req = (
             self.parse(CreateKeyRequest) if self.body_bytes().strip() else CreateKeyRequest(name="")
@@ -57,6 +72,7 @@ class KeysHandler(ImpetusHandler):
 
 class KeyHandler(ImpetusHandler):
     @scope("admin")
+    @operation("Revoke an API key", tag="Admin", status=204, errors={404: "No such key"})
     async def delete(self, key_id: str) -> None:
         if not self.service.keys.revoke(key_id):
             raise APIError(

@@ -21,10 +21,18 @@ from impetus.api import sse
 from impetus.api.auth import scope
 from impetus.api.base import ImpetusHandler
 from impetus.api.errors import APIError
-from impetus.api.schemas import LoadRequest, ModelIdRequest, PullRequest
+from impetus.api.openapi import operation
+from impetus.api.schemas import (
+    LoadRequest,
+    ModelIdRequest,
+    ModelRegistry,
+    PullCancelled,
+    PullRequest,
+    Unloaded,
+)
 from impetus.models import hub, registry
-from impetus.models.types import PullProgress
-from impetus.protocol import EngineError
+from impetus.models.types import DeleteResult, PullProgress, SearchResult
+from impetus.protocol import EngineError, ModelState
 
 if TYPE_CHECKING:
     from impetus.api.service import ImpetusService
@@ -112,6 +120,11 @@ async def _run_pull(service: ImpetusService, job: PullJob) -> None:
 
 class ModelsAdminHandler(ImpetusHandler):
     @scope("admin")
+    @operation(
+        "Registry entries (built-in, local, hub, GGUF), loaded or not",
+        tag="Models",
+        returns=ModelRegistry,
+    )
     async def get(self) -> None:
         service = self.service
         loaded: dict[str, Any] = {}
@@ -138,11 +151,17 @@ class ModelsAdminHandler(ImpetusHandler):
                     }
                 )
         pulling = sorted(_jobs(service))
-        self.write_json({"data": entries, "pulling": pulling})
+        self.write_json(ModelRegistry.model_validate({"data": entries, "pulling": pulling}))
 
 
 class ModelSearchHandler(ImpetusHandler):
     @scope("admin")
+    @operation(
+        "Search the Hugging Face hub for MLX models",
+        tag="Models",
+        returns=SearchResult,
+        query={"q": "words to look for", "limit": "most results (default 20)"},
+    )
     async def get(self) -> None:
         query = self.get_argument("q", "")
         limit = int(self.get_argument("limit", "20") or 20)
@@ -161,6 +180,15 @@ class PullHandler(ImpetusHandler):
             self._queue.put_nowait(PullProgress(id="", status="cancelled", message="client left"))
 
     @scope("admin")
+    @operation(
+        "Download / convert a model: progress as SSE",
+        tag="Models",
+        body=PullRequest,
+        stream=PullProgress,
+        stream_note="`data: <progress JSON>` events until done, error or cancelled, then `data: [DONE]`",
+        errors={404: "Unknown model"},
+        example={"id": "smollm2-135m", "load": True},
+    )
     async def post(self) -> None:
         req = self.parse(PullRequest)
         try:
@@ -206,6 +234,14 @@ class PullHandler(ImpetusHandler):
 
 class PullCancelHandler(ImpetusHandler):
     @scope("admin")
+    @operation(
+        "Cancel a running pull",
+        tag="Models",
+        body=ModelIdRequest,
+        returns=PullCancelled,
+        errors={404: "No pull of this model is running"},
+        example={"id": "smollm2-135m"},
+    )
     async def post(self) -> None:
         req = self.parse(ModelIdRequest)
         job = _jobs(self.service).get(req.id)
@@ -214,11 +250,23 @@ class PullCancelHandler(ImpetusHandler):
                 404, f"No pull of {req.id!r} is running.", param="id", code="pull_not_found"
             )
         job.cancel.set()
-        self.write_json({"id": req.id, "cancelled": True})
+        self.write_json(PullCancelled(id=req.id))
 
 
 class LoadHandler(ImpetusHandler):
     @scope("admin")
+    @operation(
+        "Load a model into the engine",
+        tag="Models",
+        body=LoadRequest,
+        returns=ModelState,
+        errors={
+            404: "Unknown model",
+            500: "The model files cannot be loaded",
+            503: "Over the memory budget, or the engine is not up",
+        },
+        example={"id": "smollm2-135m"},
+    )
     async def post(self) -> None:
         req = self.parse(LoadRequest)
         service = self.service
@@ -232,6 +280,14 @@ class LoadHandler(ImpetusHandler):
 
 class UnloadHandler(ImpetusHandler):
     @scope("admin")
+    @operation(
+        "Unload a model",
+        tag="Models",
+        body=ModelIdRequest,
+        returns=Unloaded,
+        errors={503: "The engine is not up"},
+        example={"id": "smollm2-135m"},
+    )
     async def post(self) -> None:
         req = self.parse(ModelIdRequest)
         service = self.service
@@ -240,11 +296,17 @@ class UnloadHandler(ImpetusHandler):
             unloaded = await service.engine.unload(req.id)
         except EngineError as e:
             raise _model_error(e) from e
-        self.write_json({"id": req.id, "unloaded": unloaded})
+        self.write_json(Unloaded(id=req.id, unloaded=unloaded))
 
 
 class ModelDeleteHandler(ImpetusHandler):
     @scope("admin")
+    @operation(
+        "Delete a downloaded model (refused while loaded)",
+        tag="Models",
+        returns=DeleteResult,
+        errors={400: "Loaded, or not deletable (a package's model)", 404: "Nothing on disk"},
+    )
     async def delete(self, model_id: str) -> None:
         service = self.service
         loaded: list[str] = []

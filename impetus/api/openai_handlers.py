@@ -19,13 +19,18 @@ from impetus.api import convert, sse
 from impetus.api.auth import scope
 from impetus.api.base import ImpetusHandler
 from impetus.api.errors import APIError
+from impetus.api.openapi import GENERATION_ERRORS, operation
 from impetus.api.schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
+    Completion,
     CompletionRequest,
     Embedding,
     EmbeddingList,
     EmbeddingRequest,
     EmbeddingUsage,
+    ModelCard,
     ModelList,
 )
 from impetus.api.streams import EventStream
@@ -34,12 +39,14 @@ from impetus.protocol import Delta, Done, EngineError, GenerateRequest, Start
 
 class ModelsHandler(ImpetusHandler):
     @scope("inference")
+    @operation("List the models a request may name", tag="OpenAI", returns=ModelList)
     async def get(self) -> None:
         self.write_json(ModelList(data=await self.service.model_cards()))
 
 
 class ModelHandler(ImpetusHandler):
     @scope("inference")
+    @operation("One model", tag="OpenAI", returns=ModelCard, errors={404: "Unknown model"})
     async def get(self, model_id: str) -> None:
         for card in await self.service.model_cards():
             if card.id == model_id:
@@ -224,6 +231,20 @@ class _GenerationHandler(ImpetusHandler):
 
 class ChatCompletionsHandler(_GenerationHandler):
     @scope("inference")
+    @operation(
+        "Chat completion (stream: true for SSE)",
+        tag="OpenAI",
+        body=ChatCompletionRequest,
+        returns=ChatCompletion,
+        stream=ChatCompletionChunk,
+        errors=GENERATION_ERRORS,
+        example={
+            "model": "smollm2-135m",
+            "messages": [{"role": "user", "content": "Say hello in three words."}],
+            "max_tokens": 32,
+            "stream": False,
+        },
+    )
     async def post(self) -> None:
         req = self.parse(ChatCompletionRequest)
         greq = convert.chat_request(req)
@@ -238,6 +259,15 @@ class ChatCompletionsHandler(_GenerationHandler):
 
 class CompletionsHandler(_GenerationHandler):
     @scope("inference")
+    @operation(
+        "Text completion (stream: true for SSE)",
+        tag="OpenAI",
+        body=CompletionRequest,
+        returns=Completion,
+        stream=Completion,
+        errors=GENERATION_ERRORS,
+        example={"model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 32},
+    )
     async def post(self) -> None:
         req = self.parse(CompletionRequest)
         greqs = convert.completion_requests(req)
@@ -253,6 +283,14 @@ class CompletionsHandler(_GenerationHandler):
 
 class EmbeddingsHandler(ImpetusHandler):
     @scope("inference")
+    @operation(
+        "Embeddings",
+        tag="OpenAI",
+        body=EmbeddingRequest,
+        returns=EmbeddingList,
+        errors=GENERATION_ERRORS,
+        example={"model": "minilm", "input": ["a sentence", "another one"]},
+    )
     async def post(self) -> None:
         req = self.parse(EmbeddingRequest)
         service = self.service

@@ -1,263 +1,270 @@
-"""`/openapi.json`, generated from the pydantic schemas of `impetus.api.schemas`."""
+"""`/openapi.json`, generated from the route table and what the handlers declare.
+
+Route metadata lives in one place: the pattern in `impetus.api.routes.ROUTES`, and on each HTTP
+method of the handler its scope (`@scope`, auth.py) and its documentation (`@operation` here:
+summary, tag, request / response / stream-event types, extra error statuses). A type is a
+pydantic model (the api's schemas) or a msgspec Struct (the engine's records, impetus.protocol). The spec is
+built from those; nothing is listed twice. Adding an endpoint is one route line plus the two
+decorators, and tests/api/test_openapi.py fails for a route method without them.
+
+`python -m impetus.api.openapi [FILE]` writes the document (servers `/`) for tools such as the
+sidebar's type generator (extension/src/openapi.ts).
+"""
 
 from __future__ import annotations
 
+import argparse
+import inspect
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from impetus import __version__
 from impetus.api import schemas as s
+from impetus.api.auth import method_scope
 
-REF = "#/components/schemas/{model}"
+if TYPE_CHECKING:
+    from impetus.api.base import ImpetusHandler
 
-# (method, path, summary, request model, response model, scope, tag, streams)
-Operation = tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None, str, str, bool]
-
-OPERATIONS: list[Operation] = [
-    (
-        "get",
-        "v1/models",
-        "List the models a request may name",
-        None,
-        s.ModelList,
-        "inference",
-        "OpenAI",
-        False,
-    ),
-    ("get", "v1/models/{model}", "One model", None, s.ModelCard, "inference", "OpenAI", False),
-    (
-        "post",
-        "v1/chat/completions",
-        "Chat completion (stream: true for SSE)",
-        s.ChatCompletionRequest,
-        s.ChatCompletion,
-        "inference",
-        "OpenAI",
-        True,
-    ),
-    (
-        "post",
-        "v1/completions",
-        "Text completion (stream: true for SSE)",
-        s.CompletionRequest,
-        s.Completion,
-        "inference",
-        "OpenAI",
-        True,
-    ),
-    (
-        "post",
-        "v1/embeddings",
-        "Embeddings",
-        s.EmbeddingRequest,
-        s.EmbeddingList,
-        "inference",
-        "OpenAI",
-        False,
-    ),
-    ("get", "health", "Liveness", None, s.Health, "public", "Operations", False),
-    (
-        "get",
-        "ready",
-        "Readiness: engine up and a model loaded (503 otherwise)",
-        None,
-        s.Ready,
-        "public",
-        "Operations",
-        False,
-    ),
-    ("get", "metrics", "Prometheus metrics", None, None, "admin", "Operations", False),
-    ("get", "admin/status", "Engine status", None, None, "admin", "Admin", False),
-    ("get", "admin/keys", "List inference-only API keys", None, s.KeyList, "admin", "Admin", False),
-    (
-        "post",
-        "admin/keys",
-        "Create an inference-only API key (shown once)",
-        s.CreateKeyRequest,
-        s.CreatedKey,
-        "admin",
-        "Admin",
-        False,
-    ),
-    ("delete", "admin/keys/{key_id}", "Revoke an API key", None, None, "admin", "Admin", False),
-    (
-        "get",
-        "admin/models",
-        "Registry entries (built-in, local, hub, GGUF), loaded or not",
-        None,
-        None,
-        "admin",
-        "Models",
-        False,
-    ),
-    (
-        "get",
-        "admin/models/search",
-        "Search the Hugging Face hub for MLX models (?q=)",
-        None,
-        None,
-        "admin",
-        "Models",
-        False,
-    ),
-    (
-        "post",
-        "admin/models/pull",
-        "Download / convert a model: progress as SSE",
-        s.PullRequest,
-        None,
-        "admin",
-        "Models",
-        True,
-    ),
-    (
-        "post",
-        "admin/models/pull/cancel",
-        "Cancel a running pull",
-        s.ModelIdRequest,
-        None,
-        "admin",
-        "Models",
-        False,
-    ),
-    (
-        "post",
-        "admin/models/load",
-        "Load a model into the engine",
-        s.LoadRequest,
-        None,
-        "admin",
-        "Models",
-        False,
-    ),
-    (
-        "post",
-        "admin/models/unload",
-        "Unload a model",
-        s.ModelIdRequest,
-        None,
-        "admin",
-        "Models",
-        False,
-    ),
-    (
-        "delete",
-        "admin/models/{model}",
-        "Delete a downloaded model (refused while loaded)",
-        None,
-        None,
-        "admin",
-        "Models",
-        False,
-    ),
+__all__ = [
+    "GENERATION_ERRORS",
+    "OPERATION_ATTR",
+    "Operation",
+    "document_routes",
+    "openapi_document",
+    "operation",
+    "operation_of",
 ]
 
-EXAMPLES: dict[str, dict[str, Any]] = {
-    "v1/chat/completions": {
-        "model": "smollm2-135m",
-        "messages": [{"role": "user", "content": "Say hello in three words."}],
-        "max_tokens": 32,
-        "stream": False,
-    },
-    "v1/completions": {"model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 32},
-    "v1/embeddings": {"model": "minilm", "input": ["a sentence", "another one"]},
-    "admin/keys": {"name": "my notebook client"},
-    "admin/models/pull": {"id": "smollm2-135m", "load": True},
-    "admin/models/load": {"id": "smollm2-135m"},
-    "admin/models/unload": {"id": "smollm2-135m"},
-    "admin/models/pull/cancel": {"id": "smollm2-135m"},
+REF = "#/components/schemas/{model}"
+OPERATION_ATTR = "__impetus_operation__"
+HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+F = TypeVar("F", bound=Callable[..., Any])
+Schema = type[BaseModel] | type[msgspec.Struct]
+
+# What a generation endpoint may answer besides 200 (the engine's errors, docs/architecture.md)
+GENERATION_ERRORS: Mapping[int, str] = {
+    404: "Unknown model",
+    413: "Body over the size limit",
+    429: "Queue full (see Retry-After)",
+    503: "Engine restarting, not ready or shutting down",
+    504: "Request time limit passed",
 }
 
 
-@lru_cache(maxsize=8)
-def _components() -> dict[str, Any]:
-    models: set[type[BaseModel]] = {s.ErrorResponse, s.ChatCompletionChunk}
-    for op in OPERATIONS:
-        for m in (op[3], op[4]):
-            if m is not None:
-                models.add(m)
-    mode_of = {
-        m: ("validation" if any(m is op[3] for op in OPERATIONS) else "serialization")
-        for m in models
-    }
-    _, schema = models_json_schema(
-        [(m, mode_of[m]) for m in sorted(models, key=lambda m: m.__name__)],  # type: ignore[misc]
-        ref_template=REF,
-    )
-    return schema.get("$defs", {})
+@dataclass(frozen=True)
+class Operation:
+    """The documentation of one HTTP method of a handler (its scope is `@scope`'s)."""
+
+    summary: str
+    tag: str
+    body: type[BaseModel] | None = None  # the JSON request body (validated by pydantic)
+    returns: Schema | None = None  # the JSON response
+    status: int = 200
+    media: str | None = None  # a non-JSON response: its media type (schema: a string)
+    stream: Schema | None = None  # one event of a streamed response
+    stream_media: str = "text/event-stream"
+    stream_note: str = "with stream: true, `data: <event JSON>` events, then `data: [DONE]`"
+    errors: Mapping[int, str] = field(default_factory=dict)
+    error_model: Schema = s.ErrorResponse  # the body of every error status
+    query: Mapping[str, str] = field(default_factory=dict)  # query parameter -> description
+    example: Mapping[str, Any] | None = None  # of the request body
 
 
-def _ref(model: type[BaseModel]) -> dict[str, str]:
+def operation(summary: str, *, tag: str, **details: Any) -> Callable[[F], F]:
+    """Document a handler method for /openapi.json (fields: see `Operation`)."""
+    op = Operation(summary, tag, **details)
+
+    def mark(method: F) -> F:
+        setattr(method, OPERATION_ATTR, op)
+        return method
+
+    return mark
+
+
+def operation_of(method: Any) -> Operation | None:
+    op: Operation | None = getattr(method, OPERATION_ATTR, None)
+    return op
+
+
+# ---------------------------------------------------------------- route patterns -> paths
+
+_GROUP = re.compile(r"\(([^()?]*)\)")
+_LITERAL = re.compile(r"(?:[A-Za-z0-9_-]|\\\.)+")
+
+
+def _path(pattern: str, names: Sequence[str]) -> tuple[str, list[dict[str, Any]]]:
+    """`admin/keys/([A-Za-z0-9_-]+)` -> `/admin/keys/{key_id}` and its parameter, named after
+    the handler method's argument. Refuses what it cannot express rather than guess."""
+    params: list[dict[str, Any]] = []
+
+    def group(m: re.Match[str]) -> str:
+        if len(params) >= len(names):
+            raise ValueError(f"route {pattern!r}: more groups than method arguments")
+        name, inner = names[len(params)], m.group(1)
+        schema: dict[str, Any] = {"type": "string"}
+        alternatives = inner.split("|")
+        if len(alternatives) > 1 and all(_LITERAL.fullmatch(a) for a in alternatives):
+            schema["enum"] = [a.replace("\\.", ".") for a in alternatives]
+        elif inner not in (".+", "[^/]+"):
+            schema["pattern"] = f"^{inner}$"
+        params.append({"name": name, "in": "path", "required": True, "schema": schema})
+        return "{" + name + "}"
+
+    path = pattern.removesuffix("$").removesuffix("/?")
+    path = _GROUP.sub(group, path).replace("\\.", ".")
+    if re.search(r"[()\[\]*+?\\|^$]", path):
+        raise ValueError(f"route {pattern!r}: cannot be written as an OpenAPI path")
+    return "/" + path, params
+
+
+def _arguments(method: Callable[..., Any]) -> list[str]:
+    return [p for p in inspect.signature(method).parameters if p != "self"]
+
+
+Documented = tuple[str, str, list[dict[str, Any]], str, Operation]
+
+
+def document_routes(routes: Sequence[tuple[str, type[ImpetusHandler]]]) -> list[Documented]:
+    """(path, method, path parameters, scope, Operation) for every documented handler method."""
+    from tornado.web import RequestHandler
+
+    out: list[Documented] = []
+    for pattern, handler in routes:
+        for name in HTTP_METHODS:
+            method = getattr(handler, name, None)
+            if method is None or method is getattr(RequestHandler, name):
+                continue
+            op, scope_ = operation_of(method), method_scope(method)
+            if op is None or scope_ is None:
+                raise ValueError(
+                    f"{handler.__name__}.{name} (route {pattern!r}) needs @scope and @operation"
+                )
+            path, params = _path(pattern, _arguments(method))
+            out.append((path, name, params, scope_, op))
+    return out
+
+
+# ---------------------------------------------------------------- the document
+
+
+def _ref(model: Schema) -> dict[str, str]:
     return {"$ref": REF.format(model=model.__name__)}
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": _ref(s.ErrorResponse)}},
+def _components(ops: Sequence[Operation]) -> dict[str, Any]:
+    bodies: set[Schema] = {op.body for op in ops if op.body is not None}
+    types = bodies | {
+        m for op in ops for m in (op.returns, op.stream, op.error_model) if m is not None
     }
+    ordered = sorted(types, key=lambda m: m.__name__)
+    models = [m for m in ordered if issubclass(m, BaseModel)]
+    structs = [m for m in ordered if issubclass(m, msgspec.Struct)]
+    # one schema per model: a request body in validation mode, anything else as it is sent
+    _, schema = models_json_schema(
+        [(m, "validation" if m in bodies else "serialization") for m in models],
+        ref_template=REF,
+    )
+    defs: dict[str, Any] = schema.get("$defs", {})
+    _, struct_defs = msgspec.json.schema_components(structs, ref_template=REF)
+    clash = set(defs) & set(struct_defs)
+    if clash:  # two types under one name: a $ref would be ambiguous
+        raise ValueError(f"schema names used twice: {sorted(clash)}")
+    return {**defs, **struct_defs}
 
 
-def openapi_document(prefix: str) -> dict[str, Any]:
-    paths: dict[str, Any] = {}
-    for method, path, summary, req, resp, scope_, tag, streams in OPERATIONS:
-        op: dict[str, Any] = {
-            "summary": summary,
-            "tags": [tag],
-            "operationId": f"{method}_{path}".replace("/", "_").replace("{", "").replace("}", ""),
-        }
-        if scope_ != "public":
-            op["security"] = [{"bearer": []}]
-            op["description"] = (
-                "Needs an API key or Jupyter token."
-                if scope_ == "inference"
-                else "Needs a Jupyter token or a full (not inference-only) key."
-            )
-        params = [p.strip("{}") for p in path.split("/") if p.startswith("{")]
-        if params:
-            op["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in params
-            ]
-        if req is not None:
-            body: dict[str, Any] = {"schema": _ref(req)}
-            if path in EXAMPLES:
-                body["example"] = EXAMPLES[path]
-            op["requestBody"] = {"required": True, "content": {"application/json": body}}
-        ok: dict[str, Any] = {"description": "OK"}
-        content: dict[str, Any] = {}
-        if resp is not None:
-            content["application/json"] = {"schema": _ref(resp)}
-        elif path == "metrics":
-            content["text/plain"] = {"schema": {"type": "string"}}
-        if streams:
-            content["text/event-stream"] = {
-                "schema": {"type": "string"},
-                "description": "with stream: true, `data: <chunk JSON>` events, then `data: [DONE]`",
-            }
-        if content:
-            ok["content"] = content
-        status = (
-            "201"
-            if (method, path) == ("post", "admin/keys")
-            else ("204" if path == "admin/keys/{key_id}" else "200")
+def _operation(
+    path: str, method: str, params: list[dict[str, Any]], scope_: str, op: Operation
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "summary": op.summary,
+        "tags": [op.tag],
+        "operationId": re.sub(r"[^A-Za-z0-9]+", "_", f"{method}{path}").strip("_"),
+    }
+    if scope_ != "public":
+        out["security"] = [{"bearer": []}]
+        out["description"] = (
+            "Needs an API key or Jupyter token."
+            if scope_ == "inference"
+            else "Needs a Jupyter token or a full (not inference-only) key."
         )
-        responses: dict[str, Any] = {status: ok}
-        if req is not None:
-            responses["400"] = _error("Invalid parameters (`param` names which)")
-        if scope_ != "public":
-            responses["401"] = _error("Missing or wrong API key")
-        if path.startswith("v1/") and method == "post":
-            responses["404"] = _error("Unknown model")
-            responses["413"] = _error("Body over the size limit")
-            responses["429"] = _error("Queue full (see Retry-After)")
-            responses["503"] = _error("Engine restarting, not ready or shutting down")
-            responses["504"] = _error("Request time limit passed")
-        op["responses"] = responses
-        paths.setdefault("/" + path, {})[method] = op
+    parameters = list(params) + [
+        {
+            "name": q,
+            "in": "query",
+            "required": False,
+            "description": d,
+            "schema": {"type": "string"},
+        }
+        for q, d in op.query.items()
+    ]
+    if parameters:
+        out["parameters"] = parameters
+    if op.body is not None:
+        body: dict[str, Any] = {"schema": _ref(op.body)}
+        if op.example is not None:
+            body["example"] = dict(op.example)
+        out["requestBody"] = {"required": True, "content": {"application/json": body}}
+    content: dict[str, Any] = {}
+    if op.returns is not None:
+        content["application/json"] = {"schema": _ref(op.returns)}
+    if op.media is not None:
+        content[op.media] = {"schema": {"type": "string"}}
+    if op.stream is not None:
+        # OpenAPI 3.1 has no schema for one event of a stream: name it in an extension
+        content[op.stream_media] = {
+            "schema": {"type": "string", "description": op.stream_note},
+            "x-event-schema": _ref(op.stream),
+        }
+    ok: dict[str, Any] = {"description": "OK" if op.status != 201 else "Created"}
+    if op.status == 204:
+        ok["description"] = "No content"
+    elif content:
+        ok["content"] = content
+    responses: dict[str, Any] = {str(op.status): ok}
+
+    def error(status: int, description: str) -> None:
+        responses[str(status)] = {
+            "description": description,
+            "content": {"application/json": {"schema": _ref(op.error_model)}},
+        }
+
+    if op.body is not None or op.query:
+        error(400, "Invalid parameters (`param` names which)")
+    if scope_ != "public":
+        error(401, "Missing or wrong API key")
+        error(403, "Not allowed (an inference-only key on an admin endpoint, a foreign origin)")
+    for status, description in op.errors.items():
+        error(status, description)
+    out["responses"] = dict(sorted(responses.items()))
+    return out
+
+
+def openapi_document(
+    prefix: str, routes: Sequence[tuple[str, type[ImpetusHandler]]] | None = None
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of `routes` (default: every route), served under `prefix`."""
+    if routes is None:
+        from impetus.api.routes import ROUTES
+
+        routes = ROUTES
+    return {**_document(tuple(routes)), "servers": [{"url": prefix.rstrip("/") or "/"}]}
+
+
+@lru_cache(maxsize=4)
+def _document(routes: tuple[tuple[str, type[ImpetusHandler]], ...]) -> dict[str, Any]:
+    documented = document_routes(routes)
+    paths: dict[str, Any] = {}
+    for path, method, params, scope_, op in documented:
+        paths.setdefault(path, {})[method] = _operation(path, method, params, scope_, op)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -265,10 +272,29 @@ def openapi_document(prefix: str) -> dict[str, Any]:
             "version": __version__,
             "description": "OpenAI-compatible API of impetus, with admin and operations endpoints.",
         },
-        "servers": [{"url": prefix.rstrip("/") or "/"}],
         "paths": paths,
         "components": {
-            "schemas": _components(),
+            "schemas": _components([d[4] for d in documented]),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m impetus.api.openapi", description="Write impetus's OpenAPI document."
+    )
+    parser.add_argument("output", nargs="?", help="file to write (default: standard output)")
+    parser.add_argument("--prefix", default="/", help="the server URL prefix (default: /)")
+    args = parser.parse_args(argv)
+    text = json.dumps(openapi_document(args.prefix), indent=2, sort_keys=True) + "\n"
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

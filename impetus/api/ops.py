@@ -8,7 +8,7 @@ from importlib.resources import files
 from impetus.api.auth import scope
 from impetus.api.base import ImpetusHandler
 from impetus.api.errors import RETRY_AFTER_SECONDS, APIError
-from impetus.api.openapi import openapi_document
+from impetus.api.openapi import openapi_document, operation
 from impetus.api.schemas import Health, Ready
 
 STATIC = files("impetus.api") / "static"
@@ -20,6 +20,7 @@ class HealthHandler(ImpetusHandler):
     _track_activity = False  # probes must not count as Jupyter activity (idle culling)
 
     @scope("public")
+    @operation("Liveness", tag="Operations", returns=Health)
     async def get(self) -> None:
         self.write_json(Health(engine=self.service.engine.state))
 
@@ -30,6 +31,12 @@ class ReadyHandler(ImpetusHandler):
     _track_activity = False
 
     @scope("public")
+    @operation(
+        "Readiness: engine up and a model loaded (503 otherwise)",
+        tag="Operations",
+        returns=Ready,
+        errors={503: "Not ready (the message says why; see Retry-After)"},
+    )
     async def get(self) -> None:
         ok, why, models = await self.service.readiness()
         if not ok:
@@ -47,6 +54,7 @@ class MetricsHandler(ImpetusHandler):
     _track_activity = False
 
     @scope("admin")
+    @operation("Prometheus metrics", tag="Operations", media="text/plain")
     async def get(self) -> None:
         if self.service.engine.state == "ready":
             await self.service.status()
@@ -61,6 +69,7 @@ class MetricsHandler(ImpetusHandler):
 
 class OpenAPIHandler(ImpetusHandler):
     @scope("public")
+    @operation("This OpenAPI document", tag="Operations", media="application/json")
     async def get(self) -> None:
         prefix = self.settings.get("impetus_prefix", "/")
         self.write_json(openapi_document(prefix))
@@ -92,6 +101,9 @@ class ExplorerHandler(ImpetusHandler):
         )
 
     @scope("public")
+    @operation(
+        "The API explorer (a page and its script and style)", tag="Operations", media="text/html"
+    )
     async def get(self, asset: str = "") -> None:
         if asset not in self.ASSETS:
             raise APIError(404, f"No such explorer file: {asset!r}.", code="not_found")

@@ -1,4 +1,11 @@
-"""The URL table, shared by the Jupyter extension (prefix `{base_url}impetus/`) and `impetus serve` (`/`)."""
+"""The URL table, shared by the Jupyter extension (prefix `{base_url}impetus/`) and `impetus serve` (`/`).
+
+It is also the source of /openapi.json. To add an endpoint: write the handler (an
+`ImpetusHandler`), tag each HTTP method with `@scope(...)` (who may call it) and
+`@operation(summary, tag=..., body=RequestModel, returns=ResponseModel, ...)` (what it takes and
+gives; `impetus.api.openapi.Operation`), and add one line here. The spec, the explorer at `docs`
+and the sidebar's generated types follow; nothing else lists routes.
+"""
 
 from __future__ import annotations
 

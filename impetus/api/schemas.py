@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from impetus.config import DType
+from impetus.models.types import RegistryEntry
+from impetus.protocol import EngineStatus
 
 
 class ParamError(ValueError):
@@ -442,3 +444,34 @@ class CreatedKey(APIKeyInfo):
 
 class KeyList(_Response):
     data: list[APIKeyInfo]
+
+
+# ---------------------------------------------------------------- admin responses
+
+
+class AdminStatus(EngineStatus, kw_only=True):
+    """`GET admin/status`: the engine's status (state, restarts and last_error only while it is
+    not up) and the api layer's own: `endpoint`, the OpenAI base URL as this client reached the
+    server; `in_flight`, HTTP requests being served; `draining`, shutting down (new requests get
+    503)."""
+
+    endpoint: str
+    in_flight: int = 0
+    draining: bool = False
+
+
+class ModelRegistry(_Response):
+    """`GET admin/models`: registry entries, loaded or not, and the ids being downloaded."""
+
+    data: list[RegistryEntry]
+    pulling: list[str] = Field(default_factory=list)
+
+
+class Unloaded(_Response):
+    id: str
+    unloaded: bool = Field(..., description="false: the model was not loaded")
+
+
+class PullCancelled(_Response):
+    id: str
+    cancelled: bool = True

@@ -57,6 +57,7 @@ function show(method, path, op) {
     const input = document.createElement("input");
     input.className = "param";
     input.dataset.name = p.name;
+    input.dataset.in = p.in;
     label.appendChild(input);
     params.appendChild(label);
   }
@@ -70,10 +71,16 @@ function show(method, path, op) {
 
 function url() {
   let path = current.path;
+  const query = new URLSearchParams();
   document.querySelectorAll("input.param").forEach((input) => {
-    path = path.replace("{" + input.dataset.name + "}", encodeURIComponent(input.value));
+    if (input.dataset.in === "query") {
+      if (input.value) query.set(input.dataset.name, input.value);
+    } else {
+      path = path.replace("{" + input.dataset.name + "}", encodeURIComponent(input.value));
+    }
   });
-  return prefix.replace(/\/$/, "") + path;
+  const search = query.toString();
+  return prefix.replace(/\/$/, "") + path + (search ? "?" + search : "");
 }
 
 async function send() {
