@@ -175,6 +175,7 @@ class PullHandler(ImpetusHandler):
     _job: PullJob | None = None
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()  # fails the body future of a client that left mid-upload
         # the pull goes on without this follower; wake the handler so it stops writing
         if self._queue is not None:
             self._queue.put_nowait(PullProgress(id="", status="cancelled", message="client left"))

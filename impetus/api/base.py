@@ -41,6 +41,16 @@ class ImpetusHandler(APIHandler):
     auth_resource = "impetus"
     api_key: KeyMatch | None = None
 
+    async def _execute(self, transforms: Any, *args: bytes, **kwargs: bytes) -> None:
+        # Tornado's request lifecycle, counted from start to end (http_handlers_open), so that a
+        # handler left waiting forever (e.g. on the body of a client that left) shows up.
+        gauge = self.service.metrics.http_handlers
+        gauge.inc()
+        try:
+            await super()._execute(transforms, *args, **kwargs)
+        finally:
+            gauge.dec()
+
     @property
     def service(self) -> ImpetusService:
         service: ImpetusService = self.settings[SERVICE_KEY]

@@ -204,6 +204,12 @@ class Metrics:
             "Generation requests being served over HTTP.",
             registry=r,
         )
+        self.http_handlers = Gauge(
+            PREFIX + "http_handlers_open",
+            "HTTP request handlers running (reading a body, waiting or answering); one that "
+            "never ends is a leak.",
+            registry=r,
+        )
         self._status = _StatusCollector()
         r.register(self._status)
 

@@ -65,6 +65,9 @@ class _GenerationHandler(ImpetusHandler):
     _headers_sent = False
 
     def on_connection_close(self) -> None:
+        # Tornado's own fails the pending body future of a client that left mid-upload; without
+        # it the handler would wait for that body forever.
+        super().on_connection_close()
         self._disconnected = True
         if self._stream is not None and self._stream.aborted is None:
             self._stream.abort("disconnect")
