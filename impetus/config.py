@@ -230,6 +230,14 @@ class Settings(BaseSettings):
     allow_origin: str = _serve(
         default="", description="CORS: an origin (or *) browsers may call the API from"
     )
+    # TLS of `impetus serve` itself (behind a reverse proxy, the proxy usually terminates TLS)
+    certfile: Path | None = _serve(
+        default=None, description="TLS certificate chain (PEM): `impetus serve` answers HTTPS"
+    )
+    keyfile: Path | None = _serve(
+        default=None,
+        description="private key (PEM) of --certfile (default: read from the certfile)",
+    )
 
     @field_validator("blas")
     @classmethod

@@ -6,7 +6,8 @@ comma-separated) and a key of the TOML settings file (`max_queue = 64`, the file
 `--settings-file`, `IMPETUS_SETTINGS_FILE` or $XDG_CONFIG_HOME/impetus/settings.toml). Precedence:
 flag > environment > settings file > default. Sizes take units (512M, 8G); a boolean flag alone
 means true, `--flag=false` turns it off. Without a key `impetus serve` refuses to start, unless
-it listens on a loopback address with `--no-auth`.
+it listens on a loopback address with `--no-auth`. `--certfile` (and `--keyfile`) serve HTTPS
+instead of HTTP.
 
 SIGTERM (or SIGINT): stop accepting connections, answer 503 to new requests on open ones, let
 requests in flight finish within `--shutdown-grace` seconds, cancel what is left, stop the
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 import types
 import typing
@@ -37,6 +39,8 @@ METAVARS = {
     "home": "DIR",
     "model_dir": "DIR",
     "settings_file": "FILE",
+    "certfile": "FILE",
+    "keyfile": "FILE",
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -124,6 +128,29 @@ def check_auth(settings: Settings) -> str | None:
     return None
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server's TLS context from --certfile/--keyfile (None: plain HTTP).
+
+    Raises ValueError with a message fit for the command line: a key without a certificate, an
+    unreadable file, a key that does not match the certificate."""
+    if settings.certfile is None:
+        if settings.keyfile is not None:
+            raise ValueError("--keyfile needs --certfile")
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(settings.certfile, settings.keyfile)
+    except FileNotFoundError as e:
+        raise ValueError(f"cannot read {e.filename}: no such file") from e
+    except PermissionError as e:
+        raise ValueError(f"cannot read {e.filename}: permission denied") from e
+    except ssl.SSLError as e:
+        files = str(settings.certfile) + (f" / {settings.keyfile}" if settings.keyfile else "")
+        raise ValueError(f"not a usable certificate and key ({files}): {e.reason or e}") from e
+    return ctx
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -139,10 +166,15 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"impetus serve: {problem}", file=sys.stderr)
         return 2
-    return asyncio.run(serve(settings))
+    try:
+        tls = tls_context(settings)
+    except ValueError as e:
+        print(f"impetus serve: TLS: {e}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(settings, tls))
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, tls: ssl.SSLContext | None = None) -> int:
     from tornado.httpserver import HTTPServer
     from tornado.netutil import bind_sockets
 
@@ -153,7 +185,12 @@ async def serve(settings: Settings) -> int:
     app = make_app(service)
     # Body limits are enforced per request by the handlers (413 in OpenAI's shape); the server's
     # own cap only has to be above them.
-    server = HTTPServer(app, xheaders=True, max_body_size=4 * settings.max_body_bytes + (1 << 20))
+    server = HTTPServer(
+        app,
+        xheaders=True,
+        max_body_size=4 * settings.max_body_bytes + (1 << 20),
+        ssl_options=tls,
+    )
     try:
         sockets = bind_sockets(settings.port, settings.host)
     except OSError as e:
@@ -164,10 +201,11 @@ async def serve(settings: Settings) -> int:
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    service.endpoint = f"http://{host}:{port}/v1"
+    scheme = "https" if tls is not None else "http"
+    service.endpoint = f"{scheme}://{host}:{port}/v1"
     service.start_background()
     print(
-        f"impetus serve: listening on http://{host}:{port}/ (OpenAI base URL {service.endpoint})",
+        f"impetus serve: listening on {scheme}://{host}:{port}/ (OpenAI base URL {service.endpoint})",
         flush=True,
     )
 
