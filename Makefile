@@ -81,7 +81,7 @@ extension-test: extension
 pytest: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-test: EXTRA_APT = chromium
+test: EXTRA_APT = chromium nginx
 test: install lint typecheck extension-test pytest
 
 report: install
