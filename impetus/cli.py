@@ -1,4 +1,4 @@
-"""`impetus serve | models | bench | doctor` — each subcommand lives beside the code it drives."""
+"""`impetus serve | models | bench | doctor | backup | restore` — each subcommand lives beside the code it drives."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ SUBCOMMANDS = {
     "models": "impetus.models.cli",
     "bench": "impetus.bench.cli",
     "doctor": "impetus.doctor",
+    "backup": "impetus.backup",
+    "restore": "impetus.backup",  # the same module adds both
 }
 
 
@@ -21,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="impetus", description=__doc__)
     parser.add_argument("--version", action="version", version=f"impetus {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in SUBCOMMANDS.values():
+    for module in dict.fromkeys(SUBCOMMANDS.values()):
         importlib.import_module(module).add_parser(sub)
     return parser
 
