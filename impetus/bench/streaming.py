@@ -1,8 +1,9 @@
 """One streaming chat completion against any OpenAI-compatible endpoint, timed chunk by chunk.
 
-Works with impetus, mlx_lm.server, llama.cpp, vLLM and Ollama: SSE comment lines (mlx_lm's
-`: keepalive`) are skipped, usage is read from whichever chunk carries it, error bodies in
-OpenAI's shape, mlx_lm's `{"error": "..."}` and FastAPI's `{"detail": ...}` all give a reason.
+Works with impetus, mlx_lm.server, llama.cpp, vLLM and Ollama: events are read by impetus' one
+SSE parser (`impetus.client.sse`; comment lines such as mlx_lm's `: keepalive` are skipped),
+usage is read from whichever chunk carries it, error bodies in OpenAI's shape, mlx_lm's
+`{"error": "..."}` and FastAPI's `{"detail": ...}` all give a reason.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import httpx
 
 from impetus.bench.schema import RequestResult
 from impetus.bench.tokens import Tokenizer, count_tokens
+from impetus.client.sse import aiter_events
 
 
 @dataclass
@@ -147,23 +149,20 @@ async def stream_chat(
             if response.status_code != 200:
                 result.error = error_message(response.status_code, await response.aread())
                 return _finish(result, start), ""
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # blank separators, ": keepalive" comments, "event:" lines
-                payload = line[5:].strip()
-                if payload == "[DONE]":
+            async for event in aiter_events(response.aiter_lines()):
+                if event.is_done:
                     done = True
                     break
                 now = time.perf_counter()
                 try:
-                    chunk = json.loads(payload)
+                    chunk = json.loads(event.data)
                 except ValueError:
-                    result.error = f"bad SSE data: {payload[:120]}"
+                    result.error = f"bad SSE data: {event.data[:120]}"
                     return _finish(result, start), "".join(text_parts)
                 last_data = now
                 events += 1
-                if chunk.get("error"):
-                    result.error = "error in stream: " + _reason(chunk, payload)
+                if event.event == "error" or chunk.get("error"):
+                    result.error = "error in stream: " + _reason(chunk, event.data)
                     return _finish(result, start), "".join(text_parts)
                 if chunk.get("usage"):
                     usage = chunk["usage"]

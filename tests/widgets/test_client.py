@@ -15,22 +15,12 @@ from impetus.client import (
     ImpetusError,
     PrivateServer,
     ServerUnavailable,
-    _SSEDecoder,
     find_endpoint,
     parse_metrics,
 )
 from tests.widgets.helpers import wait_for
 
 HI = [{"role": "user", "content": "Hello, world! How are you today?"}]
-
-
-def test_sse_decoder_follows_the_spec() -> None:
-    d = _SSEDecoder()
-    events = [
-        d.feed(line)
-        for line in [": keep-alive", "event: error", 'data: {"a":', "data: 1}", "", "data: x", ""]
-    ]
-    assert [e for e in events if e] == [("error", '{"a":\n1}'), ("message", "x")]
 
 
 def test_status_and_model_lists(client: ImpetusClient, tiny_model: str) -> None:
