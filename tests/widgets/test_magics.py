@@ -13,7 +13,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from pydantic import BaseModel
 
-import impetus.client as client_module
+import impetus.client.discovery as client_discovery
 from impetus.client import Endpoint, ImpetusClient
 from impetus.widgets.magics import ImpetusMagics, interpolate, json_schema_of
 
@@ -36,7 +36,7 @@ def shell(
 ) -> Iterator[InteractiveShell]:
     monkeypatch.setenv("IMPETUS_URL", endpoint.base_url)
     monkeypatch.delenv("JPY_PARENT_PID", raising=False)
-    monkeypatch.setattr(client_module, "_default", None)  # discover afresh, from IMPETUS_URL
+    monkeypatch.setattr(client_discovery, "_default", None)  # discover afresh, from IMPETUS_URL
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "impetus")
     yield ip
