@@ -1,13 +1,13 @@
 """`openai()` keeps the endpoint's TLS setting: against a server with a self-signed certificate
 (a Jupyter server run with its own certificate), the OpenAI SDK works wherever ImpetusClient does.
 
-The server here is a real HTTPS server on loopback (the standard library's, wrapped with `ssl`),
-with a certificate made for the test by `cryptography`.
+The server here is a real HTTPS server on loopback (the standard library's, wrapped with `ssl`:
+it starts in milliseconds, where `impetus serve --certfile` starts an engine), with a certificate
+made for the test (tests/deploy/certs.py).
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import ssl
 import threading
@@ -19,38 +19,7 @@ import openai
 import pytest
 
 from impetus.client import Endpoint, ImpetusClient
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
+from tests.deploy.certs import self_signed
 
 
 class _Models(BaseHTTPRequestHandler):
