@@ -63,7 +63,7 @@ run: install
 	@echo "  key (the Jupyter token):  $(TOKEN)"
 	@echo "  JupyterLab:              http://127.0.0.1:$(PORT)/lab?token=$(TOKEN)"
 	@echo
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" IMPETUS_MODELS=$(MODEL) $(VENV)/bin/jupyter lab --no-browser --port=$(PORT) \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" IMPETUS_MODELS=$(MODEL) IMPETUS_ENGINE_START=eager $(VENV)/bin/jupyter lab --no-browser --port=$(PORT) \
 	  --IdentityProvider.token=$(TOKEN) $(if $(filter 0,$(shell id -u)),--allow-root,) $(JUPYTER_ARGS)
 
 lint: $(STAMP)

@@ -209,6 +209,13 @@ class Settings(BaseSettings):
     engine_start_timeout: float = Field(
         120.0, gt=0, description="seconds to wait for the engine process"
     )
+    # On JupyterHub every user's server loads the extension: an MLX process per server, used or
+    # not, is what Jupyter's conventions (start kernels on first use) avoid.
+    engine_start: Literal["auto", "eager", "lazy"] = Field(
+        "auto",
+        description="when the engine process starts: eager (with the server), lazy (on the first "
+        "request that needs it), auto (lazy inside Jupyter, eager for `impetus serve`)",
+    )
     # --- the HTTP listener of `impetus serve` (in Jupyter, the server's own settings apply) ---
     host: str = _serve(default="127.0.0.1", description="address `impetus serve` listens on")
     port: int = _serve(

@@ -150,6 +150,11 @@ export class ImpetusApi {
     return this.json<IModelState>('admin/models/load', { method: 'POST', body });
   }
 
+  /** Start the engine (it starts on first use otherwise); answers at once, follow `status`. */
+  async startEngine(): Promise<{ state: string }> {
+    return this.json<{ state: string }>('admin/engine/start', { method: 'POST', body: {} });
+  }
+
   async unload(id: string): Promise<void> {
     await this.json('admin/models/unload', { method: 'POST', body: { id } });
   }

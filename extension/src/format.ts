@@ -101,7 +101,7 @@ export function describeProgress(p: IPullProgress): string {
 }
 
 /** The state word shown, and its colour class: ok / busy / bad. */
-export function stateView(state: EngineState): { label: string; tone: 'ok' | 'busy' | 'bad' } {
+export function stateView(state: EngineState): { label: string; tone: 'ok' | 'busy' | 'bad' | 'idle' } {
   switch (state) {
     case 'ready':
       return { label: 'ready', tone: 'ok' };
@@ -110,7 +110,8 @@ export function stateView(state: EngineState): { label: string; tone: 'ok' | 'bu
     case 'restarting':
       return { label: 'restarting', tone: 'busy' };
     case 'stopped':
-      return { label: 'stopped', tone: 'bad' };
+      // inside Jupyter the engine starts on first use: not started is the normal idle state
+      return { label: 'not started', tone: 'idle' };
     case 'failed':
       return { label: 'error', tone: 'bad' };
     default:

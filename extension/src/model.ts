@@ -37,6 +37,8 @@ export interface ISidebarState {
   newKey: ICreatedKey | null;
   /** The last failed action, for the banner. */
   error: string | null;
+  /** A Start request is on its way. */
+  starting: boolean;
 }
 
 export interface ISidebarModelOptions {
@@ -80,7 +82,8 @@ export class SidebarModel {
     keys: [],
     keysError: null,
     newKey: null,
-    error: null
+    error: null,
+    starting: false
   };
   private readonly listeners = new Set<Listener>();
   private timer: ReturnType<typeof setTimeout> | null = null;
@@ -312,6 +315,21 @@ export class SidebarModel {
       return false;
     } finally {
       this.setBusy(id, null);
+      await this.refreshStatus();
+    }
+  }
+
+  /** The Start button: start the engine now, then show its state (starting, then ready). */
+  async startEngine(): Promise<boolean> {
+    this.set({ starting: true });
+    try {
+      await this.api.startEngine();
+      return true;
+    } catch (err) {
+      this.fail(err, 'Engine start');
+      return false;
+    } finally {
+      this.set({ starting: false });
       await this.refreshStatus();
     }
   }

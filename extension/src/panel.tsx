@@ -130,7 +130,7 @@ export function SidebarView(props: { model: SidebarModel; host: IPanelHost }): J
           </button>
         </div>
       )}
-      <EngineSection state={state} />
+      <EngineSection model={model} state={state} />
       <ActivitySection model={model} state={state} />
       <ModelsSection model={model} state={state} rows={rows} host={host} />
       <EndpointSection state={state} host={host} chatModel={chatModel} />
@@ -185,8 +185,10 @@ function Meter(props: { fraction: number | null; testId?: string; label: string 
   );
 }
 
-function EngineSection(props: { state: ISidebarState }): JSX.Element {
-  const { status, statusError } = props.state;
+function EngineSection(props: { model: SidebarModel; state: ISidebarState }): JSX.Element {
+  const { status, statusError, starting } = props.state;
+  // inside Jupyter the engine starts on first use; Start brings it up (and retries a failed start)
+  const canStart = status !== null && (status.state === 'stopped' || status.state === 'failed');
   const view = stateView(statusError || !status ? 'unreachable' : status.state);
   const waiting = !status && !statusError;
   const memory = status ? memoryView(status) : null;
@@ -205,6 +207,23 @@ function EngineSection(props: { state: ISidebarState }): JSX.Element {
       }
     >
       {statusError && <div className="jp-ImpetusSidebar-error">{statusError}</div>}
+      {canStart && (
+        <div className="jp-ImpetusSidebar-row">
+          <span className="jp-ImpetusSidebar-muted">
+            {status.state === 'stopped'
+              ? 'The engine starts on first use: a request, a widget, a model load, or here.'
+              : 'The engine failed to start.'}
+          </span>
+          <button
+            className="jp-mod-styled jp-mod-accept"
+            data-testid="impetus-engine-start"
+            disabled={starting}
+            onClick={() => void props.model.startEngine()}
+          >
+            {starting ? 'Starting…' : 'Start'}
+          </button>
+        </div>
+      )}
       {status && (
         <dl className="jp-ImpetusSidebar-facts">
           <dt>Backend</dt>

@@ -108,6 +108,13 @@ export class FakeServer {
     switch (route) {
       case 'GET admin/status':
         return json(this.status);
+      case 'POST admin/engine/start': {
+        const was = this.status.state;
+        if (was === 'stopped' || was === 'failed') {
+          this.status = { ...this.status, state: 'starting' };
+        }
+        return json({ state: this.status.state }, 202);
+      }
       case 'GET admin/models':
         return json({ data: this.models, pulling: this.pulling });
       case 'GET admin/models/search': {

@@ -67,6 +67,7 @@ describe('format', () => {
     expect(stateView('ready')).toEqual({ label: 'ready', tone: 'ok' });
     expect(stateView('restarting').tone).toBe('busy');
     expect(stateView('failed')).toEqual({ label: 'error', tone: 'bad' });
+    expect(stateView('stopped')).toEqual({ label: 'not started', tone: 'idle' });
     expect(stateView('unreachable').tone).toBe('bad');
     expect(['cpu', 'metal', 'cuda', 'rocm', undefined].map(backendLabel)).toEqual(['CPU', 'Metal', 'CUDA', 'rocm', '—']);
   });

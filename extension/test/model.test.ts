@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ImpetusApi } from '../src/api';
 import { SidebarModel } from '../src/model';
 import type { IPullProgress } from '../src/types';
-import { FakeServer, PushStream, json, settle } from './fake-server';
+import { FakeServer, PushStream, json, openaiError, settle } from './fake-server';
 
 function setup(): { server: FakeServer; model: SidebarModel; errors: string[] } {
   const server = new FakeServer();
@@ -27,6 +27,32 @@ describe('SidebarModel', () => {
     expect(model.state.keys).toEqual([]);
     expect(seen.length).toBeGreaterThanOrEqual(3);
     expect(model.history.length).toBe(1);
+  });
+
+  it('starts an engine that is not started (lazy start) and shows it starting', async () => {
+    const { server, model, errors } = setup();
+    server.status = { ...server.status, state: 'stopped', models: [] };
+    await model.refreshStatus();
+    expect(model.state.status?.state).toBe('stopped');
+    const seen: boolean[] = [];
+    model.subscribe(s => seen.push(s.starting));
+    expect(await model.startEngine()).toBe(true);
+    expect(seen[0]).toBe(true);
+    expect(model.state.starting).toBe(false);
+    expect(model.state.status?.state).toBe('starting');
+    const start = server.requests.filter(r => r.path === 'admin/engine/start');
+    expect(start).toHaveLength(1);
+    expect(start[0].method).toBe('POST');
+    expect(errors).toEqual([]);
+  });
+
+  it('reports a refused start', async () => {
+    const { server, model, errors } = setup();
+    server.override = r =>
+      r.path === 'admin/engine/start' ? openaiError(503, 'the server is shutting down', 'shutting_down') : undefined;
+    expect(await model.startEngine()).toBe(false);
+    expect(errors[0]).toMatch(/Engine start: the server is shutting down/);
+    expect(model.state.starting).toBe(false);
   });
 
   it('shows an unreachable engine and recovers', async () => {

@@ -47,6 +47,28 @@ class StatusHandler(ImpetusHandler):
         )
 
 
+class EngineStartHandler(ImpetusHandler):
+    """Start the engine now (the sidebar's Start button, under the lazy start): 202 at once,
+    progress and errors are read from `admin/status`."""
+
+    @scope("admin")
+    @operation(
+        "Start the engine (it starts on first use otherwise); follow admin/status",
+        tag="Admin",
+        status=202,
+        errors={503: "The server is shutting down"},
+    )
+    async def post(self) -> None:
+        service = self.service
+        if service.draining:
+            raise APIError(503, "the server is shutting down", code="shutting_down")
+        state = service.engine.state
+        if state in ("stopped", "failed"):
+            service.restart_background()
+            state = "starting"  # the start task is scheduled, not yet run
+        self.write_json({"state": state}, status=202)
+
+
 class KeysHandler(ImpetusHandler):
     @scope("admin")
     @operation("List inference-only API keys", tag="Admin", returns=KeyList)

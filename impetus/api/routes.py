@@ -26,6 +26,7 @@ ROUTES: list[tuple[str, type[ImpetusHandler]]] = [
     (r"docs/?", ops.ExplorerHandler),
     (r"docs/(explorer\.js|explorer\.css)", ops.ExplorerHandler),
     (r"admin/status", admin.StatusHandler),
+    (r"admin/engine/start", admin.EngineStartHandler),
     (r"admin/keys", admin.KeysHandler),
     (r"admin/keys/([A-Za-z0-9_-]+)", admin.KeyHandler),
     *admin_models.ROUTES,

@@ -203,7 +203,8 @@ async def serve(settings: Settings, tls: ssl.SSLContext | None = None) -> int:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     scheme = "https" if tls is not None else "http"
     service.endpoint = f"{scheme}://{host}:{port}/v1"
-    service.start_background()
+    if settings.engine_start != "lazy":  # `auto` is eager for a standalone server
+        service.start_background()
     print(
         f"impetus serve: listening on {scheme}://{host}:{port}/ (OpenAI base URL {service.endpoint})",
         flush=True,

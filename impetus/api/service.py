@@ -56,6 +56,16 @@ class ImpetusService:
             self._start_task = asyncio.ensure_future(self._start())
         return self._start_task
 
+    def restart_background(self) -> asyncio.Future[None]:
+        """Start the engine if it never started or its last start failed (the Start button)."""
+        task = self._start_task
+        if task is not None and task.done() and self.engine.state in ("stopped", "failed"):
+            if not task.cancelled():
+                task.exception()  # retrieved: the failure was reported through /ready
+            self._start_task = None
+            self.startup_error = None
+        return self.start_background()
+
     async def _start(self) -> None:
         try:
             await self.engine.start()

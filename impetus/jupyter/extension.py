@@ -99,10 +99,6 @@ class ImpetusExtension(SettingsTraits, ExtensionApp):
     description = "impetus: OpenAI-compatible API and MLX engine inside Jupyter"
     load_other_extensions = True
 
-    start_engine = Bool(
-        True, help="start the engine process when the server starts (else on the first request)"
-    ).tag(config=True)
-
     service: ImpetusService | None = None
 
     def build_settings(self) -> Settings:
@@ -127,7 +123,9 @@ class ImpetusExtension(SettingsTraits, ExtensionApp):
         self.handlers.extend(build_handlers(PREFIX))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        if self.start_engine and self.service is not None:
+        # lazy by default (`auto`): the first API request, widget or sidebar action that needs
+        # the engine starts it (ImpetusService.ensure_engine), or the sidebar's Start button
+        if self.service is not None and self.service.settings.engine_start == "eager":
             self.service.start_background()
 
     async def stop_extension(self) -> None:

@@ -19,7 +19,7 @@ def server_config(given: dict[str, Any]) -> dict[str, Any]:
             "jpserver_extensions": {"impetus": True},
             "reraise_server_extension_failures": True,
         },
-        "ImpetusExtension": {"start_engine": False, **given},
+        "ImpetusExtension": {"engine_start": "lazy", **given},
     }
 
 

@@ -142,7 +142,9 @@ def _write_config(tmp: Path) -> dict[str, str]:
         json.dumps(
             {
                 "ServerApp": {"jpserver_extensions": {"impetus": True}},
-                "ImpetusExtension": {"models": [DEFAULT_MODEL]},
+                # loaded with the server: the tests start from a ready engine (the lazy default
+                # is tested in test_make_run)
+                "ImpetusExtension": {"models": [DEFAULT_MODEL], "engine_start": "eager"},
             }
         )
     )

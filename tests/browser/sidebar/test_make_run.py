@@ -1,5 +1,9 @@
 """JupyterLab started exactly as `make run` starts it shows the impetus sidebar.
 
+(`make run` also sets IMPETUS_MODELS and IMPETUS_ENGINE_START=eager to serve its model at once;
+these tests leave them out: loading a model is not what they check, and the sidebar's lazy-start
+state, "not started" with a Start button, is.)
+
 No `extra_labextensions_path` and no symlink of the tests' own: the sidebar must come from the
 development install's standard registration (`jupyter labextension develop`, run by
 `make extension`) in this environment's share/jupyter/labextensions. Jupyter's user-level folders
@@ -140,6 +144,22 @@ def test_the_sidebar_shows_in_chromium(browser_ready: None, make_run_lab: tuple[
             tab.wait_for(timeout=120_000)
             tab.click()
             pg.wait_for_selector(".jp-ImpetusSidebar-body", timeout=30_000)
+            # Jupyter's convention: no engine until first use; the sidebar offers to start it
+            state = pg.locator('[data-testid="impetus-engine-state"]')
+            pg.wait_for_function(
+                "() => document.querySelector('[data-testid=\"impetus-engine-state\"]')"
+                "?.dataset.state === 'not started'"
+            )
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            pg.screenshot(path=str(ARTIFACTS / "make-run-not-started.png"))
+            pg.locator('[data-testid="impetus-engine-start"]').click()
+            pg.wait_for_function(
+                "() => document.querySelector('[data-testid=\"impetus-engine-state\"]')"
+                "?.dataset.state === 'ready'",
+                timeout=120_000,
+            )
+            assert state.get_attribute("data-state") == "ready"
+            assert pg.locator('[data-testid="impetus-engine-start"]').count() == 0
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             pg.screenshot(path=str(ARTIFACTS / "make-run-sidebar.png"))
             assert not errors, errors
