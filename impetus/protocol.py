@@ -26,6 +26,7 @@ from msgspec import Meta, Raw, Struct
 
 __all__ = [
     "ERROR_CODES",
+    "AcceleratorInfo",
     "Cancel",
     "Command",
     "Done",
@@ -338,6 +339,23 @@ class EngineStats(_Record):
     decode_tps_recent: float = 0.0  # tokens/s generated over the last few seconds, all requests
 
 
+class AcceleratorInfo(_Record):
+    """What the engine's accelerator is doing (impetus.engine.telemetry); None where a backend
+    cannot read a field. `what` says what `utilization_percent` measures."""
+
+    kind: str  # cuda | metal | cpu
+    source: str  # nvml | ioreg+mlx | mlx | psutil
+    name: str
+    what: str
+    utilization_percent: float | None = None
+    memory_used_bytes: int | None = None  # the whole device, all processes
+    memory_total_bytes: int | None = None
+    process_memory_bytes: int | None = None  # the engine process's own share
+    power_watts: float | None = None
+    temperature_celsius: float | None = None
+    time: float = 0.0
+
+
 class EngineStatus(_Record):
     state: EngineState
     pid: int | None = None
@@ -352,6 +370,7 @@ class EngineStatus(_Record):
     last_error: str | None = None
     models: list[ModelState] = []
     stats: EngineStats = msgspec.field(default_factory=EngineStats)
+    accelerator: AcceleratorInfo | None = None
 
 
 class EmbedResult(_Record):

@@ -154,6 +154,31 @@ export function blasLabel(blas: string | null | undefined): string {
   return name;
 }
 
+/**
+ * The accelerator line: "GPU 73% · 41.2 GB / 79.6 GB · 312 W · 61 °C" on NVIDIA, "engine CPU 35%"
+ * on a CPU backend: a CPU figure is never shown as a GPU's. null when the server reports none.
+ */
+export function acceleratorLabel(status: IEngineStatus): string | null {
+  const acc = status.accelerator;
+  if (!acc) {
+    return null;
+  }
+  const parts: string[] = [];
+  const util = acc.utilization_percent;
+  const label = acc.kind === 'cpu' ? 'engine CPU' : 'GPU';
+  parts.push(util === null || util === undefined ? `${label} —` : `${label} ${Math.round(util)}%`);
+  if (acc.kind !== 'cpu' && acc.memory_total_bytes) {
+    parts.push(`${formatBytes(acc.memory_used_bytes ?? 0)} / ${formatBytes(acc.memory_total_bytes)}`);
+  }
+  if (acc.power_watts !== null && acc.power_watts !== undefined) {
+    parts.push(`${Math.round(acc.power_watts)} W`);
+  }
+  if (acc.temperature_celsius !== null && acc.temperature_celsius !== undefined) {
+    parts.push(`${Math.round(acc.temperature_celsius)} °C`);
+  }
+  return parts.join(' · ');
+}
+
 /** Memory in use against the budget: text and a 0..1 fraction for the bar. */
 export function memoryView(status: IEngineStatus): { text: string; fraction: number | null } {
   const used = status.memory_used ?? 0;

@@ -8,6 +8,7 @@ import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import {
+  acceleratorLabel,
   backendLabel,
   blasLabel,
   describeProgress,
@@ -232,6 +233,17 @@ function EngineSection(props: { model: SidebarModel; state: ISidebarState }): JS
             {status.device ? ` · ${status.device}` : ''}
             {status.blas ? ` · ${blasLabel(status.blas)}` : ''}
           </dd>
+          {acceleratorLabel(status) ? (
+            <>
+              <dt>{status.accelerator?.kind === 'cpu' ? 'CPU' : 'GPU'}</dt>
+              <dd
+                data-testid="impetus-accelerator"
+                title={[status.accelerator?.name, status.accelerator?.what].filter(Boolean).join('\n')}
+              >
+                {acceleratorLabel(status)}
+              </dd>
+            </>
+          ) : null}
           <dt>Memory</dt>
           <dd data-testid="impetus-memory">
             {memory?.text}

@@ -38,6 +38,21 @@ export interface IEngineStats {
   decode_tps_recent: number;
 }
 
+/** What the engine's accelerator is doing, and how it was read (NVML, psutil...). */
+export interface IAcceleratorInfo {
+  kind: string;
+  source: string;
+  name: string;
+  /** What `utilization_percent` measures, in words. */
+  what: string;
+  utilization_percent?: number | null;
+  memory_used_bytes?: number | null;
+  memory_total_bytes?: number | null;
+  process_memory_bytes?: number | null;
+  power_watts?: number | null;
+  temperature_celsius?: number | null;
+}
+
 export interface IEngineStatus {
   state: Exclude<EngineState, 'unreachable'>;
   pid?: number | null;
@@ -52,6 +67,7 @@ export interface IEngineStatus {
   last_error?: string | null;
   models?: IModelState[];
   stats?: Partial<IEngineStats>;
+  accelerator?: IAcceleratorInfo | null;
   /** The OpenAI base URL as the server sees it (absolute or relative to the page). */
   endpoint?: string;
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import {
+  acceleratorLabel,
   backendLabel,
   blasLabel,
   describeProgress,
@@ -86,5 +87,35 @@ describe('format', () => {
     });
     expect(memoryView({ state: 'ready', memory_used: 3, memory_budget: 0 }).fraction).toBeNull();
     expect(memoryView({ state: 'ready', memory_used: 10, memory_budget: 5 }).fraction).toBe(1);
+  });
+});
+
+describe('acceleratorLabel', () => {
+  it('names a CPU reading as the engine CPU, never as a GPU', () => {
+    const status = {
+      state: 'ready' as const,
+      accelerator: { kind: 'cpu', source: 'psutil', name: 'CPU', what: 'engine process CPU', utilization_percent: 35.4 }
+    };
+    expect(acceleratorLabel(status)).toBe('engine CPU 35%');
+  });
+  it('shows NVML figures on NVIDIA', () => {
+    const status = {
+      state: 'ready' as const,
+      accelerator: {
+        kind: 'cuda',
+        source: 'nvml',
+        name: 'NVIDIA H100',
+        what: 'GPU busy time',
+        utilization_percent: 73,
+        memory_used_bytes: 2 * 1024 ** 3,
+        memory_total_bytes: 80 * 1024 ** 3,
+        power_watts: 312.4,
+        temperature_celsius: 61
+      }
+    };
+    expect(acceleratorLabel(status)).toBe('GPU 73% · 2.00 GB / 80.0 GB · 312 W · 61 °C');
+  });
+  it('is null when the server reports no accelerator', () => {
+    expect(acceleratorLabel({ state: 'ready' })).toBeNull();
   });
 });

@@ -116,6 +116,38 @@ class _StatusCollector(Collector):
         memory = GaugeMetricFamily(PREFIX + "memory_used_bytes", "MLX memory in use by the engine.")
         loaded = GaugeMetricFamily(PREFIX + "models_loaded", "Models loaded in the engine.")
         up = GaugeMetricFamily(PREFIX + "engine_ready", "1 when the engine is ready.")
+        # the accelerator, labelled with what it is and how it was read (NVML, psutil...)
+        accel_labels = ["kind", "device", "source"]
+        accel: dict[str, GaugeMetricFamily] = {
+            "utilization_percent": GaugeMetricFamily(
+                PREFIX + "accelerator_utilization_percent",
+                "Accelerator utilisation (GPU busy time; on CPU, the engine process's CPU).",
+                labels=accel_labels,
+            ),
+            "memory_used_bytes": GaugeMetricFamily(
+                PREFIX + "accelerator_memory_used_bytes",
+                "Accelerator memory in use, all processes.",
+                labels=accel_labels,
+            ),
+            "memory_total_bytes": GaugeMetricFamily(
+                PREFIX + "accelerator_memory_total_bytes",
+                "Accelerator memory in all.",
+                labels=accel_labels,
+            ),
+            "process_memory_bytes": GaugeMetricFamily(
+                PREFIX + "accelerator_engine_memory_bytes",
+                "Accelerator memory held by the engine process.",
+                labels=accel_labels,
+            ),
+            "power_watts": GaugeMetricFamily(
+                PREFIX + "accelerator_power_watts", "Accelerator power draw.", labels=accel_labels
+            ),
+            "temperature_celsius": GaugeMetricFamily(
+                PREFIX + "accelerator_temperature_celsius",
+                "Accelerator temperature.",
+                labels=accel_labels,
+            ),
+        }
         if st is not None:
             running.add_metric([], st.stats.running)
             waiting.add_metric([], st.stats.waiting)
@@ -123,7 +155,15 @@ class _StatusCollector(Collector):
             memory.add_metric([], st.memory_used)
             loaded.add_metric([], len(st.models))
             up.add_metric([], 1.0 if st.state == "ready" else 0.0)
+            acc = st.accelerator
+            if acc is not None:
+                values = [acc.kind, acc.name, acc.source]
+                for field, family in accel.items():
+                    value = getattr(acc, field)
+                    if value is not None:  # a field this backend cannot read is left out
+                        family.add_metric(values, float(value))
         yield from (running, waiting, restarts, memory, loaded, up)
+        yield from accel.values()
 
 
 class Metrics:

@@ -23,6 +23,7 @@ from impetus.config import Settings
 from impetus.engine import constrained
 from impetus.engine.loader import backend, device_name, load_chat_model, plan
 from impetus.engine.scheduler import ModelRunner
+from impetus.engine.telemetry import Telemetry
 from impetus.protocol import (
     Delta,
     Done,
@@ -69,6 +70,7 @@ class EngineCore:
         mx.set_cache_limit(max(256 << 20, settings.memory_budget // 16))
         self._rr = 0
         self._tps_window: deque[tuple[float, int]] = deque()
+        self.telemetry = Telemetry(backend(), device_name())
 
     # ---- models ----------------------------------------------------------------------------
 
@@ -329,6 +331,7 @@ class EngineCore:
             process_rss=psutil.Process().memory_info().rss,
             models=self.model_states(),
             stats=self.stats,
+            accelerator=self.telemetry.read(),
         )
 
     def close(self) -> None:

@@ -52,14 +52,18 @@ CHARTS: list[tuple[str, str, list[tuple[str, str, str]]]] = [
             ("mem_used_gb", "MLX in use", "#8c564b"),
             ("rss_gb", "engine RSS", "#c49c94"),
             ("budget_gb", "budget", "#7f7f7f"),
+            ("accel_mem_gb", "GPU memory, all processes", "#e377c2"),
+            ("accel_engine_gb", "GPU memory, engine", "#f7b6d2"),
         ],
     ),
     (
-        "CPU utilisation",
+        # retitled from the first status: what the engine reports it measured
+        "Accelerator",
         "%",
-        [("engine_cpu", "engine", "#17becf"), ("system_cpu", "system", "#9edae5")],
+        [("accel_pct", "utilisation", "#17becf"), ("system_cpu", "system CPU", "#9edae5")],
     ),
 ]
+ACCEL_CHART = len(CHARTS) - 1
 COLUMNS = ["t"] + [col for _, _, lines in CHARTS for col, _, _ in lines]
 
 
@@ -116,7 +120,13 @@ class Sampler:
         queries = stats.get("prompt_cache_queries", 0)
         qtokens = stats.get("prompt_cache_query_tokens", 0)
         engine_cpu, system_cpu = self.cpu(status.get("pid"), local)
-        gpu = status.get("gpu_utilization")  # reported by backends that can measure it
+        acc = status.get("accelerator") or {}
+        accel_pct, accel_mem, accel_engine = engine_cpu, NAN, NAN
+        if acc:  # the engine's own reading (NVML on NVIDIA; the engine's CPU on a CPU backend)
+            accel_pct = _num(acc.get("utilization_percent"))
+            if acc.get("kind") != "cpu":  # on CPU the device memory is RAM: RSS says it already
+                accel_mem = _num(acc.get("memory_used_bytes")) / GB
+                accel_engine = _num(acc.get("process_memory_bytes")) / GB
         return {
             "t": datetime.now(),
             "gen_tps": gen_tps,
@@ -133,9 +143,26 @@ class Sampler:
             "mem_used_gb": status.get("memory_used", 0) / GB,
             "rss_gb": status.get("process_rss", 0) / GB,
             "budget_gb": status.get("memory_budget", 0) / GB,
-            "engine_cpu": float(gpu) if gpu is not None else engine_cpu,
+            "accel_mem_gb": accel_mem,
+            "accel_engine_gb": accel_engine,
+            "accel_pct": accel_pct,
             "system_cpu": system_cpu,
         }
+
+
+def _num(value: Any) -> float:
+    return NAN if value is None else float(value)
+
+
+def accelerator_title(status: dict[str, Any]) -> str:
+    """The utilisation chart's title: what the numbers are, never a CPU figure called GPU."""
+    acc = status.get("accelerator")
+    if not acc:
+        return "Engine CPU (measured by this kernel; the server reports no accelerator)"
+    kind, name, what = acc.get("kind"), acc.get("name", ""), acc.get("what", "")
+    if kind == "cpu":
+        return f"CPU: {what}"
+    return f"GPU utilisation: {name} ({what})"
 
 
 class Dashboard(w.VBox):
@@ -148,10 +175,13 @@ class Dashboard(w.VBox):
         self.interval = interval
         self.history = history
         self.sampler = Sampler()
+        self.titled = False
         self.latest: dict[str, Any] = {}  # the last row added to the charts
         self.last_status: dict[str, Any] = {}
         self.source = ColumnDataSource({c: [] for c in COLUMNS})
         self.figures = [self._figure(*spec) for spec in CHARTS]
+        for fig in self.figures[1:]:  # one time axis: utilisation, memory and tokens/s line up
+            fig.x_range = self.figures[0].x_range
         self.charts = Charts(
             gridplot(self.figures, ncols=2, width=430, height=190, toolbar_location=None)
         )
@@ -219,6 +249,9 @@ class Dashboard(w.VBox):
         row = self.sampler.row(status, metrics, client.endpoint.is_local)
         self.latest, self.last_status = row, status
         self.source.stream({k: [v] for k, v in row.items()}, rollover=self.history)
+        title = accelerator_title(status)
+        if self.figures[ACCEL_CHART].title.text != title:
+            self.figures[ACCEL_CHART].title.text = title
         self.summary.value = _summary_html(status, row)
         state = status.get("state")
         last_error = status.get("last_error")
@@ -247,14 +280,26 @@ def _summary_html(status: dict[str, Any], row: dict[str, Any]) -> str:
         or "none"
     )
     stats = status.get("stats") or {}
-    cpu = row.get("engine_cpu", NAN)
-    cpu_label = "GPU" if status.get("gpu_utilization") is not None else "engine CPU"
+    acc = status.get("accelerator") or {}
+    util = row.get("accel_pct", NAN)
+    util_label = "GPU" if acc.get("kind") in ("cuda", "metal") else "engine CPU"
+    extras = []
+    if acc.get("power_watts") is not None:
+        extras.append(f"{acc['power_watts']:.0f} W")
+    if acc.get("temperature_celsius") is not None:
+        extras.append(f"{acc['temperature_celsius']:.0f} °C")
+    if acc.get("kind") == "cuda" and acc.get("memory_total_bytes"):
+        extras.append(
+            f"GPU memory {fmt_bytes(acc.get('memory_used_bytes'))} / "
+            f"{fmt_bytes(acc['memory_total_bytes'])}"
+        )
     parts = [
         f"<b>{escape(str(status.get('state', '?')))}</b>",
         f"{escape(str(status.get('backend', '')))} {escape(str(status.get('device', '')))}".strip(),
         f"BLAS {escape(status.get('blas') or 'reference')}",
         f"memory {fmt_bytes(status.get('memory_used'))} / {fmt_bytes(status.get('memory_budget'))}",
-        f"{cpu_label} {cpu:.0f}%" if not math.isnan(cpu) else "",
+        f"{util_label} {util:.0f}%" if not math.isnan(util) else "",
+        *extras,
         f"requests {stats.get('requests_total', 0)}",
         f"restarts {status.get('restarts', 0)}",
     ]

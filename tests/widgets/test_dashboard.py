@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from impetus.client import Endpoint, ImpetusClient, PrivateServer
+from impetus.client import Endpoint, ImpetusClient, PrivateServer, parse_metrics
 from impetus.widgets import BenchChart, Dashboard
+from impetus.widgets.dashboard import ACCEL_CHART, accelerator_title
 from tests.widgets.helpers import Recorder, wait_for
 
 
@@ -31,6 +32,45 @@ def test_dashboard_charts_what_the_engine_does(endpoint: Endpoint, client: Impet
     finally:
         dash.close()
     assert dash._future is None
+
+
+def test_accelerator_is_reported_for_what_it_is(endpoint: Endpoint, client: ImpetusClient) -> None:
+    """On a CPU backend the engine reports its own CPU, labelled as such: in admin/status, in
+    /metrics and in the dashboard's chart title; no GPU figure is invented."""
+    status = client.status()
+    acc = status["accelerator"]
+    assert acc["kind"] == "cpu" and acc["source"] == "psutil"
+    assert "engine process CPU" in acc["what"] and 0 <= acc["utilization_percent"] <= 100
+    assert acc["power_watts"] is None and acc["temperature_celsius"] is None
+    text = client.metrics()
+    util = [
+        ln for ln in text.splitlines() if ln.startswith("impetus:accelerator_utilization_percent{")
+    ]
+    assert len(util) == 1 and 'kind="cpu"' in util[0] and 'source="psutil"' in util[0]
+    assert "impetus:accelerator_power_watts{" not in text  # not readable here: left out, not 0
+    assert parse_metrics(text)["impetus:accelerator_memory_total_bytes"] > 0
+
+    dash = Dashboard(client=endpoint, interval=0.2)
+    try:
+        wait_for(lambda: len(dash.source.data["t"]) >= 1, timeout=30)
+        title = dash.figures[ACCEL_CHART].title.text
+        assert title.startswith("CPU: engine process CPU") and "GPU" not in title
+        row = dash.latest
+        assert math.isnan(row["accel_mem_gb"]) and math.isnan(row["accel_engine_gb"])
+        assert "engine CPU" in dash.summary.value and "GPU" not in dash.summary.value
+        # every chart shares one time axis
+        assert all(f.x_range is dash.figures[0].x_range for f in dash.figures)
+    finally:
+        dash.close()
+
+
+def test_accelerator_titles() -> None:
+    cuda = {"accelerator": {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3",
+                            "what": "GPU busy time (NVML, last sample period)"}}  # fmt: skip
+    assert accelerator_title(cuda) == (
+        "GPU utilisation: NVIDIA H100 80GB HBM3 (GPU busy time (NVML, last sample period))"
+    )
+    assert accelerator_title({}).startswith("Engine CPU (measured by this kernel")
 
 
 def test_dashboard_shows_a_dead_server_in_place() -> None:
