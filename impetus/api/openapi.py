@@ -174,7 +174,10 @@ def _components(ops: Sequence[Operation]) -> dict[str, Any]:
         ref_template=REF,
     )
     defs: dict[str, Any] = schema.get("$defs", {})
-    _, struct_defs = msgspec.json.schema_components(structs, ref_template=REF)
+    # msgspec names the placeholder {name}, pydantic {model}
+    _, struct_defs = msgspec.json.schema_components(
+        structs, ref_template=REF.replace("{model}", "{name}")
+    )
     clash = set(defs) & set(struct_defs)
     if clash:  # two types under one name: a $ref would be ambiguous
         raise ValueError(f"schema names used twice: {sorted(clash)}")
