@@ -165,6 +165,33 @@ def accelerator_title(status: dict[str, Any]) -> str:
     return f"GPU utilisation: {name} ({what})"
 
 
+def dashboard_figures(source: ColumnDataSource) -> list[Any]:
+    """The dashboard's charts over `source` (columns: COLUMNS), on one time axis: utilisation,
+    memory and tokens/s line up. Used live by `Dashboard` and on recorded polls by
+    benchmarks/render_dashboard.py."""
+    figures = [_figure(source, *spec) for spec in CHARTS]
+    for fig in figures[1:]:
+        fig.x_range = figures[0].x_range
+    return figures
+
+
+def _figure(
+    source: ColumnDataSource, title: str, unit: str, lines: list[tuple[str, str, str]]
+) -> Any:
+    fig = figure(title=title, x_axis_type="datetime", y_axis_label=unit, tools="")
+    fig.y_range.start = 0  # type: ignore[attr-defined]
+    if unit == "%":
+        fig.y_range = Range1d(start=0, end=100)
+    for col, legend, colour in lines:
+        fig.line("t", col, source=source, legend_label=legend, color=colour, line_width=2)
+        if col == "ttft_ms":  # sparse: one value per interval with requests
+            fig.scatter("t", col, source=source, color=colour, size=5)
+    fig.legend.location = "top_left"
+    fig.legend.label_text_font_size = "8pt"
+    fig.legend.background_fill_alpha = 0.5
+    return fig
+
+
 class Dashboard(w.VBox):
     """Live engine charts: `iw.Dashboard()`; `interval` seconds between refreshes."""
 
@@ -179,9 +206,7 @@ class Dashboard(w.VBox):
         self.latest: dict[str, Any] = {}  # the last row added to the charts
         self.last_status: dict[str, Any] = {}
         self.source = ColumnDataSource({c: [] for c in COLUMNS})
-        self.figures = [self._figure(*spec) for spec in CHARTS]
-        for fig in self.figures[1:]:  # one time axis: utilisation, memory and tokens/s line up
-            fig.x_range = self.figures[0].x_range
+        self.figures = dashboard_figures(self.source)
         self.charts = Charts(
             gridplot(self.figures, ncols=2, width=430, height=190, toolbar_location=None)
         )
@@ -190,20 +215,6 @@ class Dashboard(w.VBox):
         super().__init__([self.summary, self.error, self.charts])
         self._stopped = False
         self._future: concurrent.futures.Future[None] | None = _loop.submit(self._run())
-
-    def _figure(self, title: str, unit: str, lines: list[tuple[str, str, str]]) -> Any:
-        fig = figure(title=title, x_axis_type="datetime", y_axis_label=unit, tools="")
-        fig.y_range.start = 0  # type: ignore[attr-defined]
-        if unit == "%":
-            fig.y_range = Range1d(start=0, end=100)
-        for col, legend, colour in lines:
-            fig.line("t", col, source=self.source, legend_label=legend, color=colour, line_width=2)
-            if col == "ttft_ms":  # sparse: one value per interval with requests
-                fig.scatter("t", col, source=self.source, color=colour, size=5)
-        fig.legend.location = "top_left"
-        fig.legend.label_text_font_size = "8pt"
-        fig.legend.background_fill_alpha = 0.5
-        return fig
 
     # ---------------------------------------------------------------- public
     def refresh(self, timeout: float = 30.0) -> dict[str, Any]:

@@ -101,10 +101,12 @@ def run_all_cells(page: Any) -> None:
 
 
 def wait_all_cells_done(page: Any, timeout: int = 600_000) -> None:
-    """No prompt shows [*] and every code cell has an execution number."""
+    """In the notebook on show, no prompt shows [*] and every code cell has an execution number
+    (notebooks in other tabs stay in the page, hidden: they are not looked at)."""
     page.wait_for_function(
         """() => {
-            const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+            const shown = '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt';
+            const prompts = [...document.querySelectorAll(shown)]
                 .map((e) => e.textContent.trim());
             return prompts.length > 0 && prompts.every((t) => /^\\[\\d+\\]:$/.test(t));
         }""",
