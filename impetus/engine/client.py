@@ -237,7 +237,9 @@ class AsyncEngine:
             try:
                 await asyncio.wait_for(proc.wait(), timeout=grace)
             except TimeoutError:
-                proc.kill()
+                # it may exit between the timeout and the kill: then there is nothing to kill
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
                 await proc.wait()
         for t in self._tasks:
             t.cancel()
