@@ -148,6 +148,9 @@ class _StatusCollector(Collector):
                 labels=accel_labels,
             ),
         }
+        cache = GaugeMetricFamily(
+            PREFIX + "prompt_cache_bytes", "Bytes of KV cache kept for prompt reuse."
+        )
         if st is not None:
             running.add_metric([], st.stats.running)
             waiting.add_metric([], st.stats.waiting)
@@ -155,6 +158,7 @@ class _StatusCollector(Collector):
             memory.add_metric([], st.memory_used)
             loaded.add_metric([], len(st.models))
             up.add_metric([], 1.0 if st.state == "ready" else 0.0)
+            cache.add_metric([], st.stats.prompt_cache_bytes)
             acc = st.accelerator
             if acc is not None:
                 values = [acc.kind, acc.name, acc.source]
@@ -162,7 +166,7 @@ class _StatusCollector(Collector):
                     value = getattr(acc, field)
                     if value is not None:  # a field this backend cannot read is left out
                         family.add_metric(values, float(value))
-        yield from (running, waiting, restarts, memory, loaded, up)
+        yield from (running, waiting, restarts, memory, loaded, up, cache)
         yield from accel.values()
 
 
@@ -248,6 +252,12 @@ class Metrics:
             PREFIX + "http_handlers_open",
             "HTTP request handlers running (reading a body, waiting or answering); one that "
             "never ends is a leak.",
+            registry=r,
+        )
+        # with http_handlers_open, a leak detector: 0 once no request is open
+        self.open_generations = Gauge(
+            PREFIX + "engine_open_generations",
+            "Generations the api still awaits from the engine.",
             registry=r,
         )
         self._status = _StatusCollector()

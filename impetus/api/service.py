@@ -37,6 +37,7 @@ class ImpetusService:
         self.keys = KeyStore(settings.home / KEYS_FILE, settings.api_keys)
         self.metrics = Metrics()
         self.engine.add_listener(self.metrics.on_event)
+        self.metrics.open_generations.set_function(lambda: self.engine.open_requests)
         self.draining = False
         self.startup_error: str | None = None
         self.started_at = time.time()

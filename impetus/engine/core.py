@@ -71,6 +71,9 @@ class EngineCore:
         self._rr = 0
         self._tps_window: deque[tuple[float, int]] = deque()
         self.telemetry = Telemetry(backend(), device_name())
+        # events produced outside a step or a generate (the errors of requests whose model was
+        # unloaded under them); the process loop sends them with its next message
+        self.outbox: list[Event] = []
 
     # ---- models ----------------------------------------------------------------------------
 
@@ -180,7 +183,10 @@ class EngineCore:
             return False
         runner = self.runners.pop(found, None)
         if runner is not None:
-            runner.cancel_all("model_unloaded", f"{found} was unloaded")
+            # every request still on it gets its error (or its client would wait forever)
+            self.outbox.extend(runner.cancel_all("model_unloaded", f"{found} was unloaded"))
+            for ev in self.outbox:
+                self.rid_model.pop(ev["rid"], None)
             runner.close()
             constrained.forget_tokenizer(runner.loaded.tokenizer)
             self.prompt_cache.trim_to(n_sequences=0)

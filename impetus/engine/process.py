@@ -73,6 +73,9 @@ class Server:
         self.out: list[Message] = []
 
     def send(self) -> None:
+        if self.core.outbox:
+            self.out.extend(self.core.outbox)
+            self.core.outbox.clear()
         if self.out:
             self.push.send(encode(self.out))
             self.out = []
