@@ -215,12 +215,18 @@ class Load:
             return "stream_ended_without_done"
 
     async def completion(self, c: httpx.AsyncClient) -> str:
-        body = {"model": self.model, "prompt": f"Once upon {self.rng.choice(TOPICS)}", "max_tokens": 16}
+        body = {
+            "model": self.model,
+            "prompt": f"Once upon {self.rng.choice(TOPICS)}",
+            "max_tokens": 16,
+        }
         return self.classify(await c.post("v1/completions", json=body))
 
     async def embeddings(self, c: httpx.AsyncClient) -> str:
         texts = [f"{self.rng.choice(TOPICS)} {i}" for i in range(self.rng.randint(1, 8))]
-        return self.classify(await c.post("v1/embeddings", json={"model": "minilm", "input": texts}))
+        return self.classify(
+            await c.post("v1/embeddings", json={"model": "minilm", "input": texts})
+        )
 
     async def disconnect(self, c: httpx.AsyncClient) -> str:
         body = {"model": self.model, "messages": self.conversation(), "max_tokens": 200}
@@ -335,7 +341,8 @@ def end_state(serve: Serve) -> dict[str, Any]:
             "restarts": st["restarts"],
         }
         idle = not any(
-            state[k] for k in ("running", "waiting", "in_flight", "open_handlers", "open_generations")
+            state[k]
+            for k in ("running", "waiting", "in_flight", "open_handlers", "open_generations")
         )
         if idle or time.monotonic() > deadline:
             return state
@@ -360,7 +367,9 @@ def check(r: Result, max_slope: float, warmup: float) -> list[str]:
         problems.append(f"too few memory samples after the warm-up: {len(late)}")
     for name, value in r.slopes_mib_per_min.items():
         if value > max_slope:
-            problems.append(f"{name} grows {value:.1f} MiB/min after the warm-up (limit {max_slope})")
+            problems.append(
+                f"{name} grows {value:.1f} MiB/min after the warm-up (limit {max_slope})"
+            )
     return problems
 
 
@@ -412,7 +421,9 @@ def run(
             result.slopes_mib_per_min[name] = round(
                 slope([(s.t, getattr(s, name)) for s in late]), 3
             )
-        result.max_prompt_cache_bytes = max((s.prompt_cache_bytes for s in result.samples), default=0)
+        result.max_prompt_cache_bytes = max(
+            (s.prompt_cache_bytes for s in result.samples), default=0
+        )
         result.problems = check(result, max_slope, warmup)
         return result
     finally:
@@ -442,13 +453,17 @@ def summary(r: Result) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--model", help="a chat model folder (default: a tiny random Llama)")
     p.add_argument("--prompt-cache-bytes", type=int, default=4 * MiB)
     p.add_argument("--sample-every", type=float, default=5.0)
-    p.add_argument("--max-slope", type=float, default=32.0, help="MiB/min allowed after the warm-up")
+    p.add_argument(
+        "--max-slope", type=float, default=32.0, help="MiB/min allowed after the warm-up"
+    )
     p.add_argument("--out", type=Path, help="write the full result (samples included) as JSON")
     a = p.parse_args()
     r = run(

@@ -22,6 +22,9 @@ ENGINE_CODES: dict[ErrorCode, tuple[int, str]] = {
     # Not enough memory to load the model is a state of the server, not a bad request: 503 with a
     # message that says what to unload or which budget to raise.
     "out_of_memory": (503, "server_error"),
+    # a request whose KV cache (n x (prompt + max_tokens)) exceeds what the budget leaves after
+    # the weights: no retry helps, so a 400 naming n or max_tokens
+    "kv_cache_too_large": (400, "invalid_request_error"),
     "model_load_failed": (500, "server_error"),
     "download_failed": (502, "server_error"),
     "cancelled": (409, "invalid_request_error"),

@@ -21,7 +21,13 @@ from mlx_lm.models.cache import LRUPromptCache
 
 from impetus.config import Settings
 from impetus.engine import constrained
-from impetus.engine.loader import backend, device_name, load_chat_model, plan
+from impetus.engine.loader import (
+    LoadedChatModel,
+    backend,
+    device_name,
+    load_chat_model,
+    plan,
+)
 from impetus.engine.scheduler import ModelRunner
 from impetus.engine.telemetry import Telemetry
 from impetus.protocol import (
@@ -147,11 +153,21 @@ class EngineCore:
                 raise EngineError("model_load_failed", f"could not load {canonical}: {e}") from e
         else:
             loaded = load_chat_model(canonical, path, target)
-            self.runners[canonical] = ModelRunner(
-                loaded, self.settings, self.prompt_cache, self.stats
-            )
+            self.runners[canonical] = self.runner(loaded)
         self.keep_alive[canonical] = self.settings.keep_alive if keep_alive is None else keep_alive
         return canonical
+
+    def runner(self, loaded: LoadedChatModel) -> ModelRunner:
+        runner = ModelRunner(loaded, self.settings, self.prompt_cache, self.stats)
+        runner.kv_room = self.kv_room
+        return runner
+
+    def kv_room(self) -> tuple[int, int]:
+        """(bytes of the budget left for KV caches after the weights, bytes reserved by requests)."""
+        return (
+            self.settings.memory_budget - self.used_bytes(),
+            sum(r.kv_reserved for r in self.runners.values()),
+        )
 
     def _idle_models(self) -> list[tuple[float, str, int]]:
         """(last used, id, bytes) of the models no request is using, least recently used first."""
@@ -186,7 +202,7 @@ class EngineCore:
             # every request still on it gets its error (or its client would wait forever)
             self.outbox.extend(runner.cancel_all("model_unloaded", f"{found} was unloaded"))
             for ev in self.outbox:
-                self.rid_model.pop(ev["rid"], None)
+                self.rid_model.pop(ev.rid, None)
             runner.close()
             constrained.forget_tokenizer(runner.loaded.tokenizer)
             self.prompt_cache.trim_to(n_sequences=0)

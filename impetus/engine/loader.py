@@ -171,6 +171,24 @@ def load_chat_model(model_id: str, path: Path, target: str) -> LoadedChatModel:
     return loaded
 
 
+KV_STEP = 256  # mlx-lm's KVCache grows in steps of this many tokens
+
+
+def kv_bytes_per_token(model: nn.Module, dtype: str) -> int:
+    """Bytes of keys and values one token takes in every layer's cache; 0 if the model's
+    arguments do not say (then the engine cannot reserve KV memory for it)."""
+    args = getattr(model, "args", None)
+    layers = getattr(model, "layers", None)
+    heads = getattr(args, "num_attention_heads", None)
+    hidden = getattr(args, "hidden_size", None)
+    if args is None or not layers or not heads:
+        return 0
+    kv_heads = getattr(args, "num_key_value_heads", None) or heads
+    head_dim = getattr(args, "head_dim", None) or (hidden // heads if hidden else 0)
+    size = DTYPES[dtype].size if dtype in DTYPES else 2  # quantized weights: 16-bit activations
+    return int(2 * len(layers) * kv_heads * head_dim * size)
+
+
 def _arrays(model: nn.Module) -> list[tuple[str, mx.array]]:
     flat: list[tuple[str, Any]] = tree_flatten(model.parameters())  # type: ignore[assignment]
     return [(k, v) for k, v in flat if isinstance(v, mx.array)]

@@ -120,14 +120,10 @@ class Server:
         self.ctx.term()
 
     def fail_running(self, message: str) -> None:
-        from impetus.engine.scheduler import ModelRunner
-
         for mid, runner in list(self.core.runners.items()):
             self.out.extend(runner.cancel_all("internal", message))
             runner.close()
-            self.core.runners[mid] = ModelRunner(
-                runner.loaded, self.core.settings, self.core.prompt_cache, self.core.stats
-            )
+            self.core.runners[mid] = self.core.runner(runner.loaded)
 
     def refuse(self, raw: bytes, why: str) -> None:
         """A command that does not decode (a Struct built with values out of range: its

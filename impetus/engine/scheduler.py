@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -24,7 +25,7 @@ from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prom
 
 from impetus.config import Settings
 from impetus.engine import constrained
-from impetus.engine.loader import LoadedChatModel
+from impetus.engine.loader import KV_STEP, LoadedChatModel, kv_bytes_per_token
 from impetus.engine.sampling import build_logits_processors, build_sampler
 from impetus.protocol import (
     Delta,
@@ -114,6 +115,7 @@ class Active:
     arrival: float
     prompt: list[int]
     choices: list[Choice]
+    kv_bytes: int = 0  # KV cache reserved for it (prompt + max_tokens, every choice)
 
 
 class ModelRunner:
@@ -137,6 +139,40 @@ class ModelRunner:
         self.requests: dict[str, Active] = {}
         self.by_uid: dict[int, Choice] = {}
         self.last_used = time.time()
+        self.kv_per_token = kv_bytes_per_token(loaded.model, loaded.dtype)
+        # (KV bytes the budget leaves after every loaded model's weights, bytes reserved by the
+        # requests running on every model); set by the engine core, None: no KV accounting
+        self.kv_room: Callable[[], tuple[int, int]] | None = None
+
+    @property
+    def kv_reserved(self) -> int:
+        return sum(a.kv_bytes for a in self.requests.values())
+
+    def _reserve_kv(self, req: GenerateRequest, prompt: list[int], max_tokens: int) -> int:
+        """Refuse a request whose worst-case KV cache cannot fit the memory budget, instead of
+        letting MLX run the engine out of memory (an OOM kill takes every request with it)."""
+        if not self.kv_per_token or self.kv_room is None:
+            return 0
+        tokens = -(-(len(prompt) + max_tokens) // KV_STEP) * KV_STEP
+        need = req.n * tokens * self.kv_per_token
+        room, reserved = self.kv_room()
+        param = "n" if req.n > 1 else "max_tokens"
+        if need > room:
+            raise EngineError(
+                "kv_cache_too_large",
+                f"this request needs about {need / 2**20:.0f} MiB of KV cache (n={req.n} x "
+                f"{len(prompt) + max_tokens} tokens), more than the {max(room, 0) / 2**20:.0f} MiB "
+                "the memory budget leaves after the model weights; lower n or max_tokens",
+                param,
+            )
+        if need > room - reserved:
+            raise EngineError(
+                "out_of_memory",
+                f"this request needs about {need / 2**20:.0f} MiB of KV cache and the requests "
+                f"running now hold {reserved / 2**20:.0f} of {room / 2**20:.0f} MiB; retry shortly",
+                param,
+            )
+        return need
 
     # ---- admission -------------------------------------------------------------------------
 
@@ -202,6 +238,7 @@ class ModelRunner:
                 f"this model's context is {ctx} tokens; the prompt has {len(prompt)} and max_tokens asks for {max_tokens} more",
                 "max_tokens",
             )
+        kv_bytes = self._reserve_kv(req, prompt, max_tokens)
         tok = self.loaded.tokenizer
         grammar = constrained.grammar_for_response_format(req.response_format)
         tool_start = None
@@ -270,7 +307,7 @@ class ModelRunner:
         for c, uid in zip(choices, uids, strict=True):
             c.uid = uid
             self.by_uid[uid] = c
-        self.requests[rid] = Active(rid, req, arrival, prompt, choices)
+        self.requests[rid] = Active(rid, req, arrival, prompt, choices, kv_bytes)
         self.stats.requests_total += 1
         self.stats.prompt_tokens_total += len(prompt)
         self.last_used = time.time()

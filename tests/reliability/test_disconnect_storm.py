@@ -114,7 +114,9 @@ def test_two_hundred_clients_dropping_leave_nothing_behind(
     cache = storm_server.metric("impetus:prompt_cache_bytes")
     assert 0 < cache <= CACHE_BOUND, cache  # the cancelled streams' caches, within the bound
     # cancelled, not finished: every stream was aborted by its disconnect
-    assert storm_server.metric("impetus:request_aborted_total", 'reason="disconnect"') >= CLIENTS // 2
+    assert (
+        storm_server.metric("impetus:request_aborted_total", 'reason="disconnect"') >= CLIENTS // 2
+    )
     r = storm_server.post(
         "v1/chat/completions",
         {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
