@@ -79,7 +79,8 @@ ErrorCode = Literal[
     "context_length_exceeded",  # prompt (+ max_tokens) longer than the model's context
     "model_not_found",  # unknown id, repo or file
     "queue_full",  # too many open requests: retry shortly
-    "out_of_memory",  # the model does not fit the memory budget
+    "out_of_memory",  # the model (or a request's KV cache beside those running) does not fit
+    "kv_cache_too_large",  # a request's KV cache exceeds what the budget leaves after the weights
     "model_load_failed",  # corrupted / unparseable / unsupported files
     "download_failed",  # network or hub failure while downloading
     "cancelled",  # a download or conversion stopped at the caller's request
