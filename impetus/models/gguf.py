@@ -17,6 +17,7 @@ chat template) and impetus.json (where it came from: the GGUF's sha256, size and
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -397,14 +398,17 @@ def convert_gguf(
     if cancel is not None and cancel():
         raise ModelError("cancelled", f"conversion of {src.name} was cancelled")
 
-    import mlx.core as mx
-
     from impetus import __version__
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
-        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    except OSError as e:  # no permission to write there
+        raise ModelError(
+            "model_load_failed", f"cannot write the converted model to {dest.parent}: {e}"
+        ) from e
+    try:
+        _save_weights(tmp / "model.safetensors", weights)
         del weights
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         tokenizer.save(str(tmp / "tokenizer.json"))
@@ -423,10 +427,29 @@ def convert_gguf(
         # the manifest is written last: a folder with it is a finished conversion
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         replace_dir(tmp, dest)
+    except OSError as e:  # disk full, permissions: nothing half-written stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelError(
+            "model_load_failed", f"cannot write the converted model to {dest.parent}: {e}"
+        ) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def _save_weights(path: Path, weights: dict[str, Any]) -> None:
+    import mlx.core as mx
+
+    try:
+        mx.save_safetensors(str(path), weights, metadata={"format": "mlx"})
+    except RuntimeError as e:
+        # MLX reports a failed write without its errno: name the likely cause from the free space
+        need = sum(int(v.nbytes) for v in weights.values())
+        free = shutil.disk_usage(path.parent).free
+        if free < need:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({e})", str(path)) from e
+        raise OSError(errno.EIO, str(e), str(path)) from e
 
 
 def replace_dir(new: Path, dest: Path) -> None:

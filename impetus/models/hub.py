@@ -305,8 +305,13 @@ def download(
     files = [s for s in siblings if wanted(s.rfilename)]
     _check_listing(repo_id, [s.rfilename for s in files], [s.rfilename for s in siblings])
     commit = str(info.sha)
-    with mf.exclusive_lock(models_path, repo_id, cancel.is_set if cancel is not None else None):
-        return _download_commit(repo_id, commit, files, dest, token, progress, cancel, min_interval)
+    try:
+        with mf.exclusive_lock(models_path, repo_id, cancel.is_set if cancel is not None else None):
+            return _download_commit(
+                repo_id, commit, files, dest, token, progress, cancel, min_interval
+            )
+    except OSError as e:  # the lock or the staging folder: the models folder is not writable
+        raise ModelError("download_failed", f"{repo_id}: cannot write to {models_path}: {e}") from e
 
 
 def _download_commit(
