@@ -198,6 +198,12 @@ class Settings(BaseSettings):
     max_tokens_default: int = Field(4096, ge=1, description="max_tokens when a request sets none")
     request_timeout: float = Field(600.0, gt=0, description="seconds a request may run")
     max_body_bytes: Bytes = Field(8 << 20, ge=1, description="largest request body")
+    sse_keepalive: float = Field(
+        5.0,
+        gt=0,
+        description="seconds between SSE keepalive comments while a stream waits for its first "
+        "token (queue, prefill), so that proxies with idle timeouts keep the connection",
+    )
     allow_model_paths: bool = Field(
         False,
         description="requests may name any model folder on disk by its path (admin loads always may)",

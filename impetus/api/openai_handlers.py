@@ -197,7 +197,16 @@ class _GenerationHandler(ImpetusHandler):
             if maker.chat:
                 for index in range(prompts * maker.n):
                     await sse.send(self, maker.role(index))
+            first_token = any(isinstance(ev, Delta) for _, ev in pending)
             for item in pending:
+                await self._send_event(maker, acc, *item)
+            # Until the first token (waiting in the batch queue, prefilling a long prompt)
+            # nothing else would flow: comments keep proxies with idle timeouts from cutting in.
+            while not first_token:
+                item = await self._next_or_keepalive(events)
+                if item is None:
+                    break
+                first_token = isinstance(item[1], Delta)
                 await self._send_event(maker, acc, *item)
             while (item := await self._next(events)) is not None:
                 await self._send_event(maker, acc, *item)
@@ -214,6 +223,21 @@ class _GenerationHandler(ImpetusHandler):
             await sse.finish(self)
         except StreamClosedError:
             self.on_connection_close()
+
+    async def _next_or_keepalive(
+        self, events: EventStream
+    ) -> tuple[int, Start | Delta | Done] | None:
+        """The next event, sending `: keepalive` every `sse_keepalive` seconds meanwhile."""
+        task = asyncio.ensure_future(self._next(events))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.service.settings.sse_keepalive)
+                if done:
+                    return task.result()
+                await sse.comment(self, "keepalive")
+        finally:
+            if not task.done():  # the client left while we waited
+                task.cancel()
 
     async def _send_event(
         self,

@@ -36,6 +36,12 @@ async def send(
     await handler.flush()
 
 
+async def comment(handler: RequestHandler, text: str) -> None:
+    """An SSE comment line: clients ignore it, proxies see bytes (idle timeouts reset)."""
+    handler.write(f": {text}\n\n")
+    await handler.flush()
+
+
 async def finish(handler: Any) -> None:
     """End the stream; `APIHandler.finish` would force a JSON content type otherwise."""
     await handler.finish(set_content_type="text/event-stream; charset=utf-8")
