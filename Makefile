@@ -50,7 +50,7 @@ system-deps:
 extension: $(STAMP)
 	@if [ -f extension/package.json ] && command -v npm >/dev/null; then \
 	  if [ ! -f impetus/labextension/package.json ] || [ -n "$$(find extension/src extension/style extension/package.json extension/package-lock.json extension/tsconfig.json -newer impetus/labextension/package.json 2>/dev/null | head -1)" ]; then \
-	    PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(MAKE) -C extension build; fi; \
+	    PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(MAKE) -C extension build PYTHON="$(CURDIR)/$(PY)"; fi; \
 	else echo "node/npm not found: skipping the JupyterLab sidebar build"; fi
 	@if [ -f impetus/labextension/package.json ] && [ ! -e $(LABEXT_LINK)/package.json ]; then \
 	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter labextension develop --overwrite impetus ; fi
@@ -69,6 +69,10 @@ run: install
 lint: $(STAMP)
 	$(VENV)/bin/ruff check impetus tests
 	$(VENV)/bin/ruff format --check impetus
+	@# the sidebar's generated API types match the server's OpenAPI document
+	@if [ -f extension/package.json ] && command -v npm >/dev/null; then \
+	  $(MAKE) -C extension check-types PYTHON="$(CURDIR)/$(PY)"; \
+	else echo "node/npm not found: skipping the sidebar's API types check"; fi
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy impetus

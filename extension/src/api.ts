@@ -111,7 +111,7 @@ export class ImpetusApi {
       } catch {
         throw new ApiError(`bad progress event: ${event.data.slice(0, 200)}`);
       }
-      const progress = normaliseProgress(parsed, event.event);
+      const progress = normaliseProgress(parsed, id, event.event);
       if (!progress) {
         continue;
       }
@@ -123,7 +123,7 @@ export class ImpetusApi {
     }
     if (!last || !isTerminal(last.status)) {
       const ended: IPullProgress = {
-        ...(last ?? {}),
+        ...(last ?? { id }),
         status: 'error',
         message: options.signal?.aborted
           ? 'stopped following the download (the server may still be downloading)'
@@ -222,20 +222,20 @@ const STATUSES: ReadonlySet<string> = new Set([
  * Check one progress event. An SSE `event: error` with an OpenAI error body (the shape every
  * impetus error has) becomes an `error` progress, so a failure mid-stream is shown, not dropped.
  */
-export function normaliseProgress(parsed: unknown, eventName = 'message'): IPullProgress | null {
+export function normaliseProgress(parsed: unknown, id: string, eventName = 'message'): IPullProgress | null {
   if (!parsed || typeof parsed !== 'object') {
     return null;
   }
   const obj = parsed as Record<string, unknown>;
   if (obj.error && typeof obj.error === 'object') {
     const err = obj.error as Record<string, unknown>;
-    return { status: 'error', message: String(err.message ?? 'download failed') };
+    return { id, status: 'error', message: String(err.message ?? 'download failed') };
   }
   const status = obj.status;
   if (typeof status !== 'string' || !STATUSES.has(status)) {
     return eventName === 'error'
-      ? { status: 'error', message: String(obj.message ?? 'download failed') }
+      ? { id, status: 'error', message: String(obj.message ?? 'download failed') }
       : null;
   }
-  return obj as unknown as IPullProgress;
+  return { id, ...obj } as IPullProgress;
 }

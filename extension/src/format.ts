@@ -56,7 +56,7 @@ export function formatRate(tps: number | null | undefined): string {
 }
 
 /** 0..1 fraction of a download, or null when the total is unknown. */
-export function progressFraction(p: IPullProgress): number | null {
+export function progressFraction(p: Omit<IPullProgress, 'id'>): number | null {
   if (p.status === 'done') {
     return 1;
   }
@@ -68,7 +68,7 @@ export function progressFraction(p: IPullProgress): number | null {
 }
 
 /** "12.0 MB / 48.0 MB · 3.2 MB/s · 11 s left" and the like. */
-export function describeProgress(p: IPullProgress): string {
+export function describeProgress(p: Omit<IPullProgress, 'id'>): string {
   switch (p.status) {
     case 'done':
       // The server's message names the folder: a tooltip, not the line.
@@ -180,7 +180,7 @@ export function acceleratorLabel(status: IEngineStatus): string | null {
 }
 
 /** Memory in use against the budget: text and a 0..1 fraction for the bar. */
-export function memoryView(status: IEngineStatus): { text: string; fraction: number | null } {
+export function memoryView(status: Partial<IEngineStatus>): { text: string; fraction: number | null } {
   const used = status.memory_used ?? 0;
   const budget = status.memory_budget ?? 0;
   if (!budget) {

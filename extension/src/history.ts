@@ -37,7 +37,7 @@ export class ActivityHistory {
     }
   }
 
-  addStatus(status: IEngineStatus, t: number = Date.now()): ISample {
+  addStatus(status: Partial<IEngineStatus>, t: number = Date.now()): ISample {
     const stats = status.stats ?? {};
     const sample: ISample = {
       t,

@@ -255,7 +255,7 @@ export class SidebarModel {
     }
     const abort = new AbortController();
     this.pullAborts.set(id, abort);
-    this.setPull(id, { status: 'downloading', bytes_done: 0, bytes_total: null });
+    this.setPull(id, { id, status: 'downloading', bytes_done: 0, bytes_total: null });
     let final: IPullProgress;
     try {
       final = await this.api.pull(id, progress => this.setPull(id, progress), {
@@ -263,7 +263,7 @@ export class SidebarModel {
         signal: abort.signal
       });
     } catch (err) {
-      final = { status: 'error', message: describeError(err) };
+      final = { id, status: 'error', message: describeError(err) };
       this.setPull(id, final);
     } finally {
       this.pullAborts.delete(id);

@@ -55,7 +55,7 @@ export function modelRows(
   for (const state of states.values()) {
     if (!seen.has(state.id)) {
       rows.push({
-        entry: { id: state.id, kind: state.kind, source: 'loaded', downloaded: true, loaded: true },
+        entry: { id: state.id, kind: state.kind, source: 'path', downloaded: true, loaded: true },
         state,
         loaded: true,
         downloaded: true,

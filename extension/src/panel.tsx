@@ -440,7 +440,7 @@ function ModelsSection(props: {
 }
 
 function entryFacts(entry: IRegistryEntry): string {
-  const size = entry.size_bytes ?? entry.size;
+  const size = entry.size_bytes;
   return [
     entry.kind,
     formatParameters(entry.parameters),

@@ -120,7 +120,7 @@ describe('ImpetusApi', () => {
     await settle();
     const stream = server.pulls.get('x') as PushStream;
     stream.raw('event: error\ndata: {"error": {"message": "repository not found", "code": "model_not_found"}}\n\n');
-    expect(await done).toEqual({ status: 'error', message: 'repository not found' });
+    expect(await done).toEqual({ id: 'x', status: 'error', message: 'repository not found' });
   });
 
   it('fails a download refused before streaming with the server message', async () => {
@@ -151,9 +151,10 @@ describe('ImpetusApi', () => {
 
 describe('normaliseProgress', () => {
   it('keeps known statuses and drops unknown events', () => {
-    expect(normaliseProgress({ status: 'downloading', bytes_done: 1 })).toEqual({ status: 'downloading', bytes_done: 1 });
-    expect(normaliseProgress({ status: 'warming' })).toBeNull();
-    expect(normaliseProgress('x')).toBeNull();
-    expect(normaliseProgress({ message: 'boom' }, 'error')).toEqual({ status: 'error', message: 'boom' });
+    expect(normaliseProgress({ status: 'downloading', bytes_done: 1 }, 'm')).toEqual({ id: 'm', status: 'downloading', bytes_done: 1 });
+    expect(normaliseProgress({ id: 'org/m', status: 'done' }, 'm')).toEqual({ id: 'org/m', status: 'done' });
+    expect(normaliseProgress({ status: 'warming' }, 'm')).toBeNull();
+    expect(normaliseProgress('x', 'm')).toBeNull();
+    expect(normaliseProgress({ message: 'boom' }, 'm', 'error')).toEqual({ id: 'm', status: 'error', message: 'boom' });
   });
 });

@@ -67,13 +67,19 @@ export class FakeServer {
       {
         id: 'smollm2-135m',
         kind: 'chat',
+        path: '/models/smollm2-135m',
         dtype: 'float32',
+        source_dtype: 'float32',
         memory_bytes: 540 * 1024 ** 2,
+        context_length: 8192,
+        loaded_at: 1_700_000_000,
+        last_used: 1_700_000_000,
         keep_alive: null,
         pinned: true
       }
     ],
-    stats: { running: 0, waiting: 0, decode_tps_recent: 0 }
+    stats: { running: 0, waiting: 0, decode_tps_recent: 0 },
+    endpoint: 'http://localhost:8888/impetus/v1'
   };
   models: IRegistryEntry[] = [
     { id: 'smollm2-135m', source: 'builtin', kind: 'chat', size_bytes: 100_000_000, quantization: 'Q4_1', loaded: true, downloaded: true },
@@ -119,7 +125,7 @@ export class FakeServer {
         return json({ data: this.models, pulling: this.pulling });
       case 'GET admin/models/search': {
         const q = new URLSearchParams(path.split('?')[1]).get('q') ?? '';
-        return json({ data: [{ id: `hub/${q}`, source: 'hub', kind: 'chat', size: 5_000 }] });
+        return json({ data: [{ id: `hub/${q}`, source: 'hub', kind: 'chat', size_bytes: 5_000 }] });
       }
       case 'POST admin/models/pull': {
         const id = String(b.id);
@@ -145,6 +151,12 @@ export class FakeServer {
         const state = {
           id,
           kind: (entry.kind ?? 'chat') as 'chat' | 'embedding',
+          path: `/models/${id}`,
+          dtype: 'float32',
+          source_dtype: 'float32',
+          context_length: 2048,
+          loaded_at: 1_700_000_000,
+          last_used: 1_700_000_000,
           memory_bytes: 1000,
           keep_alive: (b.keep_alive as number | undefined) ?? 300
         };
@@ -159,8 +171,9 @@ export class FakeServer {
         return json({ data: this.keys });
       case 'POST admin/keys': {
         const id = `key_${++this.keySeq}`;
-        const created = { id, key: `imp-secret-${this.keySeq}`, created: 1_700_000_000 };
-        this.keys.push({ id, created: created.created, prefix: 'imp-secr' });
+        const name = String(b.name ?? '');
+        const created = { id, name, key: `imp-secret-${this.keySeq}`, created: 1_700_000_000, prefix: 'imp-secr' };
+        this.keys.push({ id, name, created: created.created, prefix: created.prefix });
         return json(created, 201);
       }
       default:
