@@ -1424,6 +1424,12 @@ export interface components {
              */
             context_length?: number | null;
             /**
+             * Created
+             * @description when the model arrived on disk (Unix time of its folder or file)
+             * @default null
+             */
+            created?: number | null;
+            /**
              * Description
              * @default
              */

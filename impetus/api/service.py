@@ -209,7 +209,8 @@ class ImpetusService:
             if entry.id not in cards and entry.downloaded:
                 cards[entry.id] = ModelCard(
                     id=entry.id,
-                    created=int(self.started_at),
+                    # when it arrived on disk; the registry knows it for everything downloaded
+                    created=entry.created if entry.created is not None else int(self.started_at),
                     loaded=False,
                     kind=entry.kind,
                     context_length=entry.context_length,

@@ -38,6 +38,9 @@ class RegistryEntry(BaseModel):
         default=None, description='e.g. "4-bit affine, group 32" or "GGUF Q4_1"'
     )
     size_bytes: int | None = Field(default=None, description="bytes on disk")
+    created: int | None = Field(
+        default=None, description="when the model arrived on disk (Unix time of its folder or file)"
+    )
     memory_bytes: int | None = Field(
         default=None, description="estimated weight memory when loaded in serving_dtype"
     )
