@@ -158,7 +158,7 @@ export function blasLabel(blas: string | null | undefined): string {
  * The accelerator line: "GPU 73% · 41.2 GB / 79.6 GB · 312 W · 61 °C" on NVIDIA, "engine CPU 35%"
  * on a CPU backend: a CPU figure is never shown as a GPU's. null when the server reports none.
  */
-export function acceleratorLabel(status: IEngineStatus): string | null {
+export function acceleratorLabel(status: Partial<IEngineStatus>): string | null {
   const acc = status.accelerator;
   if (!acc) {
     return null;

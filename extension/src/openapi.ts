@@ -4,6 +4,26 @@
  */
 
 export interface paths {
+    "/admin/engine/start": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start the engine (it starts on first use otherwise); follow admin/status
+         * @description Needs a Jupyter token or a full (not inference-only) key.
+         */
+        post: operations["post_admin_engine_start"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/keys": {
         parameters: {
             query?: never;
@@ -440,6 +460,31 @@ export interface components {
             [key: string]: unknown;
         };
         /**
+         * AcceleratorInfo
+         * @description What the engine's accelerator is doing (impetus.engine.telemetry); None where a backend
+         *         cannot read a field. `what` says what `utilization_percent` measures.
+         */
+        AcceleratorInfo: {
+            kind: string;
+            /** @default null */
+            memory_total_bytes?: number | null;
+            /** @default null */
+            memory_used_bytes?: number | null;
+            name: string;
+            /** @default null */
+            power_watts?: number | null;
+            /** @default null */
+            process_memory_bytes?: number | null;
+            source: string;
+            /** @default null */
+            temperature_celsius?: number | null;
+            /** @default 0 */
+            time?: number;
+            /** @default null */
+            utilization_percent?: number | null;
+            what: string;
+        };
+        /**
          * AdminStatus
          * @description `GET admin/status`: the engine's status (state, restarts and last_error only while it is
          *         not up) and the api layer's own: `endpoint`, the OpenAI base URL as this client reached the
@@ -447,6 +492,8 @@ export interface components {
          *         503).
          */
         AdminStatus: {
+            /** @default null */
+            accelerator?: components["schemas"]["AcceleratorInfo"] | null;
             /** @default cpu */
             backend?: string;
             /** @default  */
@@ -1623,6 +1670,51 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    post_admin_engine_start: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed (an inference-only key on an admin endpoint, a foreign origin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     get_admin_keys: {
         parameters: {
             query?: never;
