@@ -318,6 +318,28 @@ class ChunkMaker:
     created: int = field(default_factory=lambda: int(time.time()))
     _offsets: dict[int, int] = field(default_factory=dict)
     _echoed: set[int] = field(default_factory=set)
+    _template: dict[str, Any] | None = None
+
+    def text_chunk(self, index: int, text: str) -> dict[str, Any]:
+        """A chunk carrying only text: the per-token case, so it copies a template instead of
+        building and dumping the schema models each time. The template is the schema models'
+        own output, made once (tests hold it equal to `_wrap` of the same choice)."""
+        if self._template is None:
+            empty = (
+                ChatChunkChoice(index=0, delta=ChatDelta(content=""))
+                if self.chat
+                else CompletionChoice(index=0, text="")
+            )
+            self._template = self._wrap(empty)
+        choice = dict(self._template["choices"][0])
+        choice["index"] = index
+        if self.chat:
+            choice["delta"] = {**choice["delta"], "content": text}
+        else:
+            choice["text"] = text
+        out = dict(self._template)
+        out["choices"] = [choice]
+        return out
 
     def _wrap(self, choice: ChatChunkChoice | CompletionChoice) -> dict[str, Any]:
         if self.chat:
@@ -362,6 +384,8 @@ class ChunkMaker:
             text = self.echo[index // self.n] + text
         if not text and not (self.want_logprobs and logprobs):
             return None
+        if not self.want_logprobs:  # (the offsets only place logprobs)
+            return self.text_chunk(index, text)
         if self.chat:
             return self._wrap(
                 ChatChunkChoice(

@@ -7,9 +7,9 @@ disconnect.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import msgspec
 from tornado.web import RequestHandler
 
 DONE = "[DONE]"
@@ -26,13 +26,11 @@ def start(handler: RequestHandler) -> None:
 async def send(
     handler: RequestHandler, data: dict[str, Any] | str, event: str | None = None
 ) -> None:
-    text = (
-        data
-        if isinstance(data, str)
-        else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    )
-    prefix = f"event: {event}\n" if event else ""
-    handler.write(f"{prefix}data: {text}\n\n")
+    # msgspec's JSON encoder: compact, UTF-8 as is, the same text as json.dumps with
+    # ensure_ascii=False and no spaces, in a fraction of its time (this runs once per token)
+    body = data.encode() if isinstance(data, str) else msgspec.json.encode(data)
+    prefix = f"event: {event}\n".encode() if event else b""
+    handler.write(prefix + b"data: " + body + b"\n\n")
     await handler.flush()
 
 

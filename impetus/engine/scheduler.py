@@ -428,7 +428,7 @@ class ModelRunner:
         entry = TokenLogprob(
             token=_token_text(tok, token),
             token_id=token,
-            logprob=cast(float, logprobs[token].item()),
+            logprob=finite_logprob(cast(float, logprobs[token].item())),
             bytes=token_bytes(tok, token),
         )
         if top:
@@ -441,7 +441,7 @@ class ModelRunner:
                 TokenLogprob(
                     token=_token_text(tok, int(i)),
                     token_id=int(i),
-                    logprob=float(v),
+                    logprob=finite_logprob(float(v)),
                     bytes=token_bytes(tok, int(i)),
                 )
                 for i, v in zip(idx_l, val_l, strict=True)
@@ -576,6 +576,16 @@ def _template_message(m: dict[str, Any]) -> dict[str, Any]:
             calls.append(tc)
         m["tool_calls"] = calls
     return m
+
+
+# OpenAI's logprob for a token that cannot be sampled (masked by a grammar or a logit bias).
+IMPOSSIBLE_LOGPROB = -9999.0
+
+
+def finite_logprob(value: float) -> float:
+    """A masked token's log-probability is -inf, which JSON cannot carry (json.dumps writes the
+    invalid `-Infinity`, other encoders null): send OpenAI's -9999.0 instead."""
+    return value if value > IMPOSSIBLE_LOGPROB else IMPOSSIBLE_LOGPROB
 
 
 def _token_text(tok: Any, token: int) -> str:

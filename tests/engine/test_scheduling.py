@@ -11,7 +11,7 @@ import pytest
 
 from impetus.config import Settings
 from impetus.engine import Engine, EngineError, GenerateRequest
-from impetus.engine.scheduler import TextGate
+from impetus.engine.scheduler import TextGate, finite_logprob
 from impetus.protocol import convert
 from tests.tiny_model import build_tiny_llama
 
@@ -140,3 +140,9 @@ def test_text_gate_holds_back_partial_stops_and_never_splits_characters() -> Non
     g = TextGate([], "<tool_call>")
     assert g.feed("hi <tool") == ("hi ", None)
     assert g.feed("_call>{") == ("", "<tool_call>")
+
+
+def test_a_masked_tokens_logprob_is_sent_as_openais_finite_floor() -> None:
+    assert finite_logprob(float("-inf")) == -9999.0
+    assert finite_logprob(float("nan")) == -9999.0
+    assert finite_logprob(-0.25) == -0.25
