@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 from tests.api.conftest import Server
 from tests.api.test_errors import assert_openai_error
-from tests.models.hub_server import FakeHub, Repo, _Handler
+from tests.fake_hub import FakeHub, Repo
 
 REPO = "impetus-test/tiny-llama"
 
@@ -92,48 +91,12 @@ def test_load_unload_delete(server: Server, tiny_model_dir: Path) -> None:
     )
 
 
-class SlowHub(FakeHub):
-    """The fake hub, sending file bodies slowly: a download stays in flight long enough to cancel."""
-
-    delay: float = 0.0
-
-    def start(self) -> FakeHub:
-        hub = self
-
-        class Handler(_Handler):
-            owner = hub
-
-            def _file(self, repo: Repo, name: str) -> None:
-                real = self.wfile
-
-                class Slow:
-                    def write(self, data: bytes) -> int:
-                        time.sleep(hub.delay)
-                        return real.write(data)
-
-                    def flush(self) -> None:
-                        real.flush()
-
-                self.wfile = Slow()  # type: ignore[assignment]
-                try:
-                    return super()._file(repo, name)
-                finally:
-                    self.wfile = real
-
-        from http.server import ThreadingHTTPServer
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-
 @pytest.fixture(scope="module")
-def fake_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlowHub]:
+def fake_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeHub]:
     from tests.tiny_model import build_tiny_llama
 
     folder = build_tiny_llama(tmp_path_factory.mktemp("hub-src") / "tiny", hidden=128)
-    hub = SlowHub(chunk=16 * 1024)
+    hub = FakeHub(chunk=16 * 1024)
     hub.add(Repo.from_folder(REPO, folder))
     hub.add(Repo.from_folder("impetus-test/slow-llama", folder))
     hub.start()
@@ -142,11 +105,11 @@ def fake_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlowHub]:
 
 
 @pytest.fixture(scope="module")
-def hub_server(server_factory: Callable[..., Server], fake_hub: SlowHub) -> Server:
+def hub_server(server_factory: Callable[..., Server], fake_hub: FakeHub) -> Server:
     return server_factory(ready=False, env={"HF_ENDPOINT": fake_hub.url, "HF_HUB_OFFLINE": "0"})
 
 
-def test_pull_with_progress_then_load(hub_server: Server, fake_hub: SlowHub) -> None:
+def test_pull_with_progress_then_load(hub_server: Server, fake_hub: FakeHub) -> None:
     srv = hub_server
     events = pull_events(srv, {"id": REPO, "load": True})
     assert events[-1] == "[DONE]"
@@ -169,9 +132,9 @@ def test_pull_with_progress_then_load(hub_server: Server, fake_hub: SlowHub) -> 
     assert again[-2]["status"] == "done"
 
 
-def test_pull_cancel(hub_server: Server, fake_hub: SlowHub) -> None:
+def test_pull_cancel(hub_server: Server, fake_hub: FakeHub) -> None:
     srv = hub_server
-    fake_hub.delay = 0.05  # ~16 KiB every 50 ms: the weights take seconds
+    fake_hub.rate = 16 * 1024 / 0.05  # ~16 KiB every 50 ms: the weights take seconds
     cancelled = threading.Event()
 
     def cancel_on_first_bytes(ev: dict[str, Any]) -> None:
@@ -183,7 +146,7 @@ def test_pull_cancel(hub_server: Server, fake_hub: SlowHub) -> None:
     try:
         events = pull_events(srv, {"id": "impetus-test/slow-llama"}, on_event=cancel_on_first_bytes)
     finally:
-        fake_hub.delay = 0.0
+        fake_hub.rate = None
     assert cancelled.is_set()
     assert events[-2]["status"] == "cancelled" and events[-1] == "[DONE]"
     entry = listed(srv).get("impetus-test/slow-llama")

@@ -9,7 +9,7 @@ import pytest
 
 from impetus.config import Settings
 from impetus.models.catalogue import SMOLLM2
-from tests.models.hub_server import FakeHub, Repo
+from tests.fake_hub import FakeHub, Repo
 from tests.tiny_model import build_tiny_llama
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from impetus.cli import main
 from impetus.config import Settings
-from tests.models.hub_server import FakeHub
+from tests.fake_hub import FakeHub
 
 REPO = "impetus-test/tiny-llama"
 

@@ -15,7 +15,7 @@ from impetus.models import hub as hubmod
 from impetus.models import registry
 from impetus.models.errors import ModelError
 from impetus.models.types import PullProgress
-from tests.models.hub_server import FakeHub, Repo
+from tests.fake_hub import FakeHub, Repo
 
 REPO = "impetus-test/tiny-llama"
 WEIGHTS = "model.safetensors"

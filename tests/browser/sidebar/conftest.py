@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from impetus import LABEXTENSION
-from tests.browser.sidebar.fake_hub import FakeHub
+from tests.fake_hub import FakeHub, Repo
 
 REPO = Path(__file__).resolve().parents[3]
 LABEXT = REPO / "impetus" / "labextension"
@@ -110,11 +110,10 @@ def tiny_hub_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def hub(browser_ready: None, tiny_hub_folder: Path) -> Iterator[FakeHub]:
     # ~400 KB at 128 KB/s: a three-second download, long enough to watch its progress.
-    server = FakeHub(
-        {HUB_REPO: tiny_hub_folder, SLOW_REPO: tiny_hub_folder},
-        rate=128 * 1024,
-        rates={SLOW_REPO: 8 * 1024},
-    ).start()
+    server = FakeHub(chunk=16 * 1024, rate=128 * 1024, rates={SLOW_REPO: 8 * 1024})
+    for repo_id in (HUB_REPO, SLOW_REPO):
+        server.add(Repo.from_folder(repo_id, tiny_hub_folder))
+    server.start()
     try:
         yield server
     finally:

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.browser.sidebar.conftest import ARTIFACTS, DEFAULT_MODEL, HUB_REPO, SLOW_REPO, LabServer
-from tests.browser.sidebar.fake_hub import FakeHub
+from tests.fake_hub import FakeHub
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 

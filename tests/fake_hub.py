@@ -1,14 +1,18 @@
-"""A local HTTP server that plays the Hugging Face hub for huggingface-hub clients (HF_ENDPOINT).
+"""A local HTTP server that plays the Hugging Face hub for huggingface-hub clients (HF_ENDPOINT):
+the one fake hub of the test suite (model package, admin API, sidebar in the browser).
 
 It serves repos built from folders on disk, with the hub's metadata where the hub has it:
-`/api/models/{repo}[/revision/{rev}]?blobs=true` lists siblings with sizes, git blob ids and, for
-safetensors files, LFS records (sha256); `/{repo}/resolve/{rev}/{file}` answers HEAD and GET with
-ETag / X-Repo-Commit headers, redirects LFS files to a "CDN" path like the real hub, and honours
-`Range: bytes=N-` with 206. `/api/models?search=` lists repos. Unknown repos get 404 with
-`X-Error-Code: RepoNotFound`.
+* `/api/models/{repo}[/revision/{rev}]?blobs=true` lists siblings with sizes, git blob ids and,
+  for weight files, LFS records (sha256); `/api/models/{repo}/tree/{rev}[/{path}]` lists files as
+  the hub's tree API does; `/api/models?search=` lists repos;
+* `/{repo}/resolve/{rev}/{file}` answers HEAD and GET with ETag / X-Repo-Commit headers,
+  redirects LFS files to a "CDN" path like the real hub, and honours `Range: bytes=N-[M]` with 206;
+* unknown repos, revisions and files get 404 with the hub's `X-Error-Code`.
 
-Faults a test can switch on: `cut_after[name] = n` (the next GET of `name` sends its headers and
-only `n` bytes, then drops the connection) and `corrupt` (files whose bytes are altered in flight).
+Knobs a test can turn while it runs: `rate` (bytes per second per file body, None for full speed;
+`rates` per repo) so that a download lasts long enough to watch or cancel; `cut_after[name] = n`
+(the next GET of `name` sends its headers and only `n` bytes, then drops the connection) and
+`corrupt` (files whose bytes are altered in flight).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -52,6 +57,33 @@ class Repo:
     def is_lfs(self, name: str) -> bool:
         return name.endswith((".safetensors", ".gguf", ".bin"))
 
+    def lfs_pointer(self, name: str) -> bytes:
+        data = self.files[name]
+        return (
+            "version https://git-lfs.github.com/spec/v1\n"
+            f"oid sha256:{hashlib.sha256(data).hexdigest()}\nsize {len(data)}\n"
+        ).encode()
+
+    def blob_id(self, name: str) -> str:
+        """The git blob id: of the LFS pointer for a weight file, of the file otherwise."""
+        return git_blob_sha1(self.lfs_pointer(name) if self.is_lfs(name) else self.files[name])
+
+    def lfs(self, name: str) -> dict[str, object]:
+        data = self.files[name]
+        return {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+            "pointerSize": len(self.lfs_pointer(name)),
+        }
+
+    def etag(self, name: str) -> str:
+        """What the hub sends as ETag: sha256 for LFS files, the git blob sha1 otherwise."""
+        return (
+            hashlib.sha256(self.files[name]).hexdigest()
+            if self.is_lfs(name)
+            else self.blob_id(name)
+        )
+
 
 @dataclass
 class Request:
@@ -65,6 +97,8 @@ class Request:
 class FakeHub:
     repos: dict[str, Repo] = field(default_factory=dict)
     chunk: int = 64 * 1024
+    rate: float | None = None  # bytes/s per file body; None: as fast as the socket takes it
+    rates: dict[str, float] = field(default_factory=dict)  # repo id -> its own rate
     cut_after: dict[str, int] = field(default_factory=dict)
     corrupt: set[str] = field(default_factory=set)
     requests: list[Request] = field(default_factory=list)
@@ -81,6 +115,13 @@ class FakeHub:
         assert self._server is not None
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    @property
+    def bytes_sent(self) -> int:
+        return sum(self.body_bytes.values())
+
+    def total_bytes(self, repo_id: str) -> int:
+        return sum(len(data) for data in self.repos[repo_id].files.values())
 
     def gets(self, name: str) -> list[Request]:
         """GETs that were answered with (part of) the file `name`, redirects not counted."""
@@ -109,17 +150,9 @@ def _info(repo: Repo, blobs: bool) -> dict[str, object]:
     for name, data in repo.files.items():
         entry: dict[str, object] = {"rfilename": name}
         if blobs:
-            entry["size"] = len(data)
+            entry.update(size=len(data), blobId=repo.blob_id(name))
             if repo.is_lfs(name):
-                pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\nsize {len(data)}\n"
-                entry["blobId"] = git_blob_sha1(pointer.encode())
-                entry["lfs"] = {
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                    "size": len(data),
-                    "pointerSize": len(pointer),
-                }
-            else:
-                entry["blobId"] = git_blob_sha1(data)
+                entry["lfs"] = repo.lfs(name)
         siblings.append(entry)
     return {
         "_id": repo.sha[:24],
@@ -135,9 +168,33 @@ def _info(repo: Repo, blobs: bool) -> dict[str, object]:
         "library_name": "mlx",
         "tags": ["mlx", "safetensors"],
         "pipeline_tag": "text-generation",
+        "createdAt": "2025-01-01T00:00:00.000Z",
         "lastModified": "2025-01-01T00:00:00.000Z",
         "siblings": siblings,
+        "usedStorage": sum(len(data) for data in repo.files.values()),
     }
+
+
+def _tree(repo: Repo, prefix: str) -> list[dict[str, object]]:
+    items: list[dict[str, object]] = []
+    for name, data in repo.files.items():
+        if prefix and not name.startswith(prefix + "/"):
+            continue
+        item: dict[str, object] = {
+            "type": "file",
+            "oid": repo.blob_id(name),
+            "size": len(data),
+            "path": name,
+        }
+        if repo.is_lfs(name):
+            lfs = repo.lfs(name)
+            item["lfs"] = {
+                "oid": lfs["sha256"],
+                "size": lfs["size"],
+                "pointerSize": lfs["pointerSize"],
+            }
+        items.append(item)
+    return items
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -188,74 +245,91 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json([_info(r, False) for r in repos.values() if terms in r.id.lower()])
         m = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
         if m:
-            repo = repos.get(m.group(1))
-            if repo is None:
-                return self._missing("RepoNotFound", f"Repository {m.group(1)} not found")
-            if m.group(2) not in (None, "main", repo.sha):
-                return self._missing("RevisionNotFound", f"Invalid rev id: {m.group(2)}")
-            return self._json(_info(repo, query.get("blobs", ["false"])[0].lower() == "true"))
+            repo = self._repo(m.group(1), m.group(2))
+            if repo is not None:
+                self._json(_info(repo, query.get("blobs", ["false"])[0].lower() == "true"))
+            return None
+        m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path)
+        if m:
+            repo = self._repo(m.group(1), m.group(2))
+            if repo is not None:
+                self._json(_tree(repo, (m.group(3) or "").strip("/")))
+            return None
         m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
         if m:
-            repo = repos.get(m.group(1))
+            repo = self._repo(m.group(1), m.group(2))
             if repo is None:
-                return self._missing("RepoNotFound", f"Repository {m.group(1)} not found")
+                return None
             name = m.group(3)
             if name not in repo.files:
                 return self._missing("EntryNotFound", f"{name} not found")
             if repo.is_lfs(name):  # the hub redirects LFS files to its CDN
-                self.send_response(302)
-                self.send_header("Location", f"/cdn/{repo.id}/{repo.sha}/{name}")
-                self.send_header("X-Repo-Commit", repo.sha)
-                self.send_header("X-Linked-Size", str(len(repo.files[name])))
-                self.send_header(
-                    "X-Linked-Etag", f'"{hashlib.sha256(repo.files[name]).hexdigest()}"'
+                return self._send(
+                    302,
+                    b"",
+                    {
+                        "Location": f"/cdn/{repo.id}/{repo.sha}/{name}",
+                        "X-Repo-Commit": repo.sha,
+                        "X-Linked-Size": str(len(repo.files[name])),
+                        "X-Linked-Etag": f'"{repo.etag(name)}"',
+                    },
                 )
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return None
             return self._file(repo, name)
         m = re.fullmatch(r"/cdn/([^/]+/[^/]+)/([0-9a-f]+)/(.+)", path)
         if m and m.group(1) in repos and m.group(3) in repos[m.group(1)].files:
             return self._file(repos[m.group(1)], m.group(3))
         return self._missing("EntryNotFound", f"no route {path}")
 
+    def _repo(self, repo_id: str, revision: str | None) -> Repo | None:
+        """The repo, or None once a 404 has been sent."""
+        repo = self.owner.repos.get(repo_id)
+        if repo is None:
+            self._missing("RepoNotFound", f"Repository {repo_id} not found")
+        elif revision not in (None, "main", repo.sha):
+            self._missing("RevisionNotFound", f"Invalid rev id: {revision}")
+            return None
+        return repo
+
     def _file(self, repo: Repo, name: str) -> None:
-        self.owner.served.append(self.owner.requests[-1])
+        owner = self.owner
+        owner.served.append(owner.requests[-1])
         data = repo.files[name]
-        if name in self.owner.corrupt:
+        if name in owner.corrupt:
             data = bytes(b ^ 0xFF if i == len(data) // 2 else b for i, b in enumerate(data))
-        start = 0
-        rng = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
-        status = 200
+        status, start, end = 200, 0, len(data)
+        rng = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         if rng:
-            start, status = int(rng.group(1)), 206
-        body = data[start:]
+            status, start = 206, int(rng.group(1))
+            end = int(rng.group(2)) + 1 if rng.group(2) else len(data)
+        body = data[start:end]
         self.send_response(status)
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Range", f"bytes {start}-{start + len(body) - 1}/{len(data)}")
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
-        etag = hashlib.sha256(data).hexdigest() if repo.is_lfs(name) else git_blob_sha1(data)
-        self.send_header("ETag", f'"{etag}"')
+        self.send_header("ETag", f'"{repo.etag(name)}"')
         self.send_header("X-Repo-Commit", repo.sha)
         self.end_headers()
         if self.command == "HEAD":
             return
-        limit = self.owner.cut_after.pop(name, None)
+        limit = owner.cut_after.pop(name, None)
         sent = 0
-        for i in range(0, len(body), self.owner.chunk):
-            piece = body[i : i + self.owner.chunk]
+        for i in range(0, len(body), owner.chunk):
+            piece = body[i : i + owner.chunk]
             if limit is not None and sent + len(piece) > limit:
                 piece = piece[: limit - sent]
             try:
                 self.wfile.write(piece)
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
-                return
+                return  # the client cancelled
             sent += len(piece)
-            self.owner.body_bytes[name] = self.owner.body_bytes.get(name, 0) + len(piece)
+            owner.body_bytes[name] = owner.body_bytes.get(name, 0) + len(piece)
             if limit is not None and sent >= limit:
                 self.close_connection = True
                 self.connection.shutdown(2)  # drop the connection mid-body
                 return
+            rate = owner.rates.get(repo.id, owner.rate)
+            if rate:  # trickle: a download spans several progress events, or can be cancelled
+                time.sleep(len(piece) / rate)
