@@ -73,6 +73,10 @@ lint: $(STAMP)
 	@if [ -f extension/package.json ] && command -v npm >/dev/null; then \
 	  $(MAKE) -C extension check-types PYTHON="$(CURDIR)/$(PY)"; \
 	else echo "node/npm not found: skipping the sidebar's API types check"; fi
+	@# deploy/: no container engine or cluster needed (linters and schemas ship in the dev extra)
+	$(VENV)/bin/hadolint --config deploy/docker/hadolint.yaml deploy/docker/Dockerfile.*
+	$(VENV)/bin/shellcheck deploy/docker/entrypoint.sh
+	$(VENV)/bin/kubernetes-validate --strict --quiet deploy/k8s/*.yaml
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy impetus
