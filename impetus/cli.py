@@ -1,4 +1,4 @@
-"""`impetus serve | models | bench | doctor | backup | restore` — each subcommand lives beside the code it drives."""
+"""`impetus serve | models | chat | bench | doctor | backup | restore` — each subcommand lives beside the code it drives."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "models": "impetus.models.cli",
     "bench": "impetus.bench.cli",
     "doctor": "impetus.doctor",
+    "chat": "impetus.client.terminal",
     "backup": "impetus.backup",
     "restore": "impetus.backup",  # the same module adds both
 }

@@ -1,7 +1,7 @@
-"""`impetus models list | pull ID [--load] | info ID | rm ID | load ID | unload ID`.
+"""`impetus models list | pull ID [--load] | info ID | rm ID | load ID | unload ID | ps`.
 
-list / pull / info / rm work on this machine's registry (no server needed); load / unload (and
-`pull --load`) ask a running impetus server, found through `--url` / `IMPETUS_URL` or the Jupyter
+list / pull / info / rm work on this machine's registry (no server needed); load / unload / ps
+(and `pull --load`) ask a running impetus server, found through `--url` / `IMPETUS_URL` or the Jupyter
 server of this kernel. `--json` prints machine-readable output (`info ID --json` includes `path`,
 the MLX folder other tools such as `mlx_lm.server --model PATH` can use).
 """
@@ -33,7 +33,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         return 2
 
     p.set_defaults(func=usage)
-    sub = p.add_subparsers(dest="models_command", metavar="{list,pull,info,rm,load,unload}")
+    sub = p.add_subparsers(dest="models_command", metavar="{list,pull,info,rm,load,unload,ps}")
 
     def common(q: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
         q.add_argument(
@@ -106,6 +106,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                 help="seconds idle before unloading (<0: never)",
             )
         q.set_defaults(func=cmd_load if name == "load" else cmd_unload)
+
+    q = sub.add_parser(
+        "ps", help="models loaded in the running server: memory, dtype, keep-alive expiry"
+    )
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    server(q)
+    q.set_defaults(func=cmd_ps)
     return p
 
 
@@ -365,4 +372,66 @@ def cmd_unload(args: argparse.Namespace) -> int:
     except Exception as e:  # ModelError, ImpetusError, ServerUnavailable
         return _fail(e, args.json)
     print(json.dumps(res) if args.json else f"unloaded {args.id}")
+    return 0
+
+
+def until(model: dict[str, Any], now: float) -> str:
+    """When an idle model unloads, in Ollama's words: "forever", "in use" (never while serving),
+    or "4 minutes from now" (last use + keep-alive)."""
+    keep_alive = model.get("keep_alive")
+    if model.get("pinned") or keep_alive is None or keep_alive < 0:
+        return "forever"
+    if model.get("active_requests"):
+        return "in use"
+    left = float(model.get("last_used") or now) + float(keep_alive) - now
+    if left <= 0:
+        return "now"
+    if left < 90:
+        return f"{left:.0f} seconds from now"
+    if left < 5400:
+        return f"{left / 60:.0f} minutes from now"
+    return f"{left / 3600:.1f} hours from now"
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    import time
+
+    try:
+        client = _client(args, required=True)
+        with client:
+            status = client.status()
+    except Exception as e:  # ModelError, ImpetusError, ServerUnavailable
+        return _fail(e, args.json)
+    models = status.get("models") or []
+    now = time.time()
+    if args.json:
+        for m in models:
+            ka = m.get("keep_alive")
+            m["expires_at"] = (
+                None
+                if m.get("pinned") or ka is None or ka < 0
+                else float(m.get("last_used") or now) + float(ka)
+            )
+        print(json.dumps(models))
+        return 0
+    if status.get("state") != "ready":
+        print(f"the engine is {status.get('state')} (no model loaded)")
+        return 0
+    rows = [["NAME", "KIND", "SIZE", "DTYPE", "CONTEXT", "UNTIL"]]
+    for m in models:
+        rows.append(
+            [
+                str(m.get("id")),
+                str(m.get("kind", "")),
+                human_bytes(m.get("memory_bytes")),
+                str(m.get("dtype", "")),
+                str(m.get("context_length", "")),
+                until(m, now),
+            ]
+        )
+    _table(rows, sys.stdout)
+    budget = status.get("memory_budget") or 0
+    used = sum(int(m.get("memory_bytes") or 0) for m in models)
+    if budget:
+        print(f"\n{human_bytes(used)} of the {human_bytes(budget)} memory budget in use")
     return 0
