@@ -11,14 +11,24 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Concatenate,
+    Generic,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+)
 
 import httpx
 
 from impetus.client.errors import ImpetusError, ServerUnavailable
 
 if TYPE_CHECKING:
-    from impetus.client.clients import AsyncImpetusClient, ImpetusClient
     from impetus.client.discovery import Endpoint
 
 R = TypeVar("R")
@@ -26,6 +36,18 @@ T = TypeVar("T")
 S = TypeVar("S")
 A = TypeVar("A")
 P = ParamSpec("P")
+
+
+class Blocking(Protocol):
+    """A client whose calls return their results (`ImpetusClient`)."""
+
+    is_async: ClassVar[Literal[False]]
+
+
+class Awaitable(Protocol):
+    """A client whose calls return coroutines (`AsyncImpetusClient`)."""
+
+    is_async: ClassVar[Literal[True]]
 
 
 @dataclass(frozen=True)
@@ -77,10 +99,10 @@ class endpoint(Generic[P, S, A]):
     @overload
     def __get__(self, obj: None, owner: type | None = None) -> endpoint[P, S, A]: ...
     @overload
-    def __get__(self, obj: ImpetusClient, owner: type | None = None) -> Callable[P, S]: ...
+    def __get__(self, obj: Blocking, owner: type | None = None) -> Callable[P, S]: ...
     @overload
     def __get__(
-        self, obj: AsyncImpetusClient, owner: type | None = None
+        self, obj: Awaitable, owner: type | None = None
     ) -> Callable[P, Coroutine[Any, Any, A]]: ...
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is None:

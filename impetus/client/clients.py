@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -209,7 +209,7 @@ def _raw(response: httpx.Response) -> httpx.Response:
 class ImpetusClient(_Api[httpx.BaseTransport, httpx.Client]):
     """Blocking client over the api. `ImpetusClient()` finds (or starts) the server itself."""
 
-    is_async = False
+    is_async: ClassVar[Literal[False]] = False
     _http_class = httpx.Client
 
     def _send(self, call: Call[R]) -> R:
@@ -247,7 +247,7 @@ class ImpetusClient(_Api[httpx.BaseTransport, httpx.Client]):
 class AsyncImpetusClient(_Api[httpx.AsyncBaseTransport, httpx.AsyncClient]):
     """The same surface as ImpetusClient, awaitable. Bound to the loop it is first used on."""
 
-    is_async = True
+    is_async: ClassVar[Literal[True]] = True
     _http_class = httpx.AsyncClient
 
     async def _send(self, call: Call[R]) -> R:
