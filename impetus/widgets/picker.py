@@ -10,51 +10,69 @@ from typing import Any
 import ipywidgets as w
 
 from impetus.client import AsyncPullStream, ImpetusError
+from impetus.models.types import HubModel, RegistryEntry
 from impetus.widgets import _loop
 from impetus.widgets._base import ClientLike, Connection, fmt_bytes, fmt_seconds, get, short_error
 
-
-def field(entry: dict[str, Any], *names: str, default: Any = None) -> Any:
-    """The first of `names` present in a registry entry (tolerant of schema growth)."""
-    for name in names:
-        value = entry.get(name)
-        if value not in (None, ""):
-            return value
-    return default
+Entry = RegistryEntry | HubModel  # a model of the registry, or one found on the hub
 
 
-def size_of(entry: dict[str, Any]) -> int | None:
-    return field(entry, "size_bytes", "size", "download_bytes")
+def read_entries(data: list[dict[str, Any]]) -> list[RegistryEntry]:
+    """`admin/models` entries, read with the schema the server writes them with."""
+    return [RegistryEntry.model_validate(e) for e in data]
 
 
-def memory_of(entry: dict[str, Any]) -> int | None:
-    return field(entry, "memory_estimate", "memory_bytes", "estimated_memory")
+def read_hub(data: list[dict[str, Any]]) -> list[HubModel]:
+    """`admin/models/search` results, read with the schema the server writes them with."""
+    return [HubModel.model_validate(e) for e in data]
 
 
-def quant_of(entry: dict[str, Any]) -> str:
-    return str(field(entry, "quantization", "quant", "dtype", default=""))
-
-
-def label(entry: dict[str, Any], loaded: set[str]) -> str:
-    mid = str(entry.get("id"))
-    parts = [mid]
-    size = size_of(entry)
-    if size:
-        parts.append(fmt_bytes(size))
-    if quant_of(entry):
-        parts.append(quant_of(entry))
-    mem = memory_of(entry)
-    if mem:
-        parts.append(f"~{fmt_bytes(mem)} to serve")
-    if entry.get("_hub"):
-        parts.append(
-            "hub" + (f" · {entry['downloads']:,} downloads" if entry.get("downloads") else "")
-        )
-    elif mid in loaded or entry.get("loaded"):
+def label(entry: Entry, loaded: set[str]) -> str:
+    if isinstance(entry, HubModel):
+        downloads = f" · {entry.downloads:,} downloads" if entry.downloads else ""
+        return "  ·  ".join([entry.id, "hub" + downloads])
+    parts = [entry.id]
+    if entry.size_bytes:
+        parts.append(fmt_bytes(entry.size_bytes))
+    if entry.quantization:
+        parts.append(entry.quantization)
+    if entry.memory_bytes:
+        parts.append(f"~{fmt_bytes(entry.memory_bytes)} to serve")
+    if entry.id in loaded or entry.loaded:
         parts.append("● loaded")
-    elif field(entry, "downloaded", "local", "available"):
+    elif entry.downloaded:
         parts.append("downloaded")
     return "  ·  ".join(parts)
+
+
+def details(entry: Entry) -> list[tuple[str, Any]]:
+    """The rows of the detail table (rows without a value are left out when shown)."""
+    if isinstance(entry, HubModel):
+        return [
+            ("source", "Hugging Face hub"),
+            ("kind", entry.pipeline_tag),
+            ("downloads", entry.downloads),
+            ("likes", entry.likes),
+            ("last modified", entry.last_modified),
+        ]
+    memory = None
+    if entry.memory_bytes:
+        memory = f"~{fmt_bytes(entry.memory_bytes)}"
+        if entry.serving_dtype:
+            memory += f" ({entry.serving_dtype})"
+    return [
+        ("source", entry.source),
+        ("kind", entry.kind),
+        ("description", entry.description),
+        ("architecture", entry.architecture),
+        ("parameters", fmt_count(entry.parameters)),
+        ("path", entry.path),
+        ("from", entry.source_path),
+        ("size", fmt_bytes(entry.size_bytes) if entry.size_bytes else None),
+        ("quantization", entry.quantization),
+        ("memory to serve", memory),
+        ("context", entry.context_length),
+    ]
 
 
 def fmt_count(n: int | None) -> str | None:
@@ -71,7 +89,7 @@ class ModelPicker(w.VBox):
 
     def __init__(self, client: ClientLike = None) -> None:
         self._conn = Connection(client)
-        self.entries: list[dict[str, Any]] = []
+        self.entries: list[Entry] = []
         self.status: dict[str, Any] = {}
         self._pull_future: concurrent.futures.Future[dict[str, Any] | None] | None = None
         self._pulling: str | None = None
@@ -207,13 +225,14 @@ class ModelPicker(w.VBox):
     async def _refresh(self) -> None:
         try:
             client = await self._conn.get()
-            entries, status = await asyncio.gather(client.models(), client.status())
+            data, status = await asyncio.gather(client.models(), client.status())
+            entries: list[Entry] = list(read_entries(data))
         except Exception as e:
             self.error.value = _err(f"cannot list models: {short_error(e)}")
             return
-        hub = [e for e in self.entries if e.get("_hub")]
-        known = {e.get("id") for e in entries}
-        self.entries = entries + [e for e in hub if e.get("id") not in known]
+        known = {e.id for e in entries}
+        entries += [e for e in self.entries if isinstance(e, HubModel) and e.id not in known]
+        self.entries = entries
         self.status = status
         self.error.value = ""
         self._render_options()
@@ -226,13 +245,13 @@ class ModelPicker(w.VBox):
         self.progress_label.value = f"searching the hub for {escape(query)}…"
         try:
             client = await self._conn.get()
-            found = await client.search_models(query)
+            found = read_hub(await client.search_models(query))
         except Exception as e:
             self.progress_label.value = ""
             self.error.value = _err(f"hub search failed: {short_error(e)}")
             return
-        known = {e.get("id") for e in self.entries}
-        self.entries += [{**e, "_hub": True} for e in found if e.get("id") not in known]
+        known = {e.id for e in self.entries}
+        self.entries += [e for e in found if e.id not in known]
         self.progress_label.value = f"{len(found)} found on the hub"
         self._render_options()
 
@@ -309,11 +328,11 @@ class ModelPicker(w.VBox):
         query = self.search.value.strip().lower()
         loaded = self._loaded_ids()
         options = [
-            (label(e, loaded), str(e.get("id")))
+            (label(e, loaded), e.id)
             for e in self.entries
             if not query
-            or query in str(e.get("id", "")).lower()
-            or query in str(e.get("description", "")).lower()
+            or query in e.id.lower()
+            or (isinstance(e, RegistryEntry) and query in e.description.lower())
         ]
         current = self.select.value
         self.select.options = options
@@ -322,35 +341,18 @@ class ModelPicker(w.VBox):
         self._render_detail()
 
     def _render_detail(self) -> None:
-        entry = next((e for e in self.entries if e.get("id") == self.select.value), None)
+        entry = next((e for e in self.entries if e.id == self.select.value), None)
         if entry is None:
             self.detail.value = ""
             for button in (self.load_button, self.unload_button, self.delete_button):
                 button.disabled = True
             return
-        rows = [
-            ("source", "Hugging Face hub" if entry.get("_hub") else field(entry, "source")),
-            ("kind", field(entry, "kind", "pipeline_tag")),
-            ("description", field(entry, "description", "name")),
-            ("architecture", field(entry, "architecture")),
-            ("parameters", fmt_count(field(entry, "parameters"))),
-            ("path", field(entry, "path", "source_path")),
-            ("size", fmt_bytes(size_of(entry)) if size_of(entry) else None),
-            ("quantization", quant_of(entry) or None),
-            (
-                "memory to serve",
-                f"~{fmt_bytes(memory_of(entry))}"
-                + (f" ({entry['serving_dtype']})" if entry.get("serving_dtype") else "")
-                if memory_of(entry)
-                else None,
-            ),
-            ("context", field(entry, "context_length")),
-        ]
-        loaded = entry.get("id") in self._loaded_ids() or bool(entry.get("loaded"))
-        downloaded = bool(field(entry, "downloaded", "local", "available"))
+        rows = details(entry)
+        local = entry if isinstance(entry, RegistryEntry) else None
+        loaded = entry.id in self._loaded_ids() or (local is not None and local.loaded)
         self.load_button.disabled = loaded
         self.unload_button.disabled = not loaded
-        self.delete_button.disabled = not downloaded
+        self.delete_button.disabled = not (local is not None and local.downloaded)
         self.detail.value = (
             "<table style='font-size:0.9em'>"
             + "".join(
