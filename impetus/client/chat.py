@@ -27,6 +27,8 @@ class ChatResult(BaseModel):
     elapsed: float = 0.0  # seconds from sending the request to the end
     tokens_per_second: float | None = None  # decode speed: the engine's if it reports it, else ours
     engine_timings: dict[str, Any] | None = None  # the server's own timings, where it sends them
+    # OpenAI logprobs entries ({"token", "logprob", "top_logprobs"}), when they were asked for
+    logprobs: list[dict[str, Any]] | None = None
 
     def summary(self) -> str:
         parts = []
@@ -51,6 +53,11 @@ class ChatAccumulator:
         self.t_first: float | None = None
         self.t_last: float | None = None
         self.parts: list[str] = []
+        self.tokens: list[dict[str, Any]] = []  # logprobs entries of the whole answer
+        # ... since the last text delta: tokens held back as partial characters come with the
+        # text that completes them
+        self.step_tokens: list[dict[str, Any]] = []
+        self._unsent: list[dict[str, Any]] = []
         self.result = ChatResult()
 
     def add(self, chunk: Mapping[str, Any]) -> str:
@@ -58,14 +65,19 @@ class ChatAccumulator:
         self.result.id = chunk.get("id") or self.result.id
         self.result.model = chunk.get("model") or self.result.model
         text = ""
+        step: list[dict[str, Any]] = []
         for choice in chunk.get("choices") or []:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
             text += delta.get("content") or ""
+            step += (choice.get("logprobs") or {}).get("content") or []
             if choice.get("finish_reason"):
                 self.result.finish_reason = choice["finish_reason"]
+        self.tokens += step
+        self._unsent += step
         if text:
+            self.step_tokens, self._unsent = self._unsent, []
             if self.t_first is None:
                 self.t_first = now
             self.t_last = now
@@ -86,6 +98,7 @@ class ChatAccumulator:
     def finish(self, cancelled: bool = False) -> ChatResult:
         r = self.result
         r.text = "".join(self.parts)
+        r.logprobs = self.tokens or None
         r.elapsed = time.perf_counter() - self.t0
         if cancelled and r.finish_reason is None:
             r.finish_reason = "cancelled"

@@ -69,6 +69,11 @@ class _Chat:
         """Called when the reader is cancelled (the connection then closes)."""
         self._closed = True
 
+    @property
+    def step_tokens(self) -> list[dict[str, Any]]:
+        """The logprobs entries of the tokens behind the last text delta (`logprobs=True`)."""
+        return self._acc.step_tokens
+
 
 class ChatStream(_Chat):
     """Iterate for text deltas; `.result` after the end; `close()` stops (the engine cancels)."""

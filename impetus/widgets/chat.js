@@ -1,7 +1,9 @@
 // impetus Chat panel front end (anywidget ESM). Self-contained: no CDN, no build step.
 //
 // State from Python: traits `history`, `busy`, `status`, `error`, `model`, `models`,
-// `system_prompt`, `temperature`, `top_p`, `max_tokens`.
+// `system_prompt`, `temperature`, `top_p`, `max_tokens`, `show_probabilities`.
+// An assistant message may carry `tokens` ([[text, p, [[alt, p], ...]], ...]: coloured by p) and
+// `json: true` (a constrained answer, shown formatted); a delta may carry the step's `tokens`.
 // Streaming: custom messages {type: "start"} / {type: "delta", text} / {type: "end"}; the
 // answer's final form arrives once, in `history`, when the turn ends.
 // To Python: {type: "send", text} / {type: "stop"} / {type: "regenerate"} / {type: "clear"}.
@@ -181,6 +183,43 @@ function statsLine(stats) {
 
 // ------------------------------------------------------------------ the view
 
+// ------------------------------------------------------------------ tokens and JSON
+
+// probability 0..1 -> a background from red (unlikely) through yellow to green (certain)
+function probabilityColour(p) {
+  if (p == null) return "transparent";
+  return `hsla(${Math.round(120 * p)}, 75%, 72%, 0.55)`;
+}
+
+function tokenTitle([token, p, alts]) {
+  const pct = (x) => (x == null ? "?" : `${(100 * x).toFixed(1)}%`);
+  const lines = [`${JSON.stringify(token)}  ${pct(p)}`];
+  for (const [alt, q] of alts || []) if (alt !== token) lines.push(`  ${JSON.stringify(alt)}  ${pct(q)}`);
+  return lines.join("\n");
+}
+
+// tokens: [[text, probability, [[alternative, probability], ...]], ...] (see chat.py)
+export function renderTokens(tokens) {
+  const frag = document.createDocumentFragment();
+  for (const t of tokens) {
+    const span = el("span", { class: "impetus-tok", title: tokenTitle(t) });
+    span.style.background = probabilityColour(t[1]);
+    span.textContent = t[0];
+    frag.append(span);
+  }
+  return frag;
+}
+
+export function renderJson(text) {
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  return el("pre", { class: "impetus-json" }, JSON.stringify(value, null, 2));
+}
+
 function render({ model, el: root }) {
   root.classList.add("impetus-chat");
   // JupyterLab: keys typed in the panel are text, not notebook shortcuts (Lumino checks this attribute)
@@ -211,6 +250,16 @@ function render({ model, el: root }) {
     on(`change:${name}`, () => (input.value = model.get(name)));
     return el("label", {}, label, input);
   };
+  function probToggle() {
+    const box = el("input", { type: "checkbox", class: "impetus-probabilities" });
+    box.checked = model.get("show_probabilities");
+    box.addEventListener("change", () => {
+      model.set("show_probabilities", box.checked);
+      model.save_changes();
+    });
+    on("change:show_probabilities", () => (box.checked = model.get("show_probabilities")));
+    return el("label", { class: "impetus-prob-label" }, box, " colour tokens by probability (hover: alternatives)");
+  }
   const settings = el(
     "div",
     { class: "impetus-settings", hidden: "" },
@@ -222,6 +271,7 @@ function render({ model, el: root }) {
       num("top_p", "top_p ", "0.05", "0.01", "1"),
       num("max_tokens", "max_tokens ", "1", "1", "1000000"),
     ),
+    probToggle(),
   );
   settingsToggle.addEventListener("click", () => settings.toggleAttribute("hidden"));
 
@@ -256,6 +306,8 @@ function render({ model, el: root }) {
     const body = el("div", { class: "impetus-body" });
     if (role === "error") body.textContent = m.content;
     else if (role === "user") body.textContent = m.content; // the user's words, shown as typed
+    else if (m.json && renderJson(m.content || "")) body.append(renderJson(m.content));
+    else if (m.tokens && m.tokens.length) body.append(renderTokens(m.tokens));
     else body.innerHTML = renderMarkdown(m.content || "");
     const copy = el("button", { class: "impetus-copy", title: "Copy message" }, "Copy");
     copy.addEventListener("click", () => copyText(m.content || "", copy));
@@ -277,7 +329,7 @@ function render({ model, el: root }) {
     const head = el("div", { class: "impetus-role" }, "assistant");
     const node = el("div", { class: "impetus-msg impetus-assistant impetus-pending" }, head, body);
     body.append(el("span", { class: "impetus-cursor" }));
-    pending = { node, body, text: "", scheduled: false };
+    pending = { node, body, text: "", tokens: null, scheduled: false };
     log.append(node);
     scrollDown();
   };
@@ -285,6 +337,12 @@ function render({ model, el: root }) {
   const drawPending = () => {
     if (!pending) return;
     pending.scheduled = false;
+    if (pending.tokens) {
+      // coloured tokens: shown as they come, plain text (Markdown would split their spans)
+      pending.body.replaceChildren(renderTokens(pending.tokens), el("span", { class: "impetus-cursor" }));
+      scrollDown();
+      return;
+    }
     pending.body.innerHTML = renderMarkdown(pending.text);
     // the cursor goes at the end of the last line of text, not on a line of its own
     let target = pending.body;
@@ -369,6 +427,7 @@ function render({ model, el: root }) {
     } else if (msg.type === "delta") {
       if (!pending) startPending();
       pending.text += msg.text;
+      if (msg.tokens) pending.tokens = (pending.tokens || []).concat(msg.tokens);
       if (!pending.scheduled) {
         pending.scheduled = true;
         requestAnimationFrame(drawPending); // one Markdown pass per frame, however fast tokens come

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ _HERE = Path(__file__).parent
 class Chat(anywidget.AnyWidget):
     """Chat with a model: `iw.Chat(model="smollm2-135m")`.
 
+    `show_probabilities=True` colours each token by its probability (alternatives on hover);
+    `response_format={...}` constrains answers to JSON, shown as formatted JSON.
     Python side: `submit(text)`, `ask(text) -> str` (blocks until answered), `await
     ask_async(text)` (the same without blocking the kernel), `stop()`,
     `regenerate()`, `clear()`, `messages` (the conversation as OpenAI messages), `to_json()`,
@@ -42,6 +45,10 @@ class Chat(anywidget.AnyWidget):
     temperature = t.Float(0.7, min=0.0, max=2.0).tag(sync=True)
     top_p = t.Float(0.95, min=0.01, max=1.0).tag(sync=True)
     max_tokens = t.Int(512, min=1).tag(sync=True)
+    # colour each generated token by its probability, top alternatives on hover (logprobs)
+    show_probabilities = t.Bool(False).tag(sync=True)
+    # constrain answers (OpenAI `response_format`: json_object or json_schema); shown as JSON
+    response_format = t.Dict(allow_none=True, default_value=None).tag(sync=True)
     # [{"role": "user"|"assistant"|"error", "content": str, "stats": {...}}]
     history = t.List(t.Dict()).tag(sync=True)
     busy = t.Bool(False).tag(sync=True)
@@ -286,19 +293,29 @@ class Chat(anywidget.AnyWidget):
             client = await self._conn.get()
             if not self.model:
                 await self._connect()
+            extra: dict[str, Any] = {}
+            probabilities = self.show_probabilities
+            if probabilities:
+                extra.update(logprobs=True, top_logprobs=TOP_ALTERNATIVES)
+            if self.response_format:
+                extra["response_format"] = self.response_format
             self._stream = await client.chat_stream(
                 self.messages,
                 model=self.model or None,
                 temperature=self.temperature,
                 top_p=self.top_p,
                 max_tokens=self.max_tokens,
+                **extra,
             )
             if self._cancel_requested:  # Stop pressed while the request was being sent
                 self._stream.mark_cancelled()
                 raise asyncio.CancelledError
             async for text in self._stream:
                 parts.append(text)
-                self._emit({"type": "delta", "text": text})
+                msg: dict[str, Any] = {"type": "delta", "text": text}
+                if probabilities:
+                    msg["tokens"] = compact_tokens(self._stream.step_tokens)
+                self._emit(msg)
             result = self._stream.result
         except asyncio.CancelledError:
             # Stop: the response is closed (the api cancels the request in the engine)
@@ -314,7 +331,16 @@ class Chat(anywidget.AnyWidget):
             self._task = None
         history = list(self.history)
         if result is not None and (result.text or error is None):
-            history.append({"role": "assistant", "content": result.text, "stats": _stats(result)})
+            answer: dict[str, Any] = {
+                "role": "assistant",
+                "content": result.text,
+                "stats": _stats(result),
+            }
+            if result.logprobs:
+                answer["tokens"] = compact_tokens(result.logprobs)
+            if self.response_format and _is_json(result.text):
+                answer["json"] = True
+            history.append(answer)
             self.last_result = result
         if error is not None:
             history.append({"role": "error", "content": error})
@@ -340,6 +366,32 @@ class Chat(anywidget.AnyWidget):
             self.error = ""
             self.status = f"ready · {client.endpoint.base_url}"
             return
+
+
+TOP_ALTERNATIVES = 5
+
+
+def compact_tokens(entries: list[dict[str, Any]]) -> list[list[Any]]:
+    """OpenAI logprobs entries -> [[token, probability, [[alternative, probability], ...]], ...]:
+    what the panel needs to colour a token and list its alternatives, and no more."""
+    out: list[list[Any]] = []
+    for e in entries:
+        alts = [
+            [a.get("token", ""), round(math.exp(a["logprob"]), 4)]
+            for a in e.get("top_logprobs") or []
+            if a.get("logprob") is not None
+        ]
+        p = math.exp(e["logprob"]) if e.get("logprob") is not None else None
+        out.append([e.get("token", ""), None if p is None else round(p, 4), alts])
+    return out
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _stats(r: ChatResult) -> dict[str, Any]:

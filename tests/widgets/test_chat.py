@@ -144,3 +144,39 @@ def test_server_gone_then_back(impetus_home: object, tiny_model: str) -> None:
     finally:
         chat.close()
         srv.stop()
+
+
+def test_probabilities_colour_every_token(chat: Chat) -> None:
+    chat.show_probabilities = True
+    rec = Recorder(chat)
+    chat.ask("Hello there", timeout=60)
+    answer = chat.history[-1]
+    tokens = answer["tokens"]
+    # one entry per generated token, each with its probability and its alternatives
+    assert len(tokens) == answer["stats"]["completion_tokens"]
+    for text, p, alts in tokens:
+        assert isinstance(text, str) and 0.0 <= p <= 1.0
+        assert 1 <= len(alts) <= 5 and all(0.0 <= q <= 1.0 for _, q in alts)
+    # they streamed with the deltas too (all but those after the last text, if any)
+    streamed = [t for d in rec.custom("delta") for t in d.get("tokens", [])]
+    assert streamed and [t[0] for t in streamed] == [t[0] for t in tokens[: len(streamed)]]
+    assert chat.last_result is not None and chat.last_result.logprobs
+
+
+def test_constrained_answers_are_marked_json(chat: Chat) -> None:
+    chat.response_format = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "answer",
+            "schema": {
+                "type": "object",
+                "properties": {"ok": {"type": "boolean"}},
+                "required": ["ok"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    chat.max_tokens = 40
+    text = chat.ask("Answer.", timeout=60)
+    assert isinstance(json.loads(text)["ok"], bool)
+    assert chat.history[-1]["json"] is True and "tokens" not in chat.history[-1]

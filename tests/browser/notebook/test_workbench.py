@@ -32,6 +32,13 @@ def test_magics_and_compare_notebooks_in_the_browser(lab: tuple[str, str, Path])
             expect(answers.first).to_contain_text("tokens", timeout=60_000)
             assert answers.count() >= 3, "two chat cells and one --json cell answered"
             expect(page.locator(".jp-RenderedMarkdown pre").first).to_be_attached()  # --json
+            # tokens coloured by probability, alternatives in their titles; a JSON answer
+            tokens = page.locator(".impetus-chat .impetus-tok")
+            expect(tokens.first).to_be_attached(timeout=60_000)
+            assert "%" in (tokens.first.get_attribute("title") or "")
+            expect(page.locator(".impetus-chat .impetus-json").first).to_contain_text('"fruit"')
+            tokens.first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "chat-probabilities.png"))
             # the bench task: its live chart and a finished progress line
             task = page.locator(".impetus-task").last
             expect(task).to_contain_text("profiles", timeout=120_000)
