@@ -211,6 +211,7 @@ class ChoiceAcc:
     tool_calls: list[ToolCall] | None = None
     finish_reason: str | None = None
     completion_tokens: int = 0
+    streamed_tokens: int = 0  # tokens of the Delta events so far (completion_tokens is at Done)
 
 
 @dataclass
@@ -233,6 +234,7 @@ class Accumulator:
         if ev.text:
             acc.text.append(ev.text)
         if isinstance(ev, Delta):
+            acc.streamed_tokens += len(ev.token_ids)
             if ev.logprobs:
                 acc.logprobs.extend(ev.logprobs)
         else:
@@ -244,6 +246,14 @@ class Accumulator:
         return usage_out(
             self.prompt_tokens,
             sum(c.completion_tokens for c in self.choices.values()),
+            self.cached_tokens,
+        )
+
+    def usage_so_far(self) -> UsageOut:
+        """While streaming: the tokens generated up to now (`continuous_usage_stats`)."""
+        return usage_out(
+            self.prompt_tokens,
+            sum(max(c.completion_tokens, c.streamed_tokens) for c in self.choices.values()),
             self.cached_tokens,
         )
 
@@ -315,6 +325,7 @@ class ChunkMaker:
     want_logprobs: bool
     n: int = 1
     echo: list[str] | None = None
+    continuous_usage: bool = False  # the usage so far on every chunk
     created: int = field(default_factory=lambda: int(time.time()))
     _offsets: dict[int, int] = field(default_factory=dict)
     _echoed: set[int] = field(default_factory=set)

@@ -82,6 +82,7 @@ class _GenerationHandler(ImpetusHandler):
         include_usage: bool,
         want_logprobs: bool,
         echo: list[str] | None = None,
+        continuous_usage: bool = False,
     ) -> None:
         service = self.service
         with service.track():
@@ -97,8 +98,9 @@ class _GenerationHandler(ImpetusHandler):
                 async with asyncio.timeout(service.settings.request_timeout):
                     if stream:
                         maker = convert.ChunkMaker(
-                            rid, model, chat, include_usage, want_logprobs, n, echo
-                        )
+                            rid, model, chat, include_usage, want_logprobs, n, echo,
+                            continuous_usage=continuous_usage,
+                        )  # fmt: skip
                         await self._stream_events(events, maker, len(requests))
                     else:
                         await self._whole(events, rid, model, chat, want_logprobs, echo, n)
@@ -250,6 +252,8 @@ class _GenerationHandler(ImpetusHandler):
         if isinstance(ev, Delta):
             chunk = maker.delta(index, ev)
             if chunk is not None:
+                if maker.continuous_usage:
+                    chunk = {**chunk, "usage": acc.usage_so_far().model_dump()}
                 await sse.send(self, chunk)
         elif isinstance(ev, Done):
             for chunk in maker.done(index, ev):
@@ -280,6 +284,7 @@ class ChatCompletionsHandler(_GenerationHandler):
             stream=bool(req.stream),
             chat=True,
             include_usage=bool(req.stream_options and req.stream_options.include_usage),
+            continuous_usage=bool(req.stream_options and req.stream_options.continuous_usage_stats),
             want_logprobs=bool(req.logprobs),
         )
 
@@ -303,6 +308,7 @@ class CompletionsHandler(_GenerationHandler):
             stream=bool(req.stream),
             chat=False,
             include_usage=bool(req.stream_options and req.stream_options.include_usage),
+            continuous_usage=bool(req.stream_options and req.stream_options.continuous_usage_stats),
             want_logprobs=req.logprobs is not None,
             echo=[p for p in req.prompts() if isinstance(p, str)] if req.echo else None,
         )

@@ -41,6 +41,11 @@ class StreamOptions(_Request):
     include_usage: bool = Field(
         False, description="send a last chunk with the usage of the whole request"
     )
+    continuous_usage_stats: bool = Field(
+        False,
+        description="also send the usage so far with every chunk (vLLM's option): a client that "
+        "stops reading early still knows how many tokens it got",
+    )
 
 
 class JSONSchemaFormat(_Request):

@@ -293,7 +293,10 @@ class Chat(anywidget.AnyWidget):
             client = await self._conn.get()
             if not self.model:
                 await self._connect()
-            extra: dict[str, Any] = {}
+            # usage on every chunk: a stopped answer still knows how many tokens it had
+            extra: dict[str, Any] = {
+                "stream_options": {"include_usage": True, "continuous_usage_stats": True}
+            }
             probabilities = self.show_probabilities
             if probabilities:
                 extra.update(logprobs=True, top_logprobs=TOP_ALTERNATIVES)
@@ -320,8 +323,9 @@ class Chat(anywidget.AnyWidget):
         except asyncio.CancelledError:
             # Stop: the response is closed (the api cancels the request in the engine)
             result = self._stream.result if self._stream is not None else None
-            if result is None or result.finish_reason != "cancelled":
+            if result is None:
                 result = ChatResult(text="".join(parts), finish_reason="cancelled")
+            result.finish_reason = "cancelled"
         except Exception as e:
             error = short_error(e)
             if self._stream is not None:

@@ -162,7 +162,11 @@ class ImpetusMagics(Magics):
         model = model or self._default_model(client)
         conv.model = model
 
-        params: dict[str, Any] = {"max_tokens": args.max_tokens}
+        params: dict[str, Any] = {
+            "max_tokens": args.max_tokens,
+            # usage on every chunk: an interrupted answer still knows its token count
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        }
         if args.temperature is not None:
             params["temperature"] = args.temperature
         if schema is not None:
@@ -220,10 +224,8 @@ class ImpetusMagics(Magics):
         result = stream.result or ChatResult(text="".join(parts), finish_reason="cancelled")
         footer = "" if quiet else f"{model} · {result.summary()}"
         if result.finish_reason == "cancelled":
-            tokens = result.completion_tokens
-            footer = (
-                f"{model} · stopped after {tokens if tokens is not None else len(parts)} tokens"
-            )
+            n = result.completion_tokens
+            footer = f"{model} · stopped" + (f" after {n} tokens" if n is not None else "")
         handle.update(render(result.text, footer))
         return result
 

@@ -109,6 +109,27 @@ def test_streaming_with_usage_and_raw_sse_shape(server: Server, model: str) -> N
     assert 1 <= len(content_chunks) <= 6
 
 
+def test_continuous_usage_stats(server: Server, model: str) -> None:
+    """vLLM's stream_options.continuous_usage_stats: the usage so far on every chunk, through the
+    official SDK; it counts engine tokens and ends equal to the final usage."""
+    chunks = list(
+        server.openai().chat.completions.create(
+            model=model,
+            messages=HELLO,
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True, "continuous_usage_stats": True},  # type: ignore[typeddict-unknown-key]
+            extra_body={"ignore_eos": True},
+        )
+    )
+    *body, last = chunks
+    counts = [c.usage.completion_tokens for c in body if c.choices and c.choices[0].delta.content]
+    assert counts and counts == sorted(counts) and counts[-1] <= 8
+    assert all(c.usage.prompt_tokens == last.usage.prompt_tokens for c in body if c.usage)
+    assert last.usage.completion_tokens == 8
+
+
 def test_streaming_with_empty_stream_options(server: Server, model: str) -> None:
     chunks = list(
         server.openai().chat.completions.create(

@@ -77,6 +77,9 @@ def test_stop_cancels_the_generation(chat: Chat, client: ImpetusClient) -> None:
     last = chat.history[-1]
     assert last["role"] == "assistant"
     assert last["stats"]["finish_reason"] == "cancelled"
+    # the stopped answer says how many tokens it had (usage on every chunk, counted by the engine)
+    assert last["stats"]["completion_tokens"] >= 1
+    assert f"{last['stats']['completion_tokens']} tokens" in last["stats"]["summary"]
     assert not chat.busy
     wait_for(lambda: client.status()["stats"]["running"] == 0, timeout=10)
     assert client.status()["stats"]["generation_tokens_total"] - before < 400

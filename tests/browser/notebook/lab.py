@@ -115,9 +115,26 @@ def wait_all_cells_done(page: Any, timeout: int = 600_000) -> None:
 
 
 def open_and_run(page: Any, base: str, token: str, name: str) -> None:
-    page.goto(f"{base}lab/tree/{name}?token={token}", timeout=120_000)
+    """Open `name` alone (`reset`: no tabs restored from an earlier notebook, whose kernel's
+    "Idle" would otherwise be taken for this one's) and run all its cells; retry Run All when the
+    first cell has not started a minute later (JupyterLab drops a run while the kernel starts)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.goto(f"{base}lab/tree/{name}?reset&token={token}", timeout=120_000)
     page.locator(".jp-Notebook").first.wait_for(timeout=120_000)
-    run_all_cells(page)
+    started = """() => {
+        const p = document.querySelector(
+            '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt');
+        return p && /\\[(\\*|\\d+)\\]/.test(p.textContent);
+    }"""
+    for _ in range(3):
+        run_all_cells(page)
+        try:
+            page.wait_for_function(started, timeout=60_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"{name}: Run All Cells never started the first cell")
 
 
 def launch(p: Any) -> Any:
