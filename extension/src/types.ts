@@ -1,7 +1,7 @@
 /**
  * The shapes of the admin API as the sidebar reads them: names for the types generated from the
  * server's OpenAPI document into ./openapi.ts (`make -C extension types` regenerates it from
- * `python -m impetus.api.openapi`; `make lint` fails when it is out of date). Nothing here
+ * `python -m impetus.api.routes`; `make lint` fails when it is out of date). Nothing here
  * describes a field by hand: a field renamed on the server is renamed here by the generator.
  */
 import type { components } from './openapi';

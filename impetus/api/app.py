@@ -17,7 +17,8 @@ from tornado import web
 
 from impetus.api.auth import ServeIdentityProvider
 from impetus.api.base import SERVICE_KEY
-from impetus.api.routes import build_handlers
+from impetus.api.openapi import ROUTES_SETTING
+from impetus.api.routes import ROUTES, build_handlers
 from impetus.api.service import ImpetusService
 
 log = logging.getLogger("impetus.api")
@@ -44,6 +45,7 @@ def make_app(service: ImpetusService) -> web.Application:
     app_settings: dict[str, Any] = {
         SERVICE_KEY: service,
         "impetus_prefix": "/",
+        ROUTES_SETTING: ROUTES,
         "base_url": "/",
         "identity_provider": identity,
         "authorizer": AllowAllAuthorizer(identity_provider=identity),

@@ -7,17 +7,14 @@ pydantic model (the api's schemas) or a msgspec Struct (the engine's records, im
 built from those; nothing is listed twice. Adding an endpoint is one route line plus the two
 decorators, and tests/api/test_openapi.py fails for a route method without them.
 
-`python -m impetus.api.openapi [FILE]` writes the document (servers `/`) for tools such as the
-sidebar's type generator (extension/src/openapi.ts).
+`python -m impetus.api.routes [FILE]` writes the document of the route table (servers `/`) for
+tools such as the sidebar's type generator (extension/src/openapi.ts).
 """
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import json
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GENERATION_ERRORS",
     "OPERATION_ATTR",
+    "ROUTES_SETTING",
     "Operation",
     "document_routes",
     "openapi_document",
@@ -45,6 +43,7 @@ __all__ = [
 ]
 
 REF = "#/components/schemas/{model}"
+ROUTES_SETTING = "impetus_routes"  # the Tornado setting holding the route table
 OPERATION_ATTR = "__impetus_operation__"
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -259,15 +258,11 @@ def _operation(
 
 
 def openapi_document(
-    prefix: str,
-    routes: Sequence[tuple[str, type[ImpetusHandler]]] | None = None,
-    strict: bool = False,
+    prefix: str, routes: Sequence[tuple[str, type[ImpetusHandler]]], strict: bool = False
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of `routes` (default: every route), served under `prefix`."""
-    if routes is None:
-        from impetus.api.routes import ROUTES
-
-        routes = ROUTES
+    """The OpenAPI 3.1 document of `routes` (`impetus.api.routes.ROUTES`: the app puts it in
+    its settings under ROUTES_SETTING, so that this module needs no import of the handlers),
+    served under `prefix`."""
     doc = _document(tuple(routes), strict)
     return {**doc, "servers": [{"url": prefix.rstrip("/") or "/"}]}
 
@@ -291,24 +286,3 @@ def _document(routes: tuple[tuple[str, type[ImpetusHandler]], ...], strict: bool
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m impetus.api.openapi", description="Write impetus's OpenAPI document."
-    )
-    parser.add_argument("output", nargs="?", help="file to write (default: standard output)")
-    parser.add_argument("--prefix", default="/", help="the server URL prefix (default: /)")
-    args = parser.parse_args(argv)
-    text = json.dumps(openapi_document(args.prefix, strict=True), indent=2, sort_keys=True)
-    text += "\n"
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,7 @@ from importlib.resources import files
 from impetus.api.auth import scope
 from impetus.api.base import ImpetusHandler
 from impetus.api.errors import RETRY_AFTER_SECONDS, APIError
-from impetus.api.openapi import openapi_document, operation
+from impetus.api.openapi import ROUTES_SETTING, openapi_document, operation
 from impetus.api.schemas import Health, Ready
 
 STATIC = files("impetus.api") / "static"
@@ -72,7 +72,7 @@ class OpenAPIHandler(ImpetusHandler):
     @operation("This OpenAPI document", tag="Operations", media="application/json")
     async def get(self) -> None:
         prefix = self.settings.get("impetus_prefix", "/")
-        self.write_json(openapi_document(prefix))
+        self.write_json(openapi_document(prefix, self.settings[ROUTES_SETTING]))
 
 
 class ExplorerHandler(ImpetusHandler):

@@ -5,13 +5,20 @@ It is also the source of /openapi.json. To add an endpoint: write the handler (a
 `@operation(summary, tag=..., body=RequestModel, returns=ResponseModel, ...)` (what it takes and
 gives; `impetus.api.openapi.Operation`), and add one line here. The spec, the explorer at `docs`
 and the sidebar's generated types follow; nothing else lists routes.
+
+`python -m impetus.api.routes [FILE]` writes the OpenAPI document of this table.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+
 from impetus.api import admin, admin_models, ops
 from impetus.api import openai_handlers as oa
 from impetus.api.base import ImpetusHandler
+from impetus.api.openapi import openapi_document
 
 ROUTES: list[tuple[str, type[ImpetusHandler]]] = [
     (r"v1/models", oa.ModelsHandler),
@@ -43,3 +50,25 @@ def build_handlers(prefix: str) -> list[tuple[str, type[ImpetusHandler]]]:
 
 def handler_classes() -> list[type[ImpetusHandler]]:
     return [handler for _, handler in ROUTES]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the OpenAPI document of ROUTES (strict: every route method documented)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m impetus.api.routes", description="Write impetus's OpenAPI document."
+    )
+    parser.add_argument("output", nargs="?", help="file to write (default: standard output)")
+    parser.add_argument("--prefix", default="/", help="the server URL prefix (default: /)")
+    args = parser.parse_args(argv)
+    doc = openapi_document(args.prefix, ROUTES, strict=True)
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,7 +24,8 @@ from jupyter_server.utils import url_path_join
 from traitlets import Bool, Enum, Float, HasTraits, Integer, List, TraitType, Unicode, Union
 
 from impetus.api.base import SERVICE_KEY
-from impetus.api.routes import build_handlers
+from impetus.api.openapi import ROUTES_SETTING
+from impetus.api.routes import ROUTES, build_handlers
 from impetus.api.service import ImpetusService
 from impetus.config import Settings, is_byte_field, serve_only
 
@@ -116,7 +117,9 @@ class ImpetusExtension(SettingsTraits, ExtensionApp):
         assert self.serverapp is not None
         self.service = ImpetusService(self.build_settings())
         prefix = url_path_join(self.serverapp.base_url, PREFIX)
-        self.settings.update({SERVICE_KEY: self.service, "impetus_prefix": prefix})
+        self.settings.update(
+            {SERVICE_KEY: self.service, "impetus_prefix": prefix, ROUTES_SETTING: ROUTES}
+        )
         self.log.info("impetus: OpenAI API under %sv1", prefix)
 
     def initialize_handlers(self) -> None:

@@ -25,7 +25,7 @@ def refs(node: Any) -> list[str]:
 
 
 def test_the_document_is_valid_and_complete() -> None:
-    doc = openapi_document("/impetus/", strict=True)
+    doc = openapi_document("/impetus/", ROUTES, strict=True)
     validate(doc)
     assert doc["servers"] == [{"url": "/impetus"}]
     schemas = doc["components"]["schemas"]
