@@ -65,7 +65,15 @@ def raw_single(model: Any, tok: Any, prompt: list[int], tokens: int) -> float:
 
 
 def engine_single(engine: Engine, model: str, prompt: list[int], tokens: int) -> float:
-    out = engine.complete(GenerateRequest(model=model, prompt=prompt, max_tokens=tokens, ignore_eos=True, sampling=SamplingParams(temperature=0.0)))
+    out = engine.complete(
+        GenerateRequest(
+            model=model,
+            prompt=prompt,
+            max_tokens=tokens,
+            ignore_eos=True,
+            sampling=SamplingParams(temperature=0.0),
+        )
+    )
     return float(out[0]["done"].timings.decode_tps)
 
 
@@ -73,7 +81,15 @@ def engine_aggregate(engine: Engine, model: str, prompts: list[list[int]], token
     counts = [0] * len(prompts)
 
     def run(i: int) -> None:
-        out = engine.complete(GenerateRequest(model=model, prompt=prompts[i], max_tokens=tokens, ignore_eos=True, sampling=SamplingParams(temperature=0.0)))
+        out = engine.complete(
+            GenerateRequest(
+                model=model,
+                prompt=prompts[i],
+                max_tokens=tokens,
+                ignore_eos=True,
+                sampling=SamplingParams(temperature=0.0),
+            )
+        )
         counts[i] = out[0]["done"].usage.completion_tokens
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
@@ -87,14 +103,23 @@ def engine_aggregate(engine: Engine, model: str, prompts: list[list[int]], token
 
 def raw_aggregate(model: Any, tok: Any, prompts: list[list[int]], tokens: int) -> float:
     t0 = time.perf_counter()
-    res = batch_generate(model, tok, prompts, max_tokens=tokens, completion_batch_size=max(len(prompts), 32), prefill_batch_size=8)
+    res = batch_generate(
+        model,
+        tok,
+        prompts,
+        max_tokens=tokens,
+        completion_batch_size=max(len(prompts), 32),
+        prefill_batch_size=8,
+    )
     elapsed = time.perf_counter() - t0
     # batch_generate stops at EOS (the engine side ignores it): count what it really generated
     return float(res.stats.generation_tokens) / elapsed
 
 
 def conversation(n_words: int) -> list[dict[str, str]]:
-    text = " ".join(f"fact {i}: the number {i} is {'even' if i % 2 == 0 else 'odd'}." for i in range(n_words))
+    text = " ".join(
+        f"fact {i}: the number {i} is {'even' if i % 2 == 0 else 'odd'}." for i in range(n_words)
+    )
     return [
         {"role": "system", "content": "You are a careful assistant."},
         {"role": "user", "content": f"Read these notes. {text}"},
@@ -106,9 +131,21 @@ def turn2_ttft(engine: Engine, model: str, target_tokens: int) -> tuple[float, i
     while len(engine.tokenize(model, {"messages": conversation(n)})) < target_tokens:
         n += 10
     turn1 = conversation(n)
-    first = engine.complete(GenerateRequest(model=model, messages=turn1, max_tokens=32, sampling=SamplingParams(temperature=0.0)))
-    turn2 = [*turn1, {"role": "assistant", "content": first[0]["text"]}, {"role": "user", "content": "Which numbers are even?"}]
-    second = engine.complete(GenerateRequest(model=model, messages=turn2, max_tokens=8, sampling=SamplingParams(temperature=0.0)))
+    first = engine.complete(
+        GenerateRequest(
+            model=model, messages=turn1, max_tokens=32, sampling=SamplingParams(temperature=0.0)
+        )
+    )
+    turn2 = [
+        *turn1,
+        {"role": "assistant", "content": first[0]["text"]},
+        {"role": "user", "content": "Which numbers are even?"},
+    ]
+    second = engine.complete(
+        GenerateRequest(
+            model=model, messages=turn2, max_tokens=8, sampling=SamplingParams(temperature=0.0)
+        )
+    )
     done = second[0]["done"]
     return float(done.timings.ttft), done.usage.prompt_tokens, done.usage.cached_tokens
 
@@ -131,7 +168,10 @@ def main() -> int:
     with Engine(Settings()) as engine:
         st = engine.load(args.model)
         path = Path(st.path)
-        print(f"# {args.model}: {path} served as {st.dtype}; backend {backend()}; BLAS {BLAS.path if BLAS else 'reference'}", file=sys.stderr)
+        print(
+            f"# {args.model}: {path} served as {st.dtype}; backend {backend()}; BLAS {BLAS.path if BLAS else 'reference'}",
+            file=sys.stderr,
+        )
         model, tok, _ = raw_model(path)
         vocab = int(tok.vocab_size)
         prompt = random_prompt(vocab, args.prompt, 0)
@@ -142,7 +182,14 @@ def main() -> int:
         for _ in range(args.trials):  # interleaved, so that machine noise hits both sides alike
             e_s.append(engine_single(engine, st.id, prompt, args.tokens))
             r_s.append(raw_single(model, tok, prompt, args.tokens))
-        rows.append(("single-stream decode tok/s", f"{med(e_s):.1f}", f"{med(r_s):.1f} (stream_generate)", f"{med(e_s) / med(r_s):.3f}"))
+        rows.append(
+            (
+                "single-stream decode tok/s",
+                f"{med(e_s):.1f}",
+                f"{med(r_s):.1f} (stream_generate)",
+                f"{med(e_s) / med(r_s):.3f}",
+            )
+        )
 
         for c in [int(x) for x in args.concurrency.split(",")]:
             prompts = [random_prompt(vocab, args.prompt, 100 + i) for i in range(c)]
@@ -150,7 +197,14 @@ def main() -> int:
             for _ in range(args.trials):
                 e_a.append(engine_aggregate(engine, st.id, prompts, args.tokens))
                 r_a.append(raw_aggregate(model, tok, prompts, args.tokens))
-            rows.append((f"aggregate tok/s, {c} concurrent", f"{med(e_a):.1f}", f"{med(r_a):.1f} (batch_generate)", f"{med(e_a) / med(r_a):.3f}"))
+            rows.append(
+                (
+                    f"aggregate tok/s, {c} concurrent",
+                    f"{med(e_a):.1f}",
+                    f"{med(r_a):.1f} (batch_generate)",
+                    f"{med(e_a) / med(r_a):.3f}",
+                )
+            )
         del model
 
         hit = [turn2_ttft(engine, st.id, args.conversation) for _ in range(args.trials)]
@@ -174,10 +228,21 @@ def main() -> int:
             with Engine(Settings(blas=mode)) as e:
                 e.load(args.model, dtype="float32")
                 engine_single(e, args.model, prompt, 16)
-                speeds[mode] = med([engine_single(e, args.model, prompt, args.tokens) for _ in range(args.trials)])
-        rows.append(("float32 decode tok/s, OpenBLAS vs reference BLAS", f"{speeds['auto']:.1f}", f"{speeds['off']:.1f}", f"{speeds['auto'] / speeds['off']:.2f}x"))
+                speeds[mode] = med(
+                    [engine_single(e, args.model, prompt, args.tokens) for _ in range(args.trials)]
+                )
+        rows.append(
+            (
+                "float32 decode tok/s, OpenBLAS vs reference BLAS",
+                f"{speeds['auto']:.1f}",
+                f"{speeds['off']:.1f}",
+                f"{speeds['auto'] / speeds['off']:.2f}x",
+            )
+        )
 
-    print(f"\n{date.today()} · {platform.machine()} {platform.processor() or ''} · backend {backend()} · `python benchmarks/engine_vs_mlx_lm.py {' '.join(sys.argv[1:])}`\n")
+    print(
+        f"\n{date.today()} · {platform.machine()} {platform.processor() or ''} · backend {backend()} · `python benchmarks/engine_vs_mlx_lm.py {' '.join(sys.argv[1:])}`\n"
+    )
     print("| measure | impetus | reference | ratio |\n|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")

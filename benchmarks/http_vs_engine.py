@@ -63,7 +63,13 @@ def over_http(base: str, model: str, tokens: int) -> tuple[float, float]:
 
 
 def direct(engine: Engine, model: str, tokens: int) -> tuple[float, float]:
-    req = GenerateRequest(model=model, messages=MESSAGES, max_tokens=tokens, ignore_eos=True, sampling=SamplingParams(temperature=0.0))
+    req = GenerateRequest(
+        model=model,
+        messages=MESSAGES,
+        max_tokens=tokens,
+        ignore_eos=True,
+        sampling=SamplingParams(temperature=0.0),
+    )
     t0 = time.perf_counter()
     first = last = 0.0
     n = 0
@@ -84,7 +90,19 @@ def main() -> int:
     args = ap.parse_args()
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "impetus.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-auth", "--model", args.model],
+        [
+            sys.executable,
+            "-m",
+            "impetus.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-auth",
+            "--model",
+            args.model,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -114,10 +132,14 @@ def main() -> int:
         server.wait(30)
     h_ttft, h_tps = (statistics.median(x[i] for x in http_runs) for i in (0, 1))
     d_ttft, d_tps = (statistics.median(x[i] for x in direct_runs) for i in (0, 1))
-    print(f"\n{date.today()} · {platform.machine()} · `python benchmarks/http_vs_engine.py {' '.join(sys.argv[1:])}` (medians of {args.trials})\n")
+    print(
+        f"\n{date.today()} · {platform.machine()} · `python benchmarks/http_vs_engine.py {' '.join(sys.argv[1:])}` (medians of {args.trials})\n"
+    )
     print("| measure | over HTTP (SSE) | engine directly | ratio / overhead |\n|---|---|---|---|")
     print(f"| single-stream decode tok/s | {h_tps:.1f} | {d_tps:.1f} | {h_tps / d_tps:.3f} |")
-    print(f"| time to first token | {h_ttft * 1000:.1f} ms | {d_ttft * 1000:.1f} ms | +{(h_ttft - d_ttft) * 1000:.1f} ms |")
+    print(
+        f"| time to first token | {h_ttft * 1000:.1f} ms | {d_ttft * 1000:.1f} ms | +{(h_ttft - d_ttft) * 1000:.1f} ms |"
+    )
     return 0
 
 

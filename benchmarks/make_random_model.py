@@ -129,7 +129,9 @@ def build(dest: Path, preset: str, seed: int = 0) -> Path:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("dest", type=Path)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="llama3-8b")
     ap.add_argument("--seed", type=int, default=0)
@@ -137,7 +139,10 @@ def main() -> int:
     t0 = time.perf_counter()
     build(args.dest, args.preset, args.seed)
     size = sum(f.stat().st_size for f in args.dest.glob("*.safetensors"))
-    print(f"{args.preset}: {args.dest} ({size / 2**30:.2f} GiB) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(
+        f"{args.preset}: {args.dest} ({size / 2**30:.2f} GiB) in {time.perf_counter() - t0:.1f} s",
+        file=sys.stderr,
+    )
     return 0
 
 

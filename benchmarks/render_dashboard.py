@@ -1,4 +1,4 @@
-"""Draw the dashboard from polls recorded by benchmarks/gpu_telemetry.py, as a PNG.
+"""Draw the dashboard from polls recorded by benchmarks/gpu_telemetry.py (or nvml_check.py), as a PNG.
 
     python benchmarks/render_dashboard.py RECORDED.json OUT.png
 
@@ -30,6 +30,7 @@ from bokeh.resources import INLINE  # noqa: E402
 from impetus.widgets.dashboard import (  # noqa: E402
     ACCEL_CHART,
     COLUMNS,
+    Sampler,
     _summary_html,
     accelerator_title,
     dashboard_figures,
@@ -44,14 +45,22 @@ def main() -> int:
 
     data = json.loads(args.recorded.read_text())
     polls = data["polls"]
-    rows = [dict(p["row"], t=datetime.fromisoformat(p["row"]["t"])) for p in polls]
+    sampler = Sampler()
+    rows = []
+    for p in polls:
+        if "row" in p:  # recorded by gpu_telemetry.py from a live server
+            rows.append(dict(p["row"], t=datetime.fromisoformat(p["row"]["t"])))
+        else:  # nvml_check.py: the accelerator's readings alone
+            rows.append(
+                dict(sampler.row(p["status"], {}, local=False), t=datetime.fromtimestamp(p["t"]))
+            )
     source = ColumnDataSource({c: [r.get(c, float("nan")) for r in rows] for c in COLUMNS})
     figures = dashboard_figures(source)
     last = polls[-1]["status"]
     figures[ACCEL_CHART].title.text = accelerator_title(last)
     header = Div(
         text=_summary_html(last, rows[-1])
-        + f"<p style='color:#888'>recorded by benchmarks/gpu_telemetry.py, {len(polls)} polls; "
+        + f"<p style='color:#888'>recorded by {escape(args.recorded.name)}, {len(polls)} polls; "
         + escape(", ".join(k for k, ok in data["checks"].items() if ok))
         + "</p>",
         width=880,
