@@ -1574,6 +1574,12 @@ export interface components {
         /** StreamOptions */
         StreamOptions: {
             /**
+             * Continuous Usage Stats
+             * @description also send the usage so far with every chunk (vLLM's option): a client that stops reading early still knows how many tokens it got
+             * @default false
+             */
+            continuous_usage_stats?: boolean;
+            /**
              * Include Usage
              * @description send a last chunk with the usage of the whole request
              * @default false
