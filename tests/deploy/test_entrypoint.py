@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -95,9 +97,13 @@ def test_serves_with_a_key_file_and_drains_on_sigterm(tiny_model_dir: Path, tmp_
             proc.wait(10)
 
 
-def test_unready_server_is_unhealthy(tmp_path: Path) -> None:
-    """Alive but without a model: /health answers, /ready does not, so not healthy."""
-    env = image_env(tmp_path / "home", IMPETUS_API_KEY=KEY)
+def test_unready_server_is_unhealthy(tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
+    """Alive but without a model: /health answers, /ready does not, so not healthy. (Served over
+    TLS, the entry point's other way of probing.)"""
+    cert, key = tls_files
+    env = image_env(
+        tmp_path / "home", IMPETUS_API_KEY=KEY, IMPETUS_CERTFILE=str(cert), IMPETUS_KEYFILE=str(key)
+    )
     proc = subprocess.Popen(
         ["sh", str(ENTRYPOINT), "serve"],
         env=env,
@@ -111,6 +117,10 @@ def test_unready_server_is_unhealthy(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, check.stdout
             time.sleep(0.3)
         assert check.returncode == 1 and check.stdout.startswith("/ready: HTTP 503"), check.stdout
+        # the server it probed serves HTTPS with the given certificate
+        trust = ssl.create_default_context(cafile=str(cert))
+        health = httpx.get(f"https://127.0.0.1:{env['IMPETUS_PORT']}/health", verify=trust)
+        assert health.status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
