@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 from pydantic import BaseModel
@@ -162,11 +162,12 @@ def document_routes(
 # ---------------------------------------------------------------- the document
 
 
-def _ref(model: Schema) -> dict[str, str]:
-    return {"$ref": REF.format(model=model.__name__)}
+Refs = dict[Any, dict[str, Any]]  # type -> its {"$ref": ...}
 
 
-def _components(ops: Sequence[Operation]) -> dict[str, Any]:
+def _components(ops: Sequence[Operation]) -> tuple[dict[str, Any], Refs]:
+    """The component schemas of every type the operations name, and the $ref of each type (as
+    the schema generators named it: two models of one class name get two names)."""
     bodies: set[Schema] = {op.body for op in ops if op.body is not None}
     types = bodies | {
         m for op in ops for m in (op.returns, op.stream, op.error_model) if m is not None
@@ -175,23 +176,25 @@ def _components(ops: Sequence[Operation]) -> dict[str, Any]:
     models = [m for m in ordered if issubclass(m, BaseModel)]
     structs = [m for m in ordered if issubclass(m, msgspec.Struct)]
     # one schema per model: a request body in validation mode, anything else as it is sent
-    _, schema = models_json_schema(
-        [(m, "validation" if m in bodies else "serialization") for m in models],
-        ref_template=REF,
-    )
+    keyed: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
+        (m, "validation" if m in bodies else "serialization") for m in models
+    ]
+    mapping, schema = models_json_schema(keyed, ref_template=REF)
+    refs: Refs = {m: dict(mapping[(m, mode)]) for m, mode in keyed}
     defs: dict[str, Any] = schema.get("$defs", {})
     # msgspec names the placeholder {name}, pydantic {model}
-    _, struct_defs = msgspec.json.schema_components(
+    struct_refs, struct_defs = msgspec.json.schema_components(
         structs, ref_template=REF.replace("{model}", "{name}")
     )
+    refs.update(zip(structs, struct_refs, strict=True))
     clash = set(defs) & set(struct_defs)
-    if clash:  # two types under one name: a $ref would be ambiguous
+    if clash:  # a pydantic model and a Struct under one name: a $ref would be ambiguous
         raise ValueError(f"schema names used twice: {sorted(clash)}")
-    return {**defs, **struct_defs}
+    return {**defs, **struct_defs}, refs
 
 
 def _operation(
-    path: str, method: str, params: list[dict[str, Any]], scope_: str, op: Operation
+    path: str, method: str, params: list[dict[str, Any]], scope_: str, op: Operation, refs: Refs
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "summary": op.summary,
@@ -218,20 +221,20 @@ def _operation(
     if parameters:
         out["parameters"] = parameters
     if op.body is not None:
-        body: dict[str, Any] = {"schema": _ref(op.body)}
+        body: dict[str, Any] = {"schema": refs[op.body]}
         if op.example is not None:
             body["example"] = dict(op.example)
         out["requestBody"] = {"required": True, "content": {"application/json": body}}
     content: dict[str, Any] = {}
     if op.returns is not None:
-        content["application/json"] = {"schema": _ref(op.returns)}
+        content["application/json"] = {"schema": refs[op.returns]}
     if op.media is not None:
         content[op.media] = {"schema": {"type": "string"}}
     if op.stream is not None:
         # OpenAPI 3.1 has no schema for one event of a stream: name it in an extension
         content[op.stream_media] = {
             "schema": {"type": "string", "description": op.stream_note},
-            "x-event-schema": _ref(op.stream),
+            "x-event-schema": refs[op.stream],
         }
     ok: dict[str, Any] = {"description": "OK" if op.status != 201 else "Created"}
     if op.status == 204:
@@ -243,7 +246,7 @@ def _operation(
     def error(status: int, description: str) -> None:
         responses[str(status)] = {
             "description": description,
-            "content": {"application/json": {"schema": _ref(op.error_model)}},
+            "content": {"application/json": {"schema": refs[op.error_model]}},
         }
 
     if op.body is not None or op.query:
@@ -270,9 +273,10 @@ def openapi_document(
 @lru_cache(maxsize=4)
 def _document(routes: tuple[tuple[str, type[ImpetusHandler]], ...], strict: bool) -> dict[str, Any]:
     documented = document_routes(routes, strict)
+    schemas, refs = _components([d[4] for d in documented])
     paths: dict[str, Any] = {}
     for path, method, params, scope_, op in documented:
-        paths.setdefault(path, {})[method] = _operation(path, method, params, scope_, op)
+        paths.setdefault(path, {})[method] = _operation(path, method, params, scope_, op, refs)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -282,7 +286,7 @@ def _document(routes: tuple[tuple[str, type[ImpetusHandler]], ...], strict: bool
         },
         "paths": paths,
         "components": {
-            "schemas": _components([d[4] for d in documented]),
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -123,3 +123,33 @@ def test_route_patterns_as_paths(
 def test_patterns_a_path_cannot_express_are_refused(pattern: str, names: list[str]) -> None:
     with pytest.raises(ValueError, match="route"):
         _path(pattern, names)
+
+
+def _twin() -> type[ImpetusHandler]:
+    class Thing(BaseModel):  # the same class name as the module's Thing, another shape
+        size: int
+
+    class TwinHandler(ImpetusHandler):
+        @scope("inference")
+        @operation("Make another thing", tag="Things", body=Thing)
+        async def post(self) -> None:
+            raise NotImplementedError
+
+    return TwinHandler
+
+
+def test_two_models_of_one_name_get_two_schemas() -> None:
+    routes = [*ROUTES, (r"v1/things/(red|green)", ThingHandler), (r"v1/twins", _twin())]
+    doc = openapi_document("/", routes, strict=True)
+    validate(doc)
+    schemas = doc["components"]["schemas"]
+    for ref in refs(doc):
+        assert ref.rsplit("/", 1)[1] in schemas, ref
+
+    def body(path: str) -> dict[str, Any]:
+        ref = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        schema: dict[str, Any] = schemas[ref["$ref"].rsplit("/", 1)[1]]
+        return schema
+
+    assert set(body("/v1/things/{kind}")["properties"]) == {"name"}
+    assert set(body("/v1/twins")["properties"]) == {"size"}
