@@ -46,7 +46,8 @@ def collect(want: str | None = None) -> dict[str, Any]:
     probe = (
         "import json;from impetus.engine.blas import load_optimized_blas as l;i=l('auto');"
         "import mlx.core as mx;from impetus.engine.loader import backend,device_name;"
-        "print(json.dumps({'blas': str(i.path) if i else '', 'backend': backend(), 'device': device_name()}))"
+        "print(json.dumps({'blas': str(i.path) if i else '', 'blas_detail': i.describe() if i else '',"
+        "'backend': backend(), 'device': device_name()}))"
     )
     try:
         out = subprocess.run(
@@ -110,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         ("device", engine.get("device", "")),
         (
             "optimized BLAS",
-            engine.get("blas")
+            engine.get("blas_detail")
+            or engine.get("blas")
             or "none (float32 matmul on the reference BLAS is slow; install libopenblas0-pthread)",
         ),
         (

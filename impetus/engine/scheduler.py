@@ -547,7 +547,9 @@ def _detach(cache: list[Any]) -> None:
             and all(isinstance(x, mx.array) for x in state)
         ):
             c.state = tuple(mx.contiguous(x) for x in state)
-    mx.eval([c.state for c in cache])
+    # Queued, not waited for: a wait here would stall the decode step already in flight and
+    # leave the GPU idle while this step's tokens are turned into events.
+    mx.async_eval([c.state for c in cache])
 
 
 def _template_message(m: dict[str, Any]) -> dict[str, Any]:

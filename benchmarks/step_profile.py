@@ -1,0 +1,132 @@
+"""Where a batch step's wall time goes: the engine's scheduler against mlx-lm's BatchGenerator.
+
+    python benchmarks/step_profile.py MODEL_FOLDER [--clients 1,32,128] [--requests 2x] [--tokens 128]
+
+One process, no HTTP, no engine process: closed-loop clients (each sends its next request when the
+last one ends) drive (a) `BatchGenerator` alone, as mlx-lm's `batch_generate` would, and (b) the
+engine's `ModelRunner` (admission, prompt cache, detokenizer, stop strings, events) around the
+same generator. Per run: output tokens/s, steps, mean step time split into the generator's
+`next()` (MLX: graph building, waits on the device) and the engine's own Python per step, and the
+prefill share. When (b) stays within a few percent of (a), the engine's per-step work hides behind
+the device's (mlx-lm pipelines each step with `async_eval`); when it does not, the split says where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from impetus.engine.blas import load_optimized_blas  # noqa: E402
+
+load_optimized_blas("auto")  # before MLX, as in the engine
+
+from mlx_lm.generate import BatchGenerator  # noqa: E402
+from mlx_lm.models.cache import LRUPromptCache  # noqa: E402
+
+from impetus.config import Settings  # noqa: E402
+from impetus.engine.loader import load_chat_model, plan  # noqa: E402
+from impetus.engine.scheduler import ModelRunner  # noqa: E402
+from impetus.engine.types import EngineStats, GenerateRequest  # noqa: E402
+
+
+def prompts(vocab: int, n: int, length: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(100, vocab - 100) for _ in range(length)] for _ in range(n)]
+
+
+def run_raw(model: Any, settings: Settings, ps: list[list[int]], clients: int, tokens: int) -> dict[str, float]:
+    gen = BatchGenerator(
+        model,
+        max_tokens=tokens,
+        completion_batch_size=settings.max_batch,
+        prefill_batch_size=settings.prefill_batch,
+        prefill_step_size=settings.prefill_step,
+    )
+    queue = list(ps)
+    live = 0
+    out = 0
+    steps = 0
+    t_next = 0.0
+    t0 = time.perf_counter()
+    while queue or live:
+        while queue and live < clients:
+            gen.insert([queue.pop()], max_tokens=[tokens])
+            live += 1
+        a = time.perf_counter()
+        _, gr = gen.next()
+        t_next += time.perf_counter() - a
+        steps += 1
+        out += len(gr)
+        live -= sum(1 for r in gr if r.finish_reason)
+    wall = time.perf_counter() - t0
+    c = gen._counters
+    gen.close()
+    return {"tok_s": out / wall, "steps": steps, "step_ms": wall / steps * 1e3, "next_ms": t_next / steps * 1e3, "own_ms": (wall - t_next) / steps * 1e3, "prefill_share": c.prompt_time / wall}
+
+
+def run_engine(loaded: Any, settings: Settings, ps: list[list[int]], clients: int, tokens: int) -> dict[str, float]:
+    runner = ModelRunner(loaded, settings, LRUPromptCache(max_size=256, max_bytes=settings.prompt_cache_bytes), EngineStats())
+    t_next = 0.0
+    inner = runner.gen.next
+
+    def timed_next() -> Any:
+        nonlocal t_next
+        a = time.perf_counter()
+        r = inner()
+        t_next += time.perf_counter() - a
+        return r
+
+    runner.gen.next = timed_next  # type: ignore[method-assign]
+    queue = list(ps)
+    live = 0
+    out = 0
+    steps = 0
+    n = 0
+    t0 = time.perf_counter()
+    while queue or live:
+        while queue and live < clients:
+            n += 1
+            req = GenerateRequest(model=loaded.id, prompt=queue.pop(), max_tokens=tokens, ignore_eos=True, sampling={"temperature": 0.0})
+            runner.admit(f"r{n}", req, time.perf_counter())
+            live += 1
+        events = runner.step()
+        steps += 1
+        out += sum(len(e["ids"]) for e in events if e["t"] == "delta")
+        live -= sum(1 for e in events if e["t"] == "done")
+    wall = time.perf_counter() - t0
+    c = runner.gen._counters
+    runner.close()
+    return {"tok_s": out / wall, "steps": steps, "step_ms": wall / steps * 1e3, "next_ms": t_next / steps * 1e3, "own_ms": (wall - t_next) / steps * 1e3, "prefill_share": c.prompt_time / wall}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model", type=Path)
+    ap.add_argument("--clients", default="1,32,128")
+    ap.add_argument("--rounds", type=int, default=2, help="requests per client")
+    ap.add_argument("--prompt", type=int, default=374)
+    ap.add_argument("--tokens", type=int, default=128)
+    args = ap.parse_args()
+    settings = Settings()
+    target, _ = plan(args.model.name, args.model, "auto", 1 << 62)
+    loaded = load_chat_model(args.model.name, args.model, target)
+    print(f"# {args.model.name} as {loaded.dtype}; prompt {args.prompt}, {args.tokens} generated, {args.rounds} requests per client; max_batch {settings.max_batch}, prefill_batch {settings.prefill_batch}, prefill_step {settings.prefill_step}")
+    print("| clients | side | out tok/s | steps | step ms | in next() ms | engine own ms | prefill share |")
+    print("|---|---|---|---|---|---|---|---|")
+    for clients in [int(x) for x in args.clients.split(",")]:
+        n = clients * args.rounds
+        for side in ("BatchGenerator", "engine"):
+            ps = prompts(loaded.vocab_size, n, args.prompt, clients)
+            r = run_raw(loaded.model, settings, ps, clients, args.tokens) if side == "BatchGenerator" else run_engine(loaded, settings, ps, clients, args.tokens)
+            print(f"| {clients} | {side} | {r['tok_s']:.1f} | {r['steps']} | {r['step_ms']:.1f} | {r['next_ms']:.1f} | {r['own_ms']:.2f} | {r['prefill_share']:.0%} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
