@@ -71,7 +71,9 @@ def raw_decode(model: Any, n: int = 128) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def prefill_ms(model: Any, length: int, rng: random.Random, vocab: int) -> tuple[float, list[float]]:
+def prefill_ms(
+    model: Any, length: int, rng: random.Random, vocab: int
+) -> tuple[float, list[float]]:
     cache = make_prompt_cache(model)
     x = mx.array([[rng.randrange(100, vocab - 100) for _ in range(length)]])
     mx.synchronize()
@@ -90,8 +92,16 @@ def prefill_ms(model: Any, length: int, rng: random.Random, vocab: int) -> tuple
 
 
 def batch_burst(model: Any, vocab: int, n: int, rng: random.Random, tokens: int) -> dict[str, Any]:
-    gen = BatchGenerator(model, max_tokens=tokens, completion_batch_size=64, prefill_batch_size=8, prefill_step_size=512)
-    prompts = [[rng.randrange(100, vocab - 100) for _ in range(rng.randrange(300, 450))] for _ in range(n)]
+    gen = BatchGenerator(
+        model,
+        max_tokens=tokens,
+        completion_batch_size=64,
+        prefill_batch_size=8,
+        prefill_step_size=512,
+    )
+    prompts = [
+        [rng.randrange(100, vocab - 100) for _ in range(rng.randrange(300, 450))] for _ in range(n)
+    ]
     gen.insert(prompts, max_tokens=[tokens] * n)
     times = []
     finished = 0
@@ -124,14 +134,23 @@ def main() -> int:
     ap.add_argument("--lengths", default="128,256,374,375,400,512,1000,1024,2048")
     ap.add_argument("--burst", type=int, default=32)
     ap.add_argument("--burst-tokens", type=int, default=64)
-    ap.add_argument("--impetus-warmup", action="store_true", help="run the engine's warm-up first (then nothing should compile later)")
+    ap.add_argument(
+        "--impetus-warmup",
+        action="store_true",
+        help="run the engine's warm-up first (then nothing should compile later)",
+    )
     args = ap.parse_args()
     model, tok = load(args.model)[:2]
     model.set_dtype(mx.bfloat16)
     mx.eval(model.parameters())
     vocab = int(model.args.vocab_size)
-    weights = sum(v.nbytes for _, v in __import__("mlx.utils").utils.tree_flatten(model.parameters()))
-    out: dict[str, Any] = {"cudnn_sdpa": os.environ.get("MLX_CUDA_USE_CUDNN_SDPA", "1"), "device": mx.device_info().get("device_name", "")}
+    weights = sum(
+        v.nbytes for _, v in __import__("mlx.utils").utils.tree_flatten(model.parameters())
+    )
+    out: dict[str, Any] = {
+        "cudnn_sdpa": os.environ.get("MLX_CUDA_USE_CUDNN_SDPA", "1"),
+        "device": mx.device_info().get("device_name", ""),
+    }
     bw = bandwidth_gbs()
     out["copy_GBs"] = round(bw)
     out["bound_tok_s"] = round(bw * 1e9 / weights, 1)
@@ -154,7 +173,15 @@ def main() -> int:
     for n in [int(x) for x in args.lengths.split(",")]:
         first, steps1 = prefill_ms(model, n, rng, vocab)
         again, steps2 = prefill_ms(model, n, rng, vocab)
-        rows.append({"len": n, "first_ms": round(first, 1), "again_ms": round(again, 1), "decode_after_first_ms": [round(s) for s in steps1], "decode_after_again_ms": [round(s, 1) for s in steps2]})
+        rows.append(
+            {
+                "len": n,
+                "first_ms": round(first, 1),
+                "again_ms": round(again, 1),
+                "decode_after_first_ms": [round(s) for s in steps1],
+                "decode_after_again_ms": [round(s, 1) for s in steps2],
+            }
+        )
     out["prefill"] = rows
     out["burst"] = batch_burst(model, vocab, args.burst, rng, args.burst_tokens)
     out["burst_again"] = batch_burst(model, vocab, args.burst, rng, args.burst_tokens)

@@ -128,7 +128,9 @@ def conversation(n_words: int) -> list[dict[str, str]]:
 
 def turn2_ttft(engine: Engine, model: str, target_tokens: int) -> tuple[float, int, int]:
     n = 10
-    while len(engine.tokenize(model, {"messages": conversation(n)})) < target_tokens:
+    while (
+        len(engine.tokenize(GenerateRequest(model=model, messages=conversation(n)))) < target_tokens
+    ):
         n += 10
     turn1 = conversation(n)
     first = engine.complete(
@@ -165,6 +167,11 @@ def main() -> int:
     args = ap.parse_args()
     rows: list[tuple[str, str, str, str]] = []
 
+    def add(row: tuple[str, str, str, str]) -> None:
+        # each row as soon as it is measured: a later failure must not lose the earlier ones
+        rows.append(row)
+        print("| " + " | ".join(row) + " |", file=sys.stderr, flush=True)
+
     with Engine(Settings()) as engine:
         st = engine.load(args.model)
         path = Path(st.path)
@@ -182,7 +189,7 @@ def main() -> int:
         for _ in range(args.trials):  # interleaved, so that machine noise hits both sides alike
             e_s.append(engine_single(engine, st.id, prompt, args.tokens))
             r_s.append(raw_single(model, tok, prompt, args.tokens))
-        rows.append(
+        add(
             (
                 "single-stream decode tok/s",
                 f"{med(e_s):.1f}",
@@ -197,7 +204,7 @@ def main() -> int:
             for _ in range(args.trials):
                 e_a.append(engine_aggregate(engine, st.id, prompts, args.tokens))
                 r_a.append(raw_aggregate(model, tok, prompts, args.tokens))
-            rows.append(
+            add(
                 (
                     f"aggregate tok/s, {c} concurrent",
                     f"{med(e_a):.1f}",
@@ -213,7 +220,7 @@ def main() -> int:
         cold_engine.load(args.model)
         cold = [turn2_ttft(cold_engine, args.model, args.conversation) for _ in range(args.trials)]
     h, c_ = med([x[0] for x in hit]), med([x[0] for x in cold])
-    rows.append(
+    add(
         (
             f"turn-2 TTFT, {hit[0][1]}-token conversation",
             f"{h * 1000:.0f} ms (cache on, {hit[0][2]} cached)",
@@ -231,7 +238,7 @@ def main() -> int:
                 speeds[mode] = med(
                     [engine_single(e, args.model, prompt, args.tokens) for _ in range(args.trials)]
                 )
-        rows.append(
+        add(
             (
                 "float32 decode tok/s, OpenBLAS vs reference BLAS",
                 f"{speeds['auto']:.1f}",

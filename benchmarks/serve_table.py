@@ -32,9 +32,15 @@ def ms(stat: dict[str, Any] | None, key: str) -> str:
 def main() -> int:
     folder = Path(sys.argv[1])
     levels = sorted(
-        {int(m.group(1)) for f in folder.glob("*-c*.json") if (m := re.search(r"-c(\d+)\.json$", f.name))}
+        {
+            int(m.group(1))
+            for f in folder.glob("*-c*.json")
+            if (m := re.search(r"-c(\d+)\.json$", f.name))
+        }
     )
-    print("| streams | impetus out tok/s | failed | mlx_lm.server out tok/s | failed | ratio | TTFT p50 / p99 impetus (ms) | TTFT p50 / p99 mlx_lm (ms) |")
+    print(
+        "| streams | impetus out tok/s | failed | mlx_lm.server out tok/s | failed | ratio | TTFT p50 / p99 impetus (ms) | TTFT p50 / p99 mlx_lm (ms) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for c in levels:
         a = profiles(folder / f"impetus-c{c}.json")
@@ -43,7 +49,11 @@ def main() -> int:
             continue
         pa = a[0]
         pb = b[0] if b else None
-        ratio = f"**{pa['output_throughput'] / pb['output_throughput']:.2f}**" if pb and pb["output_throughput"] else "–"
+        ratio = (
+            f"**{pa['output_throughput'] / pb['output_throughput']:.2f}**"
+            if pb and pb["output_throughput"]
+            else "–"
+        )
         other = f"{pb['output_throughput']:.1f} | {pb['failed']}" if pb else "– | –"
         print(
             f"| {c} ({pa['requests']} requests) | {pa['output_throughput']:.1f} | {pa['failed']} | "
@@ -52,7 +62,9 @@ def main() -> int:
         )
     ta, tb = profiles(folder / "impetus-ttft.json"), profiles(folder / "mlx_lm-ttft.json")
     if ta:
-        print("\n| prompt tokens (1 stream) | TTFT p50 / max impetus (ms) | TTFT p50 / max mlx_lm (ms) |")
+        print(
+            "\n| prompt tokens (1 stream) | TTFT p50 / max impetus (ms) | TTFT p50 / max mlx_lm (ms) |"
+        )
         print("|---|---|---|")
         other = {p["spec"]["prompt_tokens"]: p for p in tb}
         for p in ta:

@@ -32,7 +32,7 @@ from mlx_lm.models.cache import LRUPromptCache  # noqa: E402
 from impetus.config import Settings  # noqa: E402
 from impetus.engine.loader import load_chat_model, plan  # noqa: E402
 from impetus.engine.scheduler import ModelRunner  # noqa: E402
-from impetus.engine.types import EngineStats, GenerateRequest  # noqa: E402
+from impetus.protocol import Delta, Done, EngineStats, GenerateRequest, SamplingParams  # noqa: E402
 
 
 def prompts(vocab: int, n: int, length: int, seed: int) -> list[list[int]]:
@@ -40,7 +40,9 @@ def prompts(vocab: int, n: int, length: int, seed: int) -> list[list[int]]:
     return [[rng.randrange(100, vocab - 100) for _ in range(length)] for _ in range(n)]
 
 
-def run_raw(model: Any, settings: Settings, ps: list[list[int]], clients: int, tokens: int) -> dict[str, float]:
+def run_raw(
+    model: Any, settings: Settings, ps: list[list[int]], clients: int, tokens: int
+) -> dict[str, float]:
     gen = BatchGenerator(
         model,
         max_tokens=tokens,
@@ -67,11 +69,25 @@ def run_raw(model: Any, settings: Settings, ps: list[list[int]], clients: int, t
     wall = time.perf_counter() - t0
     c = gen._counters
     gen.close()
-    return {"tok_s": out / wall, "steps": steps, "step_ms": wall / steps * 1e3, "next_ms": t_next / steps * 1e3, "own_ms": (wall - t_next) / steps * 1e3, "prefill_share": c.prompt_time / wall}
+    return {
+        "tok_s": out / wall,
+        "steps": steps,
+        "step_ms": wall / steps * 1e3,
+        "next_ms": t_next / steps * 1e3,
+        "own_ms": (wall - t_next) / steps * 1e3,
+        "prefill_share": c.prompt_time / wall,
+    }
 
 
-def run_engine(loaded: Any, settings: Settings, ps: list[list[int]], clients: int, tokens: int) -> dict[str, float]:
-    runner = ModelRunner(loaded, settings, LRUPromptCache(max_size=256, max_bytes=settings.prompt_cache_bytes), EngineStats())
+def run_engine(
+    loaded: Any, settings: Settings, ps: list[list[int]], clients: int, tokens: int
+) -> dict[str, float]:
+    runner = ModelRunner(
+        loaded,
+        settings,
+        LRUPromptCache(max_size=256, max_bytes=settings.prompt_cache_bytes),
+        EngineStats(),
+    )
     t_next = 0.0
     inner = runner.gen.next
 
@@ -92,17 +108,30 @@ def run_engine(loaded: Any, settings: Settings, ps: list[list[int]], clients: in
     while queue or live:
         while queue and live < clients:
             n += 1
-            req = GenerateRequest(model=loaded.id, prompt=queue.pop(), max_tokens=tokens, ignore_eos=True, sampling={"temperature": 0.0})
+            req = GenerateRequest(
+                model=loaded.id,
+                prompt=queue.pop(),
+                max_tokens=tokens,
+                ignore_eos=True,
+                sampling=SamplingParams(temperature=0.0),
+            )
             runner.admit(f"r{n}", req, time.perf_counter())
             live += 1
         events = runner.step()
         steps += 1
-        out += sum(len(e["ids"]) for e in events if e["t"] == "delta")
-        live -= sum(1 for e in events if e["t"] == "done")
+        out += sum(len(e.token_ids) for e in events if isinstance(e, Delta))
+        live -= sum(1 for e in events if isinstance(e, Done))
     wall = time.perf_counter() - t0
     c = runner.gen._counters
     runner.close()
-    return {"tok_s": out / wall, "steps": steps, "step_ms": wall / steps * 1e3, "next_ms": t_next / steps * 1e3, "own_ms": (wall - t_next) / steps * 1e3, "prefill_share": c.prompt_time / wall}
+    return {
+        "tok_s": out / wall,
+        "steps": steps,
+        "step_ms": wall / steps * 1e3,
+        "next_ms": t_next / steps * 1e3,
+        "own_ms": (wall - t_next) / steps * 1e3,
+        "prefill_share": c.prompt_time / wall,
+    }
 
 
 def main() -> int:
@@ -112,19 +141,33 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="requests per client")
     ap.add_argument("--prompt", type=int, default=374)
     ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument(
+        "--dtype", default="auto", help="serving dtype (native: the stored weights, e.g. 4-bit)"
+    )
     args = ap.parse_args()
     settings = Settings()
-    target, _ = plan(args.model.name, args.model, "auto", 1 << 62)
+    target, _ = plan(args.model.name, args.model, args.dtype, 1 << 62)
     loaded = load_chat_model(args.model.name, args.model, target)
-    print(f"# {args.model.name} as {loaded.dtype}; prompt {args.prompt}, {args.tokens} generated, {args.rounds} requests per client; max_batch {settings.max_batch}, prefill_batch {settings.prefill_batch}, prefill_step {settings.prefill_step}")
-    print("| clients | side | out tok/s | steps | step ms | in next() ms | engine own ms | prefill share |")
+    print(
+        f"# {args.model.name} as {loaded.dtype}; prompt {args.prompt}, {args.tokens} generated, {args.rounds} requests per client; max_batch {settings.max_batch}, prefill_batch {settings.prefill_batch}, prefill_step {settings.prefill_step}"
+    )
+    print(
+        "| clients | side | out tok/s | steps | step ms | in next() ms | engine own ms | prefill share |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for clients in [int(x) for x in args.clients.split(",")]:
         n = clients * args.rounds
         for side in ("BatchGenerator", "engine"):
             ps = prompts(loaded.vocab_size, n, args.prompt, clients)
-            r = run_raw(loaded.model, settings, ps, clients, args.tokens) if side == "BatchGenerator" else run_engine(loaded, settings, ps, clients, args.tokens)
-            print(f"| {clients} | {side} | {r['tok_s']:.1f} | {r['steps']} | {r['step_ms']:.1f} | {r['next_ms']:.1f} | {r['own_ms']:.2f} | {r['prefill_share']:.0%} |", flush=True)
+            r = (
+                run_raw(loaded.model, settings, ps, clients, args.tokens)
+                if side == "BatchGenerator"
+                else run_engine(loaded, settings, ps, clients, args.tokens)
+            )
+            print(
+                f"| {clients} | {side} | {r['tok_s']:.1f} | {r['steps']} | {r['step_ms']:.1f} | {r['next_ms']:.1f} | {r['own_ms']:.2f} | {r['prefill_share']:.0%} |",
+                flush=True,
+            )
     return 0
 
 

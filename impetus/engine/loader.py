@@ -245,7 +245,7 @@ def warm_up(loaded: LoadedChatModel) -> None:
     from mlx_lm.generate import BatchGenerator
 
     from impetus.engine.sampling import build_sampler
-    from impetus.engine.types import SamplingParams
+    from impetus.protocol import SamplingParams
 
     vocab = max(loaded.vocab_size, 2)
     # the default sampling of requests (temperature, top-p) runs kernels greedy decoding does not

@@ -21,7 +21,12 @@ from typing import Any, cast
 import mlx.core as mx
 import msgspec
 from mlx_lm.generate import BatchGenerator, StopSequences
-from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
+from mlx_lm.models.cache import (
+    BatchKVCache,
+    LRUPromptCache,
+    can_trim_prompt_cache,
+    trim_prompt_cache,
+)
 
 from impetus.config import Settings
 from impetus.engine import constrained
@@ -44,6 +49,31 @@ from impetus.protocol import (
 )
 
 log = logging.getLogger("impetus.engine")
+
+
+_batch_mask = BatchKVCache.make_mask
+
+
+def _lone_sequence_mask(
+    self: BatchKVCache, N: int, return_array: bool = False, **kwargs: Any
+) -> Any:
+    """A decode step of a batch of one needs no attention mask.
+
+    mlx-lm's batched KV cache always builds a mask array, and with a mask array MLX's CUDA
+    backend leaves its fused single-query attention kernel for the unfused path (7.7 instead of
+    6.4 ms a token for the Llama-3-8B shape on an H100: a single stream 20% slower than
+    `stream_generate`). A batch of one has no padding (the cache shifts the common left padding
+    away when sequences leave, and a lone prompt is never padded), and its keys are sliced to the
+    tokens written, so a single query may attend to all of them: exactly what no mask means.
+    The batch size is a shape, known without waiting for the device.
+    """
+    lone = self.left_padding.shape[0] == 1
+    if N == 1 and lone and not return_array and kwargs.get("window_size") is None:
+        return None
+    return _batch_mask(self, N, return_array=return_array, **kwargs)
+
+
+BatchKVCache.make_mask = _lone_sequence_mask  # type: ignore[method-assign]
 
 ITL_KEEP = 2048  # inter-token gaps kept per choice for the timings
 

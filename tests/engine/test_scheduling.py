@@ -20,7 +20,9 @@ def greedy(model: str, **kw: object) -> GenerateRequest:
     return convert({"model": model, "sampling": {"temperature": 0.0}, **kw}, GenerateRequest)
 
 
-def test_a_long_prompt_does_not_freeze_running_streams(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_a_long_prompt_does_not_freeze_running_streams(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     model = str(tiny_model_dir)
     with Engine(Settings(home=tmp_path, prefill_step=32)) as e:
         e.load(model)
@@ -47,7 +49,9 @@ def test_a_long_prompt_does_not_freeze_running_streams(tiny_model_dir: Path, tmp
         t.join()
     start = log.index(("long", "submitted"))
     first_long_token = log.index(("long", "delta"))
-    decoded_meanwhile = sum(1 for who, what in log[start:first_long_token] if who == "running" and what == "delta")
+    decoded_meanwhile = sum(
+        1 for who, what in log[start:first_long_token] if who == "running" and what == "delta"
+    )
     # one decode step of the running stream per prefill chunk of the long prompt
     assert decoded_meanwhile >= 10
 
@@ -69,7 +73,10 @@ def test_memory_budget_evicts_the_least_recently_used_idle_model(tmp_path: Path)
             e.load(str(big))
         assert err.value.code == "out_of_memory" and "MiB" in err.value.message
         # the engine serves on
-        assert e.complete(greedy(str(d), prompt="x", max_tokens=2))[0]["done"].usage.completion_tokens == 2
+        assert (
+            e.complete(greedy(str(d), prompt="x", max_tokens=2))[0]["done"].usage.completion_tokens
+            == 2
+        )
 
 
 def test_pinned_models_are_never_evicted(tmp_path: Path) -> None:
@@ -84,7 +91,9 @@ def test_pinned_models_are_never_evicted(tmp_path: Path) -> None:
         assert [m.id for m in e.status().models] == [str(a)]
 
 
-def test_keep_alive_unloads_idle_models_and_jit_loads_them_back(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_keep_alive_unloads_idle_models_and_jit_loads_them_back(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     model = str(tiny_model_dir)
     with Engine(Settings(home=tmp_path, keep_alive=1.0, allow_model_paths=True)) as e:
         e.load(model)
@@ -99,14 +108,21 @@ def test_keep_alive_unloads_idle_models_and_jit_loads_them_back(tiny_model_dir: 
         assert [m.id for m in e.status().models] == [model]
 
 
-def test_serving_dtype_is_chosen_and_can_be_overridden(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_serving_dtype_is_chosen_and_can_be_overridden(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     with Engine(Settings(home=tmp_path)) as e:
         st = e.load(str(tiny_model_dir))
         assert st.dtype == "float32"  # CPU: float32 decodes fastest (with an optimized BLAS)
         e.unload(str(tiny_model_dir))
         st = e.load(str(tiny_model_dir), dtype="bfloat16")
         assert st.dtype == "bfloat16"
-        assert e.complete(greedy(str(tiny_model_dir), prompt="hi", max_tokens=3))[0]["done"].usage.completion_tokens == 3
+        assert (
+            e.complete(greedy(str(tiny_model_dir), prompt="hi", max_tokens=3))[0][
+                "done"
+            ].usage.completion_tokens
+            == 3
+        )
 
 
 def test_quantized_models_are_dequantized_for_cpu(tmp_path: Path) -> None:
@@ -146,3 +162,42 @@ def test_a_masked_tokens_logprob_is_sent_as_openais_finite_floor() -> None:
     assert finite_logprob(float("-inf")) == -9999.0
     assert finite_logprob(float("nan")) == -9999.0
     assert finite_logprob(-0.25) == -0.25
+
+
+def test_a_lone_sequence_decodes_without_a_mask_and_gets_the_same_logits(
+    tiny_model_dir: Path,
+) -> None:
+    """The engine drops the attention mask for a batch of one (MLX's fused kernel then runs);
+    a sequence left alone after its neighbour finished must see exactly what the mask allowed."""
+    import mlx.core as mx
+    from mlx_lm import load
+    from mlx_lm.generate import BatchGenerator
+    from mlx_lm.models.cache import BatchKVCache
+
+    from impetus.engine import scheduler
+
+    model = load(str(tiny_model_dir))[0]
+    calls = {"none": 0}
+
+    def counting(self: BatchKVCache, n: int, **kw: object) -> object:
+        mask = scheduler._lone_sequence_mask(self, n, **kw)  # type: ignore[arg-type]
+        calls["none"] += mask is None
+        return mask
+
+    def run(make_mask: object) -> mx.array:
+        BatchKVCache.make_mask = make_mask  # type: ignore[method-assign]
+        gen = BatchGenerator(model, max_tokens=12)
+        # the short prompt is left-padded by 23 in the batch; its neighbour leaves after 3 tokens
+        short, _ = gen.insert([list(range(10, 17)), list(range(40, 70))], max_tokens=[12, 3])
+        rows: list[mx.array] = []
+        while len(rows) < 12:
+            rows += [r.logprobs for r in gen.next()[1] if r.uid == short]
+        gen.close()
+        return mx.stack(rows)
+
+    try:
+        masked, lone = run(scheduler._batch_mask), run(counting)
+    finally:
+        BatchKVCache.make_mask = scheduler._lone_sequence_mask  # type: ignore[method-assign]
+    assert calls["none"] >= 8  # the steps after the neighbour left ran without a mask
+    assert mx.abs(masked - lone).max().item() < 1e-5
