@@ -257,9 +257,8 @@ def warm_up(loaded: LoadedChatModel) -> None:
     gen = BatchGenerator(loaded.model, max_tokens=4, completion_batch_size=4, prefill_batch_size=2)
     try:
         # two prompts prefilled together: right padding, then the roll to left padding
-        first = gen.insert(
-            [prompt(260, 1), prompt(20, 2)], max_tokens=[4, 2], samplers=[sampler, None]
-        )
+        samplers: list[Any] = [sampler, None]  # None: the batch's greedy fallback
+        first = gen.insert([prompt(260, 1), prompt(20, 2)], max_tokens=[4, 2], samplers=samplers)
         cached: Any = None
         steps = 0
         pending = set(first)
