@@ -140,6 +140,10 @@ class GenerateRequest(_Struct):
     # {"type": "json_object"} or {"type": "json_schema", "json_schema": {"schema": {...}}}
     response_format: dict[str, Any] | None = None
     ignore_eos: bool = False  # benchmarks: generate exactly max_tokens
+    # reasoning models: end the thinking after this many tokens (None: let the model decide)
+    reasoning_budget: Annotated[int, Meta(ge=0)] | None = None
+    # a smaller context than the model's for this request (Ollama's num_ctx): prompt + output
+    context_length: Annotated[int, Meta(ge=1)] | None = None
 
 
 class Generate(_Frame, tag="generate"):
@@ -214,6 +218,7 @@ class Usage(_Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # of completion_tokens, those generated while thinking
 
     @property
     def total_tokens(self) -> int:
@@ -262,6 +267,8 @@ class Delta(_Frame, tag="delta"):
     text: str
     token_ids: list[int]
     logprobs: list[TokenLogprob] | None = None
+    # a reasoning model's thinking (between its think markers), apart from the answer's text
+    reasoning: str = ""
 
 
 class Done(_Frame, tag="done"):
@@ -275,6 +282,7 @@ class Done(_Frame, tag="done"):
     timings: Timings
     text: str = ""
     tool_calls: list[ToolCall] | None = None
+    stop_sequence: str | None = None  # the stop string that ended the choice, if one did
 
 
 class Failed(_Frame, tag="error"):

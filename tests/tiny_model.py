@@ -24,6 +24,17 @@ CHATML = (
     "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# A reasoning model's template (Qwen3's shape): the generation prompt opens the think block,
+# unless the caller turns thinking off (`enable_thinking`, which mlx-lm passes to templates).
+THINK_CHATML = (
+    "{%- for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n"
+    "{% endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
+    "{% else %}<think>\n{% endif %}{% endif %}"
+)
+THINK_SPECIALS = ["<think>", "</think>"]
+
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
     "What is the capital of France? Paris is the capital of France.",
@@ -37,7 +48,7 @@ CORPUS = [
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def write_tokenizer_config(dest: Path, model_max_length: int) -> None:
+def write_tokenizer_config(dest: Path, model_max_length: int, template: str = CHATML) -> None:
     """ChatML template, <|im_end|> as EOS: what mlx-lm and transformers read beside tokenizer.json."""
     (dest / "tokenizer_config.json").write_text(
         json.dumps(
@@ -47,7 +58,7 @@ def write_tokenizer_config(dest: Path, model_max_length: int) -> None:
                 "eos_token": "<|im_end|>",
                 "unk_token": None,
                 "pad_token": "<|endoftext|>",
-                "chat_template": CHATML,
+                "chat_template": template,
                 "model_max_length": model_max_length,
                 "add_bos_token": False,
             }
@@ -56,7 +67,7 @@ def write_tokenizer_config(dest: Path, model_max_length: int) -> None:
     (dest / "special_tokens_map.json").write_text(json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}))
 
 
-def build_tokenizer(dest: Path, vocab_size: int = 384) -> int:
+def build_tokenizer(dest: Path, vocab_size: int = 384, thinking: bool = False) -> int:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -64,23 +75,27 @@ def build_tokenizer(dest: Path, vocab_size: int = 384) -> int:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIALS,
+        special_tokens=SPECIALS + (THINK_SPECIALS if thinking else []),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS, trainer=trainer)
     tok.save(str(dest / "tokenizer.json"))
-    write_tokenizer_config(dest, model_max_length=512)
+    write_tokenizer_config(dest, model_max_length=512, template=THINK_CHATML if thinking else CHATML)
     return tok.get_vocab_size()
 
 
-def build_tiny_llama(dest: Path, *, seed: int = 0, context: int = 512, hidden: int = 64, layers: int = 2) -> Path:
+def build_tiny_llama(
+    dest: Path, *, seed: int = 0, context: int = 512, hidden: int = 64, layers: int = 2, thinking: bool = False
+) -> Path:
+    """`thinking`: a reasoning model, with <think> / </think> tokens and a template that opens
+    the think block (mlx-lm recognises the markers from the vocabulary)."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.models import llama
 
     dest.mkdir(parents=True, exist_ok=True)
-    vocab = build_tokenizer(dest)
+    vocab = build_tokenizer(dest, thinking=thinking)
     config = {
         "model_type": "llama",
         "hidden_size": hidden,

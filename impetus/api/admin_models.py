@@ -115,6 +115,33 @@ async def _run_pull(service: ImpetusService, job: PullJob) -> None:
         _jobs(service).pop(job.id, None)
 
 
+def follow_pull(
+    service: ImpetusService, model_id: str, load: bool
+) -> tuple[PullJob, asyncio.Queue[PullProgress]]:
+    """Start a pull of `model_id` (or join the one running) and subscribe to its progress: the
+    job (its `last` event so far) and a queue of the events to come. `unfollow_pull` when done."""
+    try:
+        registry.validate_id(model_id)
+    except EngineError as e:
+        raise _model_error(e) from e
+    jobs = _jobs(service)
+    job = jobs.get(model_id)
+    if job is None:
+        job = PullJob(id=model_id, load=load)
+        jobs[model_id] = job
+        job.task = asyncio.ensure_future(_run_pull(service, job))
+    else:
+        job.load = job.load or load
+    queue: asyncio.Queue[PullProgress] = asyncio.Queue()
+    job.subscribers.append(queue)
+    return job, queue
+
+
+def unfollow_pull(job: PullJob, queue: asyncio.Queue[PullProgress]) -> None:
+    with contextlib.suppress(ValueError):
+        job.subscribers.remove(queue)
+
+
 # ---------------------------------------------------------------- handlers
 
 
@@ -192,21 +219,8 @@ class PullHandler(ImpetusHandler):
     )
     async def post(self) -> None:
         req = self.parse(PullRequest)
-        try:
-            registry.validate_id(req.id)
-        except EngineError as e:
-            raise _model_error(e) from e
-        jobs = _jobs(self.service)
-        job = jobs.get(req.id)
-        if job is None:
-            job = PullJob(id=req.id, load=req.load)
-            jobs[req.id] = job
-            job.task = asyncio.ensure_future(_run_pull(self.service, job))
-        else:
-            job.load = job.load or req.load
-        queue: asyncio.Queue[PullProgress] = asyncio.Queue()
+        job, queue = follow_pull(self.service, req.id, req.load)
         self._queue, self._job = queue, job
-        job.subscribers.append(queue)
         try:
             sse.start(self)
             if job.last is not None:
@@ -229,8 +243,7 @@ class PullHandler(ImpetusHandler):
         except StreamClosedError:
             pass
         finally:
-            with contextlib.suppress(ValueError):
-                job.subscribers.remove(queue)
+            unfollow_pull(job, queue)
 
 
 class PullCancelHandler(ImpetusHandler):

@@ -95,6 +95,10 @@ class ImpetusHandler(APIHandler):
                     code="insufficient_scope",
                 )
         else:
+            if key and "Authorization" not in self.request.headers:
+                # Anthropic's clients send their key as `x-api-key`: let a Jupyter token travel
+                # that way too. Like Authorization, a custom header is no browser credential.
+                self.request.headers["Authorization"] = f"token {key}"
             if not self.check_host():  # DNS rebinding guard (loopback-only servers)
                 raise APIError(
                     403,
@@ -225,7 +229,21 @@ class ImpetusHandler(APIHandler):
         for name, value in err.headers.items():
             self.set_header(name, value)
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(err.body()))
+        self.finish(json.dumps(self.error_body(err)))
+
+    def on_finish(self) -> None:
+        from impetus.api.routes import endpoint_of
+
+        self.service.metrics.observe_http(
+            endpoint_of(type(self)),
+            self.request.method or "",
+            self.get_status(),
+            self.request.request_time(),
+        )
+
+    def error_body(self, err: APIError) -> dict[str, Any]:
+        """The JSON of an error response; handlers of other protocols answer in their own shape."""
+        return err.body()
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, APIError):

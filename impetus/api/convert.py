@@ -41,6 +41,7 @@ from impetus.protocol import (
     GenerateRequest,
     SamplingParams,
     Start,
+    Timings,
     TokenLogprob,
     ToolCall,
 )
@@ -207,10 +208,14 @@ def tool_calls_out(calls: list[ToolCall]) -> list[ToolCallOut]:
 @dataclass
 class ChoiceAcc:
     text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     tool_calls: list[ToolCall] | None = None
     finish_reason: str | None = None
+    stop_sequence: str | None = None
     completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    timings: Timings | None = None
     streamed_tokens: int = 0  # tokens of the Delta events so far (completion_tokens is at Done)
 
 
@@ -235,12 +240,17 @@ class Accumulator:
             acc.text.append(ev.text)
         if isinstance(ev, Delta):
             acc.streamed_tokens += len(ev.token_ids)
+            if ev.reasoning:
+                acc.reasoning.append(ev.reasoning)
             if ev.logprobs:
                 acc.logprobs.extend(ev.logprobs)
         else:
             acc.finish_reason = ev.finish_reason
+            acc.stop_sequence = ev.stop_sequence
             acc.tool_calls = ev.tool_calls
             acc.completion_tokens = ev.usage.completion_tokens
+            acc.reasoning_tokens = ev.usage.reasoning_tokens
+            acc.timings = ev.timings
 
     def usage(self) -> UsageOut:
         return usage_out(
@@ -258,13 +268,20 @@ class Accumulator:
         )
 
     def chat_completion(
-        self, rid: str, created: int, model: str, want_logprobs: bool
+        self,
+        rid: str,
+        created: int,
+        model: str,
+        want_logprobs: bool,
+        include_reasoning: bool = True,
     ) -> ChatCompletion:
         choices = []
         for i in sorted(self.choices):
             c = self.choices[i]
             text = "".join(c.text)
             msg = AssistantMessage(content=text if (text or not c.tool_calls) else None)
+            if include_reasoning and c.reasoning:
+                msg.reasoning_content = "".join(c.reasoning)
             if c.tool_calls:
                 msg.tool_calls = tool_calls_out(c.tool_calls)
             choices.append(
@@ -326,6 +343,7 @@ class ChunkMaker:
     n: int = 1
     echo: list[str] | None = None
     continuous_usage: bool = False  # the usage so far on every chunk
+    include_reasoning: bool = True
     created: int = field(default_factory=lambda: int(time.time()))
     _offsets: dict[int, int] = field(default_factory=dict)
     _echoed: set[int] = field(default_factory=set)
@@ -384,24 +402,33 @@ class ChunkMaker:
         )
 
     def delta(self, index: int, ev: Delta) -> dict[str, Any] | None:
-        return self._text(index, ev.text, ev.logprobs)
+        reasoning = ev.reasoning if self.chat and self.include_reasoning else ""
+        return self._text(index, ev.text, ev.logprobs, reasoning)
 
     def _text(
-        self, index: int, piece: str, logprobs: list[TokenLogprob] | None
+        self,
+        index: int,
+        piece: str,
+        logprobs: list[TokenLogprob] | None,
+        reasoning: str = "",
     ) -> dict[str, Any] | None:
         text = piece
         if not self.chat and self.echo and index not in self._echoed:
             self._echoed.add(index)
             text = self.echo[index // self.n] + text
-        if not text and not (self.want_logprobs and logprobs):
+        if not text and not reasoning and not (self.want_logprobs and logprobs):
             return None
-        if not self.want_logprobs:  # (the offsets only place logprobs)
+        if not self.want_logprobs and not reasoning:  # (the offsets only place logprobs)
             return self.text_chunk(index, text)
         if self.chat:
+            # a reasoning delta carries reasoning_content (and content only if it has text)
+            delta = ChatDelta(reasoning_content=reasoning) if reasoning else ChatDelta()
+            if text or not reasoning:
+                delta.content = text
             return self._wrap(
                 ChatChunkChoice(
                     index=index,
-                    delta=ChatDelta(content=text),
+                    delta=delta,
                     logprobs=chat_logprobs(logprobs or []) if self.want_logprobs else None,
                 )
             )

@@ -243,6 +243,19 @@ class Metrics:
         self.http_errors = Counter(
             PREFIX + "http_errors", "Error responses by status.", ["status"], registry=r
         )
+        self.http_requests = Counter(
+            PREFIX + "http_requests",
+            "HTTP requests answered, by endpoint (the route pattern), method and status.",
+            ["endpoint", "method", "status"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            PREFIX + "http_request_duration_seconds",
+            "HTTP request latency, arrival to the last byte (a whole stream), by endpoint.",
+            ["endpoint", "method"],
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
         self.http_in_flight = Gauge(
             PREFIX + "http_requests_in_flight",
             "Generation requests being served over HTTP.",
@@ -262,6 +275,10 @@ class Metrics:
         )
         self._status = _StatusCollector()
         r.register(self._status)
+
+    def observe_http(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(endpoint, method, str(status)).inc()
+        self.http_latency.labels(endpoint, method).observe(seconds)
 
     def set_status(self, status: EngineStatus | None) -> None:
         self._status.status = status

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import struct
 import time
+from collections.abc import Awaitable, Callable
 
 from tornado.iostream import StreamClosedError
 
@@ -57,7 +59,7 @@ class ModelHandler(ImpetusHandler):
         )
 
 
-class _GenerationHandler(ImpetusHandler):
+class GenerationHandler(ImpetusHandler):
     """Runs engine generations for one HTTP request and writes them whole or as SSE."""
 
     _stream: EventStream | None = None
@@ -73,17 +75,11 @@ class _GenerationHandler(ImpetusHandler):
             self._stream.abort("disconnect")
             self.service.metrics.aborted.labels("disconnect").inc()
 
-    async def run(
-        self,
-        requests: list[GenerateRequest],
-        *,
-        stream: bool,
-        chat: bool,
-        include_usage: bool,
-        want_logprobs: bool,
-        echo: list[str] | None = None,
-        continuous_usage: bool = False,
+    async def generate(
+        self, requests: list[GenerateRequest], consume: Callable[[EventStream], Awaitable[None]]
     ) -> None:
+        """Open the engine generations of this request and hand their events to `consume` (the
+        protocol's writer), inside the in-flight count and the time limit; always release them."""
         service = self.service
         with service.track():
             await service.ensure_engine()
@@ -91,19 +87,9 @@ class _GenerationHandler(ImpetusHandler):
                 return
             events = service.open(requests)
             self._stream = events
-            n = requests[0].n
-            model = requests[0].model
-            rid = convert.new_id("chatcmpl" if chat else "cmpl")
             try:
                 async with asyncio.timeout(service.settings.request_timeout):
-                    if stream:
-                        maker = convert.ChunkMaker(
-                            rid, model, chat, include_usage, want_logprobs, n, echo,
-                            continuous_usage=continuous_usage,
-                        )  # fmt: skip
-                        await self._stream_events(events, maker, len(requests))
-                    else:
-                        await self._whole(events, rid, model, chat, want_logprobs, echo, n)
+                    await consume(events)
             except TimeoutError:
                 if events.aborted is None:
                     events.abort("timeout")
@@ -119,17 +105,97 @@ class _GenerationHandler(ImpetusHandler):
             finally:
                 await service.release(events)
 
+    async def run(
+        self,
+        requests: list[GenerateRequest],
+        *,
+        stream: bool,
+        chat: bool,
+        include_usage: bool,
+        want_logprobs: bool,
+        echo: list[str] | None = None,
+        continuous_usage: bool = False,
+        include_reasoning: bool = True,
+    ) -> None:
+        n = requests[0].n
+        model = requests[0].model
+        rid = convert.new_id("chatcmpl" if chat else "cmpl")
+
+        async def consume(events: EventStream) -> None:
+            if stream:
+                maker = convert.ChunkMaker(
+                    rid, model, chat, include_usage, want_logprobs, n, echo,
+                    continuous_usage=continuous_usage, include_reasoning=include_reasoning,
+                )  # fmt: skip
+                await self._stream_events(events, maker, len(requests))
+            else:
+                await self._whole(
+                    events, rid, model, chat, want_logprobs, echo, n, include_reasoning
+                )
+
+        await self.generate(requests, consume)
+
     async def _fail(self, err: APIError) -> None:
-        """An error before the response started is a status; after, an SSE error event."""
+        """An error before the response started is a status; after, an error event."""
         if self._disconnected:
             return
         if not self._headers_sent:
             raise err
-        try:
-            await sse.send(self, err.body())
-            await sse.finish(self)
-        except StreamClosedError:
-            pass
+        with contextlib.suppress(StreamClosedError):
+            await self.send_stream_error(err)
+
+    async def send_stream_error(self, err: APIError) -> None:
+        """An error once the stream has started, in the protocol's shape (here: OpenAI's)."""
+        await sse.send(self, err.body())
+        await sse.finish(self)
+
+    async def collect(self, events: EventStream, acc: convert.Accumulator) -> bool:
+        """Feed every event into `acc`; False when there is nothing to answer (aborted, failed,
+        disconnected), with the error already reported where there is someone to tell."""
+        while (item := await self._next(events)) is not None:
+            acc.add(*item)
+        if events.aborted:
+            err = self._aborted_error(events)
+            if err is not None:
+                await self._fail(err)
+            return False
+        return not (self._disconnected or self._finished)
+
+    async def started(
+        self, events: EventStream, prompts: int = 1
+    ) -> list[tuple[int, Start | Delta | Done]] | None:
+        """Wait until every generation has started, returning the events seen so far; None when
+        the request ended first (an error was raised or reported). Streams hold their headers
+        until then: a bad model, a prompt over the context or a full queue still gets its proper
+        status code instead of a 200 stream."""
+        pending: list[tuple[int, Start | Delta | Done]] = []
+        starts = 0
+        while starts < prompts:
+            item = await self._next(events)
+            if item is None:
+                break
+            pending.append(item)
+            if isinstance(item[1], Start):
+                starts += 1
+        if self._finished or self._disconnected:
+            return None
+        if events.aborted:
+            err = self._aborted_error(events)
+            if err is not None:
+                await self._fail(err)
+            return None
+        return pending
+
+    async def end_of_stream(self, events: EventStream) -> bool:
+        """After the last event: True if the stream ended normally and may be closed as such."""
+        if self._finished:  # an engine error was sent as an event
+            return False
+        if events.aborted:
+            err = self._aborted_error(events)
+            if err is not None:
+                await self._fail(err)
+            return False
+        return True
 
     async def _next(self, events: EventStream) -> tuple[int, Start | Delta | Done] | None:
         try:
@@ -154,44 +220,25 @@ class _GenerationHandler(ImpetusHandler):
         want_logprobs: bool,
         echo: list[str] | None,
         n: int,
+        include_reasoning: bool,
     ) -> None:
         acc = convert.Accumulator(n=n)
         created = int(time.time())
-        while (item := await self._next(events)) is not None:
-            acc.add(*item)
-        if events.aborted:
-            err = self._aborted_error(events)
-            if err is not None:
-                await self._fail(err)
-            return
-        if self._disconnected or self._finished:
+        if not await self.collect(events, acc):
             return
         if chat:
-            self.write_json(acc.chat_completion(rid, created, model, want_logprobs))
+            self.write_json(
+                acc.chat_completion(rid, created, model, want_logprobs, include_reasoning)
+            )
         else:
             self.write_json(acc.completion(rid, created, model, want_logprobs, echo))
 
     async def _stream_events(
         self, events: EventStream, maker: convert.ChunkMaker, prompts: int
     ) -> None:
-        # Hold the headers until every generation has started: a bad model, a prompt over the
-        # context or a full queue still gets its proper status code instead of a 200 stream.
-        pending: list[tuple[int, Start | Delta | Done]] = []
-        starts = 0
         acc = convert.Accumulator(n=maker.n)
-        while starts < prompts:
-            item = await self._next(events)
-            if item is None:
-                break
-            pending.append(item)
-            if isinstance(item[1], Start):
-                starts += 1
-        if self._finished or self._disconnected:
-            return
-        if events.aborted:
-            err = self._aborted_error(events)
-            if err is not None:
-                await self._fail(err)
+        pending = await self.started(events, prompts)
+        if pending is None:
             return
         sse.start(self)
         self._headers_sent = True
@@ -200,8 +247,8 @@ class _GenerationHandler(ImpetusHandler):
                 for index in range(prompts * maker.n):
                     await sse.send(self, maker.role(index))
             first_token = any(isinstance(ev, Delta) for _, ev in pending)
-            for item in pending:
-                await self._send_event(maker, acc, *item)
+            for index, ev in pending:
+                await self._send_event(maker, acc, index, ev)
             # Until the first token (waiting in the batch queue, prefilling a long prompt)
             # nothing else would flow: comments keep proxies with idle timeouts from cutting in.
             while not first_token:
@@ -212,12 +259,7 @@ class _GenerationHandler(ImpetusHandler):
                 await self._send_event(maker, acc, *item)
             while (item := await self._next(events)) is not None:
                 await self._send_event(maker, acc, *item)
-            if self._finished:  # an engine error was sent as an event
-                return
-            if events.aborted:
-                err = self._aborted_error(events)
-                if err is not None:
-                    await self._fail(err)
+            if not await self.end_of_stream(events):
                 return
             if maker.include_usage:
                 await sse.send(self, maker.usage(acc.usage()))
@@ -260,7 +302,7 @@ class _GenerationHandler(ImpetusHandler):
                 await sse.send(self, chunk)
 
 
-class ChatCompletionsHandler(_GenerationHandler):
+class ChatCompletionsHandler(GenerationHandler):
     @scope("inference")
     @operation(
         "Chat completion (stream: true for SSE)",
@@ -286,10 +328,11 @@ class ChatCompletionsHandler(_GenerationHandler):
             include_usage=bool(req.stream_options and req.stream_options.include_usage),
             continuous_usage=bool(req.stream_options and req.stream_options.continuous_usage_stats),
             want_logprobs=bool(req.logprobs),
+            include_reasoning=req.include_reasoning is not False,
         )
 
 
-class CompletionsHandler(_GenerationHandler):
+class CompletionsHandler(GenerationHandler):
     @scope("inference")
     @operation(
         "Text completion (stream: true for SSE)",

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from impetus.api import admin, admin_models, ops
+from impetus.api import admin, admin_models, anthropic, ollama, ops, responses
 from impetus.api import openai_handlers as oa
 from impetus.api.base import ImpetusHandler
 from impetus.api.openapi import openapi_document
@@ -26,6 +26,11 @@ ROUTES: list[tuple[str, type[ImpetusHandler]]] = [
     (r"v1/chat/completions", oa.ChatCompletionsHandler),
     (r"v1/completions", oa.CompletionsHandler),
     (r"v1/embeddings", oa.EmbeddingsHandler),
+    (r"v1/messages", anthropic.MessagesHandler),
+    (r"v1/messages/count_tokens", anthropic.CountTokensHandler),
+    (r"v1/responses", responses.ResponsesHandler),
+    (r"v1/responses/([A-Za-z0-9_-]+)", responses.ResponseHandler),
+    *ollama.ROUTES,
     (r"health", ops.HealthHandler),
     (r"ready", ops.ReadyHandler),
     (r"metrics", ops.MetricsHandler),
@@ -46,6 +51,14 @@ def build_handlers(prefix: str) -> list[tuple[str, type[ImpetusHandler]]]:
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     return [(prefix + pattern, handler) for pattern, handler in ROUTES]
+
+
+def endpoint_of(handler: type[ImpetusHandler]) -> str:
+    """The metrics label of a handler: its (first) route pattern, never a raw path with ids."""
+    for pattern, cls in ROUTES:
+        if cls is handler:
+            return "/" + pattern
+    return handler.__name__
 
 
 def handler_classes() -> list[type[ImpetusHandler]]:

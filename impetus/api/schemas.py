@@ -163,6 +163,11 @@ class ChatCompletionRequest(_SamplingFields):
     chat_template_kwargs: dict[str, Any] | None = Field(
         None, description="impetus extension: extra variables for the chat template"
     )
+    include_reasoning: bool | None = Field(
+        True,
+        description="vLLM's extension: false leaves a reasoning model's thinking "
+        "(reasoning_content) out of the response",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ChatCompletionRequest:
@@ -208,6 +213,9 @@ class ToolCallOut(_Response):
 class AssistantMessage(_Response):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    reasoning_content: str | None = Field(
+        None, description="a reasoning model's thinking, apart from the answer"
+    )
     tool_calls: list[ToolCallOut] | None = None
 
 
@@ -249,6 +257,7 @@ class ToolCallDelta(_Response):
 class ChatDelta(_Response):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
 
 

@@ -79,22 +79,43 @@ ITL_KEEP = 2048  # inter-token gaps kept per choice for the timings
 
 
 class TextGate:
-    """Holds back text that may be the start of a stop string or of a tool-call marker.
+    """Holds back text that may be the start of a stop string or of a marker (tool call, think).
 
     `feed` returns (text safe to emit, the marker found or None). A stop string never reaches the
     client, and text is never cut inside a character: the detokenizer only hands over whole ones.
+    After a marker, the rest of the text stays buffered: `feed("")` goes on scanning it, with the
+    markers of the new state (`reasoning` switches between looking for the think end and for the
+    think start / tool-call start).
     """
 
-    def __init__(self, stops: list[str], tool_start: str | None) -> None:
-        self.markers = [s for s in stops if s]
+    def __init__(
+        self,
+        stops: list[str],
+        tool_start: str | None,
+        think: tuple[str, str] | None = None,
+        reasoning: bool = False,
+    ) -> None:
+        self.stops = [s for s in stops if s]
         self.tool_start = tool_start
-        if tool_start:
-            self.markers.append(tool_start)
+        self.think = think
         self.buf = ""
+        self.set_reasoning(reasoning)
+
+    def set_reasoning(self, reasoning: bool) -> None:
+        self.reasoning = reasoning
+        self.markers = list(self.stops)
+        if reasoning and self.think:
+            self.markers.append(self.think[1])
+        elif not reasoning:
+            if self.tool_start:
+                self.markers.append(self.tool_start)
+            if self.think:
+                self.markers.append(self.think[0])
 
     def feed(self, text: str) -> tuple[str, str | None]:
         if not self.markers:
-            return text, None
+            buf, self.buf = self.buf + text, ""
+            return buf, None
         buf = self.buf + text
         best, found = -1, None
         for m in self.markers:
@@ -135,6 +156,8 @@ class Choice:
     itl: list[float] = field(default_factory=list)
     tool_mode: bool = False
     tool_text: str = ""
+    stop_hit: str | None = None  # the stop string that ended the choice
+    reasoning_tokens: int = 0
     done: bool = False
 
 
@@ -249,12 +272,14 @@ class ModelRunner:
     def admit(self, rid: str, req: GenerateRequest, arrival: float) -> list[Event]:
         prompt = self.tokenize(req)
         ctx = self.loaded.context_length
+        if req.context_length is not None:
+            ctx = min(ctx, req.context_length)
         if not prompt:
             raise EngineError("invalid_request", "the prompt is empty", "prompt")
         if len(prompt) >= ctx:
             raise EngineError(
                 "context_length_exceeded",
-                f"this model's context is {ctx} tokens; the prompt has {len(prompt)}",
+                f"the context of this request is {ctx} tokens; the prompt has {len(prompt)}",
                 "messages" if req.messages is not None else "prompt",
             )
         max_tokens = req.max_tokens
@@ -265,7 +290,7 @@ class ModelRunner:
         elif len(prompt) + max_tokens > ctx:
             raise EngineError(
                 "context_length_exceeded",
-                f"this model's context is {ctx} tokens; the prompt has {len(prompt)} and max_tokens asks for {max_tokens} more",
+                f"the context of this request is {ctx} tokens; the prompt has {len(prompt)} and max_tokens asks for {max_tokens} more",
                 "max_tokens",
             )
         kv_bytes = self._reserve_kv(req, prompt, max_tokens)
@@ -283,6 +308,22 @@ class ModelRunner:
                 "invalid_request",
                 f"{self.loaded.id} has no tool-calling chat template",
                 "tool_choice",
+            )
+
+        # Reasoning models: text between the think markers is reasoning, not content. A chat
+        # template that opens the think block itself (`<think>` in the generation prompt) starts
+        # the answer inside it. A grammar that constrains the output from its first token leaves
+        # no room for thinking, so the output is all content then.
+        think = (tok.think_start, tok.think_end) if tok.has_thinking else None
+        if req.messages is None or grammar is not None:
+            think = None
+        in_think = bool(think) and tok.rfind_think_start(prompt) > tok.rfind_think_end(prompt)
+        budget = req.reasoning_budget
+        if budget is not None and think is not None and len(tok.think_end_tokens) != 1:
+            raise EngineError(
+                "invalid_request",
+                f"{self.loaded.id} ends its thinking with several tokens; a thinking budget needs one",
+                "reasoning_budget",
             )
 
         choices: list[Choice] = []
@@ -308,6 +349,8 @@ class ModelRunner:
                 procs.append(
                     constrained.make_grammar_processor(tok, self.loaded.vocab_size, grammar)
                 )
+            if budget is not None and think is not None:
+                procs.append(_budget_processor(choices, index, budget, tok.think_end_tokens[0]))
             caches.append(cache)
             segments.append([rest])
             all_tokens.append(prompt[:cached])
@@ -319,7 +362,7 @@ class ModelRunner:
                     index=index,
                     uid=-1,
                     detok=tok.detokenizer,
-                    gate=TextGate(req.stop, tool_start),
+                    gate=TextGate(req.stop, tool_start, think, in_think),
                     cached=cached,
                     want_logprobs=req.logprobs,
                     top_logprobs=req.top_logprobs,
@@ -435,22 +478,49 @@ class ModelRunner:
                 c.detok.finalize()
             piece = c.detok.last_segment
         stopped = False
-        text = ""
+        text = reasoning = ""
+        if c.gate.reasoning:
+            c.reasoning_tokens += 1
         if c.tool_mode:
             c.tool_text += piece
         else:
-            text, marker = c.gate.feed(piece)
-            if marker is not None:
-                if marker == c.gate.tool_start:
+            gate = c.gate
+            while True:
+                out, marker = gate.feed(piece)
+                piece = ""
+                if gate.reasoning:
+                    reasoning += out
+                else:
+                    text += out
+                if marker is None:
+                    break
+                if gate.think and marker == gate.think[1] and gate.reasoning:
+                    gate.set_reasoning(False)  # the answer starts: scan the rest for its markers
+                elif gate.think and marker == gate.think[0] and not gate.reasoning:
+                    gate.set_reasoning(True)
+                elif marker == gate.tool_start and not gate.reasoning:
                     c.tool_mode = True
-                    c.tool_text = marker + c.gate.flush()
+                    c.tool_text = marker + gate.flush()
+                    break
                 else:
                     stopped = True
+                    c.stop_hit = marker
+                    break
             if r.finish_reason is not None and not c.tool_mode:
-                text += c.gate.flush()
+                if gate.reasoning:
+                    reasoning += gate.flush()
+                else:
+                    text += gate.flush()
         # every token gets a delta, text or not (held back, a stop, an EOS): clients count tokens
         logprobs = [self._logprob(r.token, r.logprobs, c.top_logprobs)] if c.want_logprobs else None
-        ev = Delta(rid=c.rid, index=c.index, text=text, token_ids=[r.token], logprobs=logprobs)
+        ev = Delta(
+            rid=c.rid,
+            index=c.index,
+            text=text,
+            token_ids=[r.token],
+            logprobs=logprobs,
+            reasoning=reasoning,
+        )
         return ev, stopped
 
     def _logprob(self, token: int, logprobs: mx.array, top: int) -> TokenLogprob:
@@ -501,10 +571,12 @@ class ModelRunner:
             finish_reason=reason,
             text=text,
             tool_calls=tool_calls,
+            stop_sequence=c.stop_hit,
             usage=Usage(
                 prompt_tokens=len(active.prompt),
                 completion_tokens=c.generated,
                 cached_tokens=c.cached,
+                reasoning_tokens=c.reasoning_tokens,
             ),
             timings=Timings(
                 queue=max(start - arrival, 0.0),
@@ -560,6 +632,22 @@ class ModelRunner:
 
     def close(self) -> None:
         self.gen.close()
+
+
+def _budget_processor(
+    choices: list[Choice], index: int, budget: int, think_end: int
+) -> Callable[[mx.array, mx.array], mx.array]:
+    """Force the end of thinking once a choice has thought for `budget` tokens. The choice is
+    looked up at call time: it is created after its processors."""
+
+    def processor(tokens: mx.array, logits: mx.array) -> mx.array:
+        c = choices[index]
+        if c.gate.reasoning and c.reasoning_tokens >= budget:
+            keep = mx.arange(logits.shape[-1]) == think_end
+            return mx.where(keep[None, :], logits, -mx.inf)
+        return logits
+
+    return processor
 
 
 def _detach(cache: list[Any]) -> None:
