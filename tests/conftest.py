@@ -29,3 +29,10 @@ def impetus_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama MLX folder (a folder path is a valid model id for the engine)."""
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def think_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random reasoning model: <think> / </think> tokens, a template that opens the think
+    block (mlx-lm recognises the markers; impetus splits reasoning from content on them)."""
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-think", thinking=True)

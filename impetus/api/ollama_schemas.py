@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from impetus.api.schemas import ParamError
 
@@ -149,11 +149,14 @@ class ModelNameRequest(_Request):
     model: str = Field("", description="the model's name")
     name: str = Field("", description="Ollama's older spelling of `model`")
 
-    def id(self) -> str:
-        name = self.model or self.name
-        if not name:
+    @model_validator(mode="after")
+    def _named(self) -> ModelNameRequest:
+        if not (self.model or self.name):
             raise ParamError("model", "model is required")
-        return model_id(name)
+        return self
+
+    def id(self) -> str:
+        return model_id(self.model or self.name)
 
 
 class PullRequestIn(ModelNameRequest):

@@ -17,6 +17,7 @@ from tests.api.test_errors import assert_openai_error
 from tests.fake_hub import FakeHub, Repo
 
 REPO = "impetus-test/tiny-llama"
+OLLAMA_REPO = "impetus-test/ollama-llama"
 
 
 def listed(srv: Server) -> dict[str, dict[str, Any]]:
@@ -99,6 +100,7 @@ def fake_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeHub]:
     hub = FakeHub(chunk=16 * 1024)
     hub.add(Repo.from_folder(REPO, folder))
     hub.add(Repo.from_folder("impetus-test/slow-llama", folder))
+    hub.add(Repo.from_folder(OLLAMA_REPO, folder))
     hub.start()
     yield hub
     hub.stop()
@@ -170,3 +172,31 @@ def test_search(hub_server: Server) -> None:
     r = hub_server.get("admin/models/search", params={"q": "tiny"})
     assert r.status_code == 200
     assert REPO in [m["id"] for m in r.json()["models"]]
+
+
+def test_ollama_pull_streams_progress(hub_server: Server) -> None:
+    """Ollama's /api/pull is impetus's own pull with Ollama's progress lines (admin, like it)."""
+    import ollama
+
+    auth = {"Authorization": f"Bearer {hub_server.key}"}
+    client = ollama.Client(host=hub_server.base_url.rstrip("/"), headers=auth)
+    progress = list(client.pull(OLLAMA_REPO + ":latest", stream=True))
+    statuses = [p.status for p in progress]
+    assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
+    sizes = [(p.completed, p.total) for p in progress if p.total]
+    assert sizes and all(done <= total for done, total in sizes)
+    assert sizes[-1][0] == sizes[-1][1]
+    assert OLLAMA_REPO + ":latest" in [m.model for m in client.list().models]
+    # not streamed: one line; an unknown repo is an error in Ollama's shape
+    assert client.pull(OLLAMA_REPO, stream=False).status == "success"
+    with pytest.raises(ollama.ResponseError):
+        client.pull("impetus-test/does-not-exist", stream=False)
+    # an inference-only key may chat but not write to the model directory
+    key = hub_server.post("admin/keys", {"name": "ollama"}).json()
+    r = httpx.post(
+        hub_server.url("api/pull"),
+        json={"model": OLLAMA_REPO},
+        headers={"Authorization": f"Bearer {key['key']}"},
+        timeout=30,
+    )
+    assert r.status_code == 403 and list(r.json()) == ["error"]

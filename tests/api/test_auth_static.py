@@ -49,6 +49,9 @@ def test_v1_is_never_public_and_admin_is_admin() -> None:
                 assert s == "inference", (pattern, name)
             if pattern.startswith("admin/") or pattern == "metrics":
                 assert s == "admin", (pattern, name)
+            if pattern.startswith("api/"):  # Ollama's: inference, but pull writes models
+                expected = {"api/pull": "admin", "api/version": "public"}.get(pattern, "inference")
+                assert s == expected, (pattern, name)
 
 
 class Forgetful(ImpetusHandler):
