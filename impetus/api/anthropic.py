@@ -17,10 +17,12 @@ from tornado.iostream import StreamClosedError
 
 from impetus.api import convert, sse
 from impetus.api.anthropic_schemas import (
+    AnthropicError,
     CountTokensRequest,
     Message,
     MessageParam,
     MessagesRequest,
+    MessageStreamEvent,
     MessageUsage,
     TextBlock,
     TextOut,
@@ -38,6 +40,7 @@ from impetus.api.auth import scope
 from impetus.api.base import ImpetusHandler
 from impetus.api.errors import APIError
 from impetus.api.openai_handlers import GenerationHandler
+from impetus.api.openapi import GENERATION_ERRORS, operation
 from impetus.api.schemas import ChatCompletionRequest
 from impetus.api.streams import EventStream
 from impetus.protocol import Delta, Done, EngineError, GenerateRequest, Start, ToolCall
@@ -349,6 +352,22 @@ class MessageStream:
 
 class MessagesHandler(AnthropicHandler, GenerationHandler):
     @scope("inference")
+    @operation(
+        "Anthropic Messages (stream: true for SSE events)",
+        tag="Anthropic",
+        body=MessagesRequest,
+        returns=Message,
+        stream=MessageStreamEvent,
+        stream_note="with stream: true, `event: <type>` + `data: <event JSON>` events",
+        errors=GENERATION_ERRORS,
+        error_model=AnthropicError,
+        example={
+            "model": "smollm2-135m",
+            "max_tokens": 32,
+            "system": "Be brief.",
+            "messages": [{"role": "user", "content": "Say hello in three words."}],
+        },
+    )
     async def post(self) -> None:
         req = self.parse(MessagesRequest)
         greq = generate_request(req)
@@ -398,6 +417,14 @@ class MessagesHandler(AnthropicHandler, GenerationHandler):
 
 class CountTokensHandler(AnthropicHandler):
     @scope("inference")
+    @operation(
+        "Anthropic: the prompt's token count",
+        tag="Anthropic",
+        body=CountTokensRequest,
+        returns=TokenCount,
+        errors={404: "Unknown model"},
+        error_model=AnthropicError,
+    )
     async def post(self) -> None:
         req = self.parse(CountTokensRequest)
         body = {

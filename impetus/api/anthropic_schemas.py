@@ -227,3 +227,10 @@ class AnthropicErrorDetail(_Response):
 class AnthropicError(_Response):
     type: Literal["error"] = "error"
     error: AnthropicErrorDetail
+
+
+class MessageStreamEvent(_Response):
+    """One server-sent event (`event: <type>`): message_start, ping, content_block_start,
+    content_block_delta, content_block_stop, message_delta, message_stop, or error."""
+
+    type: str

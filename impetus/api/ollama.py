@@ -25,6 +25,7 @@ from tornado.iostream import StreamClosedError
 
 from impetus import __version__
 from impetus.api import admin_models, convert
+from impetus.api import ollama_schemas as s
 from impetus.api.auth import scope
 from impetus.api.base import ImpetusHandler
 from impetus.api.errors import APIError
@@ -41,6 +42,7 @@ from impetus.api.ollama_schemas import (
     tagged,
 )
 from impetus.api.openai_handlers import GenerationHandler
+from impetus.api.openapi import GENERATION_ERRORS, operation
 from impetus.api.schemas import ChatCompletionRequest, ParamError
 from impetus.api.streams import EventStream
 from impetus.models.types import PullProgress
@@ -329,6 +331,22 @@ class _OllamaGeneration(OllamaHandler, GenerationHandler):
 
 class ChatHandler(_OllamaGeneration):
     @scope("inference")
+    @operation(
+        "Ollama chat (NDJSON stream by default)",
+        tag="Ollama",
+        body=ChatRequest,
+        returns=s.ChatResponse,
+        stream=s.ChatResponse,
+        stream_media=NDJSON,
+        stream_note="by default (stream: false for one object), one JSON object a line; the last has done: true and the counts",
+        errors=GENERATION_ERRORS,
+        error_model=s.OllamaError,
+        example={
+            "model": "smollm2-135m",
+            "messages": [{"role": "user", "content": "Say hello in three words."}],
+            "options": {"num_predict": 32},
+        },
+    )
     async def post(self) -> None:
         req: ChatRequest = self.parse_ollama(ChatRequest)
         model = model_id(req.model)
@@ -352,6 +370,22 @@ class GenerateHandler(_OllamaGeneration):
     chat = False
 
     @scope("inference")
+    @operation(
+        "Ollama generate (NDJSON stream by default)",
+        tag="Ollama",
+        body=GenerateRequestIn,
+        returns=s.GenerateResponse,
+        stream=s.GenerateResponse,
+        stream_media=NDJSON,
+        stream_note="by default (stream: false for one object), one JSON object a line; the last has done: true and the counts",
+        errors=GENERATION_ERRORS,
+        error_model=s.OllamaError,
+        example={
+            "model": "smollm2-135m",
+            "prompt": "Once upon a time",
+            "options": {"num_predict": 32},
+        },
+    )
     async def post(self) -> None:
         req: GenerateRequestIn = self.parse_ollama(GenerateRequestIn)
         model = model_id(req.model)
@@ -394,6 +428,14 @@ class GenerateHandler(_OllamaGeneration):
 
 class EmbedHandler(OllamaHandler):
     @scope("inference")
+    @operation(
+        "Ollama embeddings",
+        tag="Ollama",
+        body=EmbedRequest,
+        returns=s.EmbedResponse,
+        errors=GENERATION_ERRORS,
+        error_model=s.OllamaError,
+    )
     async def post(self) -> None:
         req: EmbedRequest = self.parse_ollama(EmbedRequest)
         model = model_id(req.model)
@@ -454,6 +496,9 @@ def _modified(entry: dict[str, Any]) -> str:
 
 class TagsHandler(OllamaHandler):
     @scope("inference")
+    @operation(
+        "Ollama: models on disk", tag="Ollama", returns=s.OllamaModelList, error_model=s.OllamaError
+    )
     async def get(self) -> None:
         entries = [e.model_dump(mode="json") for e in await self.service.registry_entries()]
         models = [
@@ -473,6 +518,14 @@ class TagsHandler(OllamaHandler):
 
 class ShowHandler(OllamaHandler):
     @scope("inference")
+    @operation(
+        "Ollama: one model's details",
+        tag="Ollama",
+        body=ModelNameRequest,
+        returns=s.ShowResponse,
+        errors={404: "Unknown model"},
+        error_model=s.OllamaError,
+    )
     async def post(self) -> None:
         req: ModelNameRequest = self.parse_ollama(ModelNameRequest)
         model = req.id()
@@ -513,6 +566,9 @@ class ShowHandler(OllamaHandler):
 
 class PsHandler(OllamaHandler):
     @scope("inference")
+    @operation(
+        "Ollama: loaded models", tag="Ollama", returns=s.OllamaModelList, error_model=s.OllamaError
+    )
     async def get(self) -> None:
         service = self.service
         st = await service.status() if service.engine.state == "ready" else None
@@ -544,6 +600,7 @@ class PsHandler(OllamaHandler):
 
 class VersionHandler(OllamaHandler):
     @scope("public")
+    @operation("Ollama: the server's version", tag="Ollama", returns=s.OllamaVersion)
     async def get(self) -> None:
         self.write_json({"version": __version__})
 
@@ -574,6 +631,17 @@ class PullHandler(OllamaHandler):
             self._queue.put_nowait(PullProgress(id="", status="cancelled", message="client left"))
 
     @scope("admin")
+    @operation(
+        "Ollama pull: impetus's own download, Ollama's progress lines",
+        tag="Ollama",
+        body=PullRequestIn,
+        returns=s.PullLine,
+        stream=s.PullLine,
+        stream_media=NDJSON,
+        stream_note="by default (stream: false for one object), one JSON object a line; the last has done: true and the counts",
+        errors={502: "Download failed"},
+        error_model=s.OllamaError,
+    )
     async def post(self) -> None:
         req: PullRequestIn = self.parse_ollama(PullRequestIn)
         model = req.id()

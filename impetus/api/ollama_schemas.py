@@ -166,3 +166,88 @@ class PullRequestIn(ModelNameRequest):
 
 class OllamaError(BaseModel):
     error: str
+
+
+# ---------------------------------------------------------------- responses (documentation)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ChatMessageOut(_Response):
+    role: Literal["assistant"] = "assistant"
+    content: str
+    thinking: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class GenerationStats(_Response):
+    """On the last line: counts and durations (nanoseconds) from the engine's timings."""
+
+    done_reason: str | None = None
+    total_duration: int | None = None
+    load_duration: int | None = Field(None, description="time before joining the batch")
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+
+
+class ChatResponse(GenerationStats):
+    model: str
+    created_at: str
+    message: ChatMessageOut
+    done: bool
+
+
+class GenerateResponse(GenerationStats):
+    model: str
+    created_at: str
+    response: str
+    thinking: str | None = None
+    done: bool
+
+
+class EmbedResponse(_Response):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int | None = None
+    prompt_eval_count: int | None = None
+
+
+class ModelEntry(_Response):
+    name: str
+    model: str
+    size: int
+    digest: str = ""
+    details: dict[str, Any] = Field(default_factory=dict)
+    modified_at: str | None = None
+    expires_at: str | None = None
+    size_vram: int | None = None
+    context_length: int | None = None
+
+
+class OllamaModelList(_Response):
+    models: list[ModelEntry]
+
+
+class ShowResponse(_Response):
+    details: dict[str, Any]
+    model_info: dict[str, Any]
+    capabilities: list[str]
+    modelfile: str = ""
+    parameters: str = ""
+    template: str = ""
+
+
+class OllamaVersion(_Response):
+    version: str
+
+
+class PullLine(_Response):
+    status: str | None = None
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+    error: str | None = None

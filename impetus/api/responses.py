@@ -22,13 +22,16 @@ from impetus.api import convert, sse
 from impetus.api.auth import scope
 from impetus.api.errors import APIError
 from impetus.api.openai_handlers import GenerationHandler
+from impetus.api.openapi import GENERATION_ERRORS, operation
 from impetus.api.responses_schemas import (
     DeletedResponse,
     FunctionCallItem,
     FunctionCallOutputItem,
     MessageItem,
     NamedFunctionChoice,
+    ResponseObject,
     ResponseRequest,
+    ResponseStreamEvent,
 )
 from impetus.api.schemas import ChatCompletionRequest
 from impetus.api.streams import EventStream
@@ -420,6 +423,20 @@ def owner(handler: GenerationHandler) -> str:
 
 class ResponsesHandler(GenerationHandler):
     @scope("inference")
+    @operation(
+        "OpenAI Responses (stream: true for SSE events)",
+        tag="OpenAI",
+        body=ResponseRequest,
+        returns=ResponseObject,
+        stream=ResponseStreamEvent,
+        stream_note="with stream: true, `event: <type>` + `data: <event JSON>` events",
+        errors={**GENERATION_ERRORS, 404: "Unknown model or previous_response_id"},
+        example={
+            "model": "smollm2-135m",
+            "input": "Say hello in three words.",
+            "max_output_tokens": 32,
+        },
+    )
     async def post(self) -> None:
         req = self.parse(ResponseRequest)
         store = store_of(self.service)
@@ -496,10 +513,19 @@ class ResponsesHandler(GenerationHandler):
 
 class ResponseHandler(GenerationHandler):
     @scope("inference")
+    @operation(
+        "A stored response", tag="OpenAI", returns=ResponseObject, errors={404: "Not stored"}
+    )
     async def get(self, rid: str) -> None:
         self.write_json(store_of(self.service).get(rid, owner(self)).response)
 
     @scope("inference")
+    @operation(
+        "Delete a stored response",
+        tag="OpenAI",
+        returns=DeletedResponse,
+        errors={404: "Not stored"},
+    )
     async def delete(self, rid: str) -> None:
         store_of(self.service).delete(rid, owner(self))
         self.write_json(DeletedResponse(id=rid))

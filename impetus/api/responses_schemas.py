@@ -158,3 +158,14 @@ class DeletedResponse(BaseModel):
     id: str
     object: Literal["response.deleted"] = "response.deleted"
     deleted: bool = True
+
+
+class ResponseStreamEvent(BaseModel):
+    """One server-sent event: response.created, response.in_progress, response.output_item.added,
+    response.content_part.added, response.output_text.delta, response.reasoning_text.delta,
+    response.function_call_arguments.delta / .done, ... .done, response.completed (or
+    response.incomplete), or error."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    sequence_number: int
