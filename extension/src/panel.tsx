@@ -24,7 +24,7 @@ import {
 import { sparklineArea, sparklinePoints } from './history';
 import { ISidebarState, SidebarModel } from './model';
 import { IModelRow, looksLikeRepoId, modelRows, preferredChatModel } from './models';
-import { curlSnippet, openaiBaseUrl, pythonSnippet } from './snippets';
+import { PROTOCOLS, Protocol, curlSnippet, openaiBaseUrl, pythonSnippet } from './snippets';
 import type { IRegistryEntry } from './types';
 
 /** What the view needs from JupyterLab, injected so the view stays free of app wiring. */
@@ -602,6 +602,7 @@ function EndpointSection(props: { state: ISidebarState; host: IPanelHost; chatMo
   const { state, host, chatModel } = props;
   const baseUrl = openaiBaseUrl(host.serverBaseUrl);
   const key = state.newKey?.key ?? null;
+  const [protocol, setProtocol] = React.useState<Protocol>('openai');
   return (
     <Section title="Endpoint" testId="impetus-endpoint">
       <div className="jp-ImpetusSidebar-muted">OpenAI base URL</div>
@@ -619,17 +620,30 @@ function EndpointSection(props: { state: ISidebarState; host: IPanelHost; chatMo
         </button>
       </div>
       <div className="jp-ImpetusSidebar-actions">
+        <select
+          className="jp-mod-styled"
+          aria-label="Snippet protocol"
+          data-testid="impetus-snippet-protocol"
+          value={protocol}
+          onChange={e => setProtocol(e.currentTarget.value as Protocol)}
+        >
+          {PROTOCOLS.map(p => (
+            <option key={p.id} value={p.id}>
+              {p.label}
+            </option>
+          ))}
+        </select>
         <button
           className="jp-mod-styled"
           data-testid="impetus-copy-python"
-          onClick={() => host.copy(pythonSnippet(baseUrl, chatModel, key), 'Python snippet')}
+          onClick={() => host.copy(pythonSnippet(baseUrl, chatModel, key, protocol), 'Python snippet')}
         >
           Copy Python
         </button>
         <button
           className="jp-mod-styled"
           data-testid="impetus-copy-curl"
-          onClick={() => host.copy(curlSnippet(baseUrl, chatModel, key), 'curl command')}
+          onClick={() => host.copy(curlSnippet(baseUrl, chatModel, key, protocol), 'curl command')}
         >
           Copy curl
         </button>

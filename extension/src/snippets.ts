@@ -9,6 +9,20 @@ export function openaiBaseUrl(serverBaseUrl: string): string {
   return `${base}impetus/v1`;
 }
 
+/** The protocols impetus serves from the same engine, and the client each snippet uses. */
+export type Protocol = 'openai' | 'anthropic' | 'ollama';
+export const PROTOCOLS: { id: Protocol; label: string }[] = [
+  { id: 'openai', label: 'OpenAI' },
+  { id: 'anthropic', label: 'Anthropic' },
+  { id: 'ollama', label: 'Ollama' }
+];
+
+/** `…/impetus` from the OpenAI base URL `…/impetus/v1`: Anthropic's SDK and Ollama's client
+ * add their own paths (`/v1/messages`, `/api/chat`) to it. */
+export function impetusRoot(openaiBase: string): string {
+  return openaiBase.replace(/\/v1\/?$/, '');
+}
+
 /** The placeholder used when no key was just created: read it from the environment. */
 export const KEY_ENV = 'IMPETUS_API_KEY';
 
@@ -16,13 +30,57 @@ function pyString(value: string): string {
   return JSON.stringify(value); // a JSON string is a valid Python string literal for our inputs
 }
 
-/** A ready-to-run openai SDK snippet. With no key, it reads IMPETUS_API_KEY. */
-export function pythonSnippet(baseUrl: string, model: string, apiKey?: string | null): string {
-  const lines = ['from openai import OpenAI'];
-  if (!apiKey) {
-    lines.unshift('import os');
-  }
+const PROMPT = 'Write a haiku about Jupyter.';
+
+/** A ready-to-run snippet with the protocol's official client (openai, anthropic or ollama).
+ * With no key, it reads IMPETUS_API_KEY. */
+export function pythonSnippet(
+  baseUrl: string,
+  model: string,
+  apiKey?: string | null,
+  protocol: Protocol = 'openai'
+): string {
   const key = apiKey ? pyString(apiKey) : `os.environ[${pyString(KEY_ENV)}]`;
+  const head = apiKey ? [] : ['import os'];
+  const root = pyString(impetusRoot(baseUrl));
+  const messages = `    messages=[{"role": "user", "content": ${pyString(PROMPT)}}],`;
+  if (protocol === 'anthropic') {
+    return (
+      [
+        ...head,
+        'import anthropic',
+        '',
+        `client = anthropic.Anthropic(base_url=${root}, api_key=${key})`,
+        'with client.messages.stream(',
+        `    model=${pyString(model)},`,
+        '    max_tokens=128,',
+        messages,
+        ') as stream:',
+        '    for text in stream.text_stream:',
+        '        print(text, end="", flush=True)',
+        'print()'
+      ].join('\n') + '\n'
+    );
+  }
+  if (protocol === 'ollama') {
+    return (
+      [
+        ...head,
+        'from ollama import Client',
+        '',
+        `client = Client(host=${root}, headers={"Authorization": "Bearer " + ${key}})`,
+        'for part in client.chat(',
+        `    model=${pyString(model)},`,
+        messages,
+        '    options={"num_predict": 128},',
+        '    stream=True,',
+        '):',
+        '    print(part.message.content, end="", flush=True)',
+        'print()'
+      ].join('\n') + '\n'
+    );
+  }
+  const lines = [...head, 'from openai import OpenAI'];
   lines.push(
     '',
     `client = OpenAI(base_url=${pyString(baseUrl)}, api_key=${key})`,
@@ -44,17 +102,30 @@ function shellQuote(value: string): string {
   return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
-/** A curl command for one chat completion. With no key, it uses $IMPETUS_API_KEY. */
-export function curlSnippet(baseUrl: string, model: string, apiKey?: string | null): string {
-  const body = JSON.stringify({
-    model,
-    messages: [{ role: 'user', content: 'Write a haiku about Jupyter.' }],
-    max_tokens: 128
-  });
-  const auth = apiKey ? shellQuote(`Authorization: Bearer ${apiKey}`) : `"Authorization: Bearer $${KEY_ENV}"`;
+/** A curl command for one answer in the protocol's shape. With no key, it uses $IMPETUS_API_KEY. */
+export function curlSnippet(
+  baseUrl: string,
+  model: string,
+  apiKey?: string | null,
+  protocol: Protocol = 'openai'
+): string {
+  const messages = [{ role: 'user', content: PROMPT }];
+  let url = `${baseUrl}/chat/completions`;
+  let body = JSON.stringify({ model, messages, max_tokens: 128 });
+  let auth = apiKey ? shellQuote(`Authorization: Bearer ${apiKey}`) : `"Authorization: Bearer $${KEY_ENV}"`;
+  const extra: string[] = [];
+  if (protocol === 'anthropic') {
+    url = `${impetusRoot(baseUrl)}/v1/messages`;
+    auth = apiKey ? shellQuote(`x-api-key: ${apiKey}`) : `"x-api-key: $${KEY_ENV}"`;
+    extra.push(`  -H 'anthropic-version: 2023-06-01' \\`);
+  } else if (protocol === 'ollama') {
+    url = `${impetusRoot(baseUrl)}/api/chat`;
+    body = JSON.stringify({ model, messages, options: { num_predict: 128 }, stream: false });
+  }
   return [
-    `curl ${shellQuote(`${baseUrl}/chat/completions`)} \\`,
+    `curl ${shellQuote(url)} \\`,
     `  -H ${auth} \\`,
+    ...extra,
     `  -H 'Content-Type: application/json' \\`,
     `  -d ${shellQuote(body)}`
   ].join('\n') + '\n';

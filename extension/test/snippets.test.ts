@@ -7,6 +7,7 @@ import {
   chatNotebook,
   chatNotebookName,
   curlSnippet,
+  impetusRoot,
   openaiBaseUrl,
   pythonSnippet
 } from '../src/snippets';
@@ -45,6 +46,28 @@ describe('snippets', () => {
     expect(body.model).toBe("it's-a-model");
     expect(curlSnippet(BASE, 'm')).toContain('"Authorization: Bearer $IMPETUS_API_KEY"');
   });
+
+  it('writes Anthropic and Ollama snippets against the impetus root', () => {
+    const root = impetusRoot(BASE);
+    expect(root).toBe('http://127.0.0.1:8888/a%40b/impetus');
+    for (const key of ['imp-k', null]) {
+      const anth = pythonSnippet(BASE, 'smollm2-135m', key, 'anthropic');
+      expect(anth).toContain(`anthropic.Anthropic(base_url="${root}"`);
+      pythonParses(anth);
+      const oll = pythonSnippet(BASE, 'smollm2-135m', key, 'ollama');
+      expect(oll).toContain(`Client(host="${root}"`);
+      pythonParses(oll);
+    }
+    const shell = (cmd: string): string[] =>
+      execFileSync('bash', ['-c', cmd.replace(/^curl /, "printf '%s\\n' ")]).toString().split('\n');
+    const a = shell(curlSnippet(BASE, 'm', 'imp-k', 'anthropic'));
+    expect(a[0]).toBe(`${root}/v1/messages`);
+    expect(a).toContain('x-api-key: imp-k');
+    expect(JSON.parse(a[a.indexOf('-d') + 1]).max_tokens).toBe(128);
+    const o = shell(curlSnippet(BASE, 'm', 'imp-k', 'ollama'));
+    expect(o[0]).toBe(`${root}/api/chat`);
+    expect(JSON.parse(o[o.indexOf('-d') + 1])).toMatchObject({ model: 'm', stream: false });
+  }, 60_000); // four Python parses and two shells: slow on a loaded two-core machine
 
   it('writes a chat notebook that nbformat would accept', () => {
     const nb = chatNotebook('smollm2-135m') as { nbformat: number; cells: Array<{ cell_type: string; source: string[] }> };
