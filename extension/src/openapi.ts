@@ -228,6 +228,163 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/chat": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Ollama chat (NDJSON stream by default)
+         * @description Needs an API key or Jupyter token.
+         */
+        post: operations["post_api_chat"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/embed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Ollama embeddings
+         * @description Needs an API key or Jupyter token.
+         */
+        post: operations["post_api_embed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/generate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Ollama generate (NDJSON stream by default)
+         * @description Needs an API key or Jupyter token.
+         */
+        post: operations["post_api_generate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/ps": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Ollama: loaded models
+         * @description Needs an API key or Jupyter token.
+         */
+        get: operations["get_api_ps"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/pull": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Ollama pull: impetus's own download, Ollama's progress lines
+         * @description Needs a Jupyter token or a full (not inference-only) key.
+         */
+        post: operations["post_api_pull"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/show": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Ollama: one model's details
+         * @description Needs an API key or Jupyter token.
+         */
+        post: operations["post_api_show"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/tags": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Ollama: models on disk
+         * @description Needs an API key or Jupyter token.
+         */
+        get: operations["get_api_tags"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/version": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Ollama: the server's version */
+        get: operations["get_api_version"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/docs": {
         parameters: {
             query?: never;
@@ -393,6 +550,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Anthropic Messages (stream: true for SSE events)
+         * @description Needs an API key or Jupyter token.
+         */
+        post: operations["post_v1_messages"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/messages/count_tokens": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Anthropic: the prompt's token count
+         * @description Needs an API key or Jupyter token.
+         */
+        post: operations["post_v1_messages_count_tokens"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/models": {
         parameters: {
             query?: never;
@@ -428,6 +625,50 @@ export interface paths {
         put?: never;
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/responses": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * OpenAI Responses (stream: true for SSE events)
+         * @description Needs an API key or Jupyter token.
+         */
+        post: operations["post_v1_responses"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/responses/{rid}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A stored response
+         * @description Needs an API key or Jupyter token.
+         */
+        get: operations["get_v1_responses_rid"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a stored response
+         * @description Needs an API key or Jupyter token.
+         */
+        delete: operations["delete_v1_responses_rid"];
         options?: never;
         head?: never;
         patch?: never;
@@ -525,6 +766,27 @@ export interface components {
             state: "failed" | "ready" | "restarting" | "starting" | "stopped";
             stats?: components["schemas"]["EngineStats"];
         };
+        /** AnthropicError */
+        AnthropicError: {
+            error: components["schemas"]["AnthropicErrorDetail"];
+            /**
+             * Type
+             * @default error
+             * @constant
+             */
+            type?: "error";
+        } & {
+            [key: string]: unknown;
+        };
+        /** AnthropicErrorDetail */
+        AnthropicErrorDetail: {
+            /** Message */
+            message: string;
+            /** Type */
+            type: string;
+        } & {
+            [key: string]: unknown;
+        };
         /** AssistantMessage */
         AssistantMessage: {
             /**
@@ -532,6 +794,12 @@ export interface components {
              * @default null
              */
             content?: string | null;
+            /**
+             * Reasoning Content
+             * @description a reasoning model's thinking, apart from the answer
+             * @default null
+             */
+            reasoning_content?: string | null;
             /**
              * Role
              * @default assistant
@@ -649,6 +917,12 @@ export interface components {
              */
             ignore_eos?: boolean | null;
             /**
+             * Include Reasoning
+             * @description vLLM's extension: false leaves a reasoning model's thinking (reasoning_content) out of the response
+             * @default true
+             */
+            include_reasoning?: boolean | null;
+            /**
              * Logit Bias
              * @default null
              */
@@ -756,6 +1030,11 @@ export interface components {
              */
             content?: string | null;
             /**
+             * Reasoning Content
+             * @default null
+             */
+            reasoning_content?: string | null;
+            /**
              * Role
              * @default null
              */
@@ -818,6 +1097,148 @@ export interface components {
             tool_calls?: {
                 [key: string]: unknown;
             }[] | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /** ChatMessageIn */
+        ChatMessageIn: {
+            /**
+             * Content
+             * @default
+             */
+            content?: string;
+            /**
+             * Images
+             * @default null
+             */
+            images?: string[] | null;
+            /**
+             * Role
+             * @enum {string}
+             */
+            role: "system" | "user" | "assistant" | "tool";
+            /**
+             * Thinking
+             * @default null
+             */
+            thinking?: string | null;
+            /**
+             * Tool Calls
+             * @default null
+             */
+            tool_calls?: components["schemas"]["ToolCallIn"][] | null;
+            /**
+             * Tool Name
+             * @default null
+             */
+            tool_name?: string | null;
+        };
+        /** ChatMessageOut */
+        ChatMessageOut: {
+            /** Content */
+            content: string;
+            /**
+             * Role
+             * @default assistant
+             * @constant
+             */
+            role?: "assistant";
+            /**
+             * Thinking
+             * @default null
+             */
+            thinking?: string | null;
+            /**
+             * Tool Calls
+             * @default null
+             */
+            tool_calls?: {
+                [key: string]: unknown;
+            }[] | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /** ChatRequest */
+        ChatRequest: {
+            /**
+             * Format
+             * @default null
+             */
+            format?: ("json" | "") | {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Keep Alive
+             * @default null
+             */
+            keep_alive?: string | number | null;
+            /** Messages */
+            messages?: components["schemas"]["ChatMessageIn"][];
+            /** Model */
+            model: string;
+            /** @default null */
+            options?: components["schemas"]["Options"] | null;
+            /**
+             * Stream
+             * @default true
+             */
+            stream?: boolean;
+            /**
+             * Think
+             * @default null
+             */
+            think?: boolean | null;
+            /**
+             * Tools
+             * @default null
+             */
+            tools?: components["schemas"]["ToolIn"][] | null;
+        };
+        /** ChatResponse */
+        ChatResponse: {
+            /** Created At */
+            created_at: string;
+            /** Done */
+            done: boolean;
+            /**
+             * Done Reason
+             * @default null
+             */
+            done_reason?: string | null;
+            /**
+             * Eval Count
+             * @default null
+             */
+            eval_count?: number | null;
+            /**
+             * Eval Duration
+             * @default null
+             */
+            eval_duration?: number | null;
+            /**
+             * Load Duration
+             * @description time before joining the batch
+             * @default null
+             */
+            load_duration?: number | null;
+            message: components["schemas"]["ChatMessageOut"];
+            /** Model */
+            model: string;
+            /**
+             * Prompt Eval Count
+             * @default null
+             */
+            prompt_eval_count?: number | null;
+            /**
+             * Prompt Eval Duration
+             * @default null
+             */
+            prompt_eval_duration?: number | null;
+            /**
+             * Total Duration
+             * @default null
+             */
+            total_duration?: number | null;
         } & {
             [key: string]: unknown;
         };
@@ -995,6 +1416,27 @@ export interface components {
              */
             top_p?: number | null;
         };
+        /** CountTokensRequest */
+        CountTokensRequest: {
+            /** Messages */
+            messages: components["schemas"]["MessageParam"][];
+            /** Model */
+            model: string;
+            /**
+             * System
+             * @default null
+             */
+            system?: string | components["schemas"]["TextBlock"][] | null;
+            /** @default null */
+            thinking?: components["schemas"]["ThinkingConfig"] | null;
+            /** @default null */
+            tool_choice?: components["schemas"]["ToolChoice"] | null;
+            /**
+             * Tools
+             * @default null
+             */
+            tools?: components["schemas"]["ToolParam"][] | null;
+        };
         /** CreateKeyRequest */
         CreateKeyRequest: {
             /**
@@ -1039,6 +1481,63 @@ export interface components {
             id: string;
             /** Removed */
             removed: string[];
+        };
+        /** DeletedResponse */
+        DeletedResponse: {
+            /**
+             * Deleted
+             * @default true
+             */
+            deleted?: boolean;
+            /** Id */
+            id: string;
+            /**
+             * Object
+             * @default response.deleted
+             * @constant
+             */
+            object?: "response.deleted";
+        };
+        /** EmbedRequest */
+        EmbedRequest: {
+            /**
+             * Dimensions
+             * @default null
+             */
+            dimensions?: number | null;
+            /** Input */
+            input: string | string[];
+            /**
+             * Keep Alive
+             * @default null
+             */
+            keep_alive?: string | number | null;
+            /** Model */
+            model: string;
+            /**
+             * Truncate
+             * @default null
+             */
+            truncate?: boolean | null;
+        };
+        /** EmbedResponse */
+        EmbedResponse: {
+            /** Embeddings */
+            embeddings: number[][];
+            /** Model */
+            model: string;
+            /**
+             * Prompt Eval Count
+             * @default null
+             */
+            prompt_eval_count?: number | null;
+            /**
+             * Total Duration
+             * @default null
+             */
+            total_duration?: number | null;
+        } & {
+            [key: string]: unknown;
         };
         /** Embedding */
         Embedding: {
@@ -1156,6 +1655,37 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /** FunctionCallItem */
+        FunctionCallItem: {
+            /** Arguments */
+            arguments: string;
+            /** Call Id */
+            call_id: string;
+            /**
+             * Id
+             * @default null
+             */
+            id?: string | null;
+            /** Name */
+            name: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "function_call";
+        };
+        /** FunctionCallOutputItem */
+        FunctionCallOutputItem: {
+            /** Call Id */
+            call_id: string;
+            /** Output */
+            output: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "function_call_output";
+        };
         /** FunctionDefinition */
         FunctionDefinition: {
             /**
@@ -1177,6 +1707,141 @@ export interface components {
              * @default null
              */
             strict?: boolean | null;
+        };
+        /** FunctionTool */
+        FunctionTool: {
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+            /** Name */
+            name: string;
+            /**
+             * Parameters
+             * @default null
+             */
+            parameters?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Strict
+             * @default null
+             */
+            strict?: boolean | null;
+            /**
+             * Type
+             * @constant
+             */
+            type: "function";
+        };
+        /** GenerateRequestIn */
+        GenerateRequestIn: {
+            /**
+             * Format
+             * @default null
+             */
+            format?: ("json" | "") | {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Images
+             * @default null
+             */
+            images?: string[] | null;
+            /**
+             * Keep Alive
+             * @default null
+             */
+            keep_alive?: string | number | null;
+            /** Model */
+            model: string;
+            /** @default null */
+            options?: components["schemas"]["Options"] | null;
+            /**
+             * Prompt
+             * @default
+             */
+            prompt?: string;
+            /**
+             * Raw
+             * @default false
+             */
+            raw?: boolean;
+            /**
+             * Stream
+             * @default true
+             */
+            stream?: boolean;
+            /**
+             * Suffix
+             * @default null
+             */
+            suffix?: string | null;
+            /**
+             * System
+             * @default null
+             */
+            system?: string | null;
+            /**
+             * Think
+             * @default null
+             */
+            think?: boolean | null;
+        };
+        /** GenerateResponse */
+        GenerateResponse: {
+            /** Created At */
+            created_at: string;
+            /** Done */
+            done: boolean;
+            /**
+             * Done Reason
+             * @default null
+             */
+            done_reason?: string | null;
+            /**
+             * Eval Count
+             * @default null
+             */
+            eval_count?: number | null;
+            /**
+             * Eval Duration
+             * @default null
+             */
+            eval_duration?: number | null;
+            /**
+             * Load Duration
+             * @description time before joining the batch
+             * @default null
+             */
+            load_duration?: number | null;
+            /** Model */
+            model: string;
+            /**
+             * Prompt Eval Count
+             * @default null
+             */
+            prompt_eval_count?: number | null;
+            /**
+             * Prompt Eval Duration
+             * @default null
+             */
+            prompt_eval_duration?: number | null;
+            /** Response */
+            response: string;
+            /**
+             * Thinking
+             * @default null
+             */
+            thinking?: string | null;
+            /**
+             * Total Duration
+             * @default null
+             */
+            total_duration?: number | null;
+        } & {
+            [key: string]: unknown;
         };
         /** Health */
         Health: {
@@ -1217,6 +1882,39 @@ export interface components {
             pipeline_tag?: string | null;
             /** Tags */
             tags?: string[];
+        };
+        /**
+         * ImageBlock
+         * @description Accepted by the schema so that the error can say what is unsupported, not 'invalid'.
+         */
+        ImageBlock: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "document" | "image";
+        };
+        /** InputText */
+        InputText: {
+            /** Text */
+            text: string;
+            /**
+             * Type
+             * @enum {string}
+             */
+            type: "input_text" | "output_text" | "text";
+        };
+        /** JSONOutputFormat */
+        JSONOutputFormat: {
+            /** Schema */
+            schema: {
+                [key: string]: unknown;
+            };
+            /**
+             * Type
+             * @constant
+             */
+            type: "json_schema";
         };
         /** JSONSchemaFormat */
         JSONSchemaFormat: {
@@ -1263,6 +1961,149 @@ export interface components {
              */
             keep_alive?: number | null;
         };
+        /** Message */
+        Message: {
+            /** Content */
+            content: (components["schemas"]["ThinkingOut"] | components["schemas"]["TextOut"] | components["schemas"]["ToolUseOut"])[];
+            /** Id */
+            id: string;
+            /** Model */
+            model: string;
+            /**
+             * Role
+             * @default assistant
+             * @constant
+             */
+            role?: "assistant";
+            /**
+             * Stop Reason
+             * @default null
+             */
+            stop_reason?: ("end_turn" | "max_tokens" | "stop_sequence" | "tool_use") | null;
+            /**
+             * Stop Sequence
+             * @default null
+             */
+            stop_sequence?: string | null;
+            /**
+             * Type
+             * @default message
+             * @constant
+             */
+            type?: "message";
+            usage: components["schemas"]["MessageUsage"];
+        } & {
+            [key: string]: unknown;
+        };
+        /** MessageItem */
+        MessageItem: {
+            /** Content */
+            content: string | components["schemas"]["InputText"][];
+            /**
+             * Role
+             * @enum {string}
+             */
+            role: "user" | "assistant" | "system" | "developer";
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "message";
+        };
+        /** MessageParam */
+        MessageParam: {
+            /** Content */
+            content: string | (components["schemas"]["TextBlock"] | components["schemas"]["ImageBlock"] | components["schemas"]["ToolUseBlock"] | components["schemas"]["ToolResultBlock"] | components["schemas"]["ThinkingBlock"])[];
+            /**
+             * Role
+             * @enum {string}
+             */
+            role: "user" | "assistant";
+        };
+        /**
+         * MessageStreamEvent
+         * @description One server-sent event (`event: <type>`): message_start, ping, content_block_start,
+         *     content_block_delta, content_block_stop, message_delta, message_stop, or error.
+         */
+        MessageStreamEvent: {
+            /** Type */
+            type: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /** MessageUsage */
+        MessageUsage: {
+            /**
+             * Cache Creation Input Tokens
+             * @default 0
+             */
+            cache_creation_input_tokens?: number;
+            /**
+             * Cache Read Input Tokens
+             * @description prompt tokens read from the prompt cache
+             * @default 0
+             */
+            cache_read_input_tokens?: number;
+            /**
+             * Input Tokens
+             * @description prompt tokens not read from the prompt cache
+             */
+            input_tokens: number;
+            /** Output Tokens */
+            output_tokens: number;
+        } & {
+            [key: string]: unknown;
+        };
+        /** MessagesRequest */
+        MessagesRequest: {
+            /** Max Tokens */
+            max_tokens: number;
+            /** Messages */
+            messages: components["schemas"]["MessageParam"][];
+            /** Model */
+            model: string;
+            /** @default null */
+            output_config?: components["schemas"]["OutputConfig"] | null;
+            /**
+             * Stop Sequences
+             * @default null
+             */
+            stop_sequences?: string[] | null;
+            /**
+             * Stream
+             * @default false
+             */
+            stream?: boolean | null;
+            /**
+             * System
+             * @default null
+             */
+            system?: string | components["schemas"]["TextBlock"][] | null;
+            /**
+             * Temperature
+             * @default null
+             */
+            temperature?: number | null;
+            /** @default null */
+            thinking?: components["schemas"]["ThinkingConfig"] | null;
+            /** @default null */
+            tool_choice?: components["schemas"]["ToolChoice"] | null;
+            /**
+             * Tools
+             * @default null
+             */
+            tools?: components["schemas"]["ToolParam"][] | null;
+            /**
+             * Top K
+             * @default null
+             */
+            top_k?: number | null;
+            /**
+             * Top P
+             * @default null
+             */
+            top_p?: number | null;
+        };
         /** ModelCard */
         ModelCard: {
             /**
@@ -1298,6 +2139,46 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /** ModelEntry */
+        ModelEntry: {
+            /**
+             * Context Length
+             * @default null
+             */
+            context_length?: number | null;
+            /** Details */
+            details?: {
+                [key: string]: unknown;
+            };
+            /**
+             * Digest
+             * @default
+             */
+            digest?: string;
+            /**
+             * Expires At
+             * @default null
+             */
+            expires_at?: string | null;
+            /** Model */
+            model: string;
+            /**
+             * Modified At
+             * @default null
+             */
+            modified_at?: string | null;
+            /** Name */
+            name: string;
+            /** Size */
+            size: number;
+            /**
+             * Size Vram
+             * @default null
+             */
+            size_vram?: number | null;
+        } & {
+            [key: string]: unknown;
+        };
         /** ModelIdRequest */
         ModelIdRequest: {
             /** Id */
@@ -1315,6 +2196,21 @@ export interface components {
             object?: "list";
         } & {
             [key: string]: unknown;
+        };
+        /** ModelNameRequest */
+        ModelNameRequest: {
+            /**
+             * Model
+             * @description the model's name
+             * @default
+             */
+            model?: string;
+            /**
+             * Name
+             * @description Ollama's older spelling of `model`
+             * @default
+             */
+            name?: string;
         };
         /**
          * ModelRegistry
@@ -1356,6 +2252,16 @@ export interface components {
             /** Name */
             name: string;
         };
+        /** NamedFunctionChoice */
+        NamedFunctionChoice: {
+            /** Name */
+            name: string;
+            /**
+             * Type
+             * @constant
+             */
+            type: "function";
+        };
         /** NamedToolChoice */
         NamedToolChoice: {
             function: components["schemas"]["NamedFunction"];
@@ -1365,6 +2271,102 @@ export interface components {
              * @constant
              */
             type?: "function";
+        };
+        /** OllamaError */
+        OllamaError: {
+            /** Error */
+            error: string;
+        };
+        /** OllamaModelList */
+        OllamaModelList: {
+            /** Models */
+            models: components["schemas"]["ModelEntry"][];
+        } & {
+            [key: string]: unknown;
+        };
+        /** OllamaVersion */
+        OllamaVersion: {
+            /** Version */
+            version: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * Options
+         * @description The generation options impetus maps onto its sampling and limits.
+         */
+        Options: {
+            /**
+             * Frequency Penalty
+             * @default null
+             */
+            frequency_penalty?: number | null;
+            /**
+             * Min P
+             * @default null
+             */
+            min_p?: number | null;
+            /**
+             * Num Ctx
+             * @description a bound on prompt + generated tokens for this request
+             * @default null
+             */
+            num_ctx?: number | null;
+            /**
+             * Num Predict
+             * @description tokens to generate (-1: until done)
+             * @default null
+             */
+            num_predict?: number | null;
+            /**
+             * Presence Penalty
+             * @default null
+             */
+            presence_penalty?: number | null;
+            /**
+             * Repeat Last N
+             * @description tokens the penalties look back on
+             * @default null
+             */
+            repeat_last_n?: number | null;
+            /**
+             * Repeat Penalty
+             * @default null
+             */
+            repeat_penalty?: number | null;
+            /**
+             * Seed
+             * @default null
+             */
+            seed?: number | null;
+            /**
+             * Stop
+             * @default null
+             */
+            stop?: string[] | null;
+            /**
+             * Temperature
+             * @default null
+             */
+            temperature?: number | null;
+            /**
+             * Top K
+             * @default null
+             */
+            top_k?: number | null;
+            /**
+             * Top P
+             * @default null
+             */
+            top_p?: number | null;
+        };
+        /** OutputConfig */
+        OutputConfig: {
+            /**
+             * @description constrain the answer to this JSON schema
+             * @default null
+             */
+            format?: components["schemas"]["JSONOutputFormat"] | null;
         };
         /** PromptTokensDetails */
         PromptTokensDetails: {
@@ -1385,6 +2387,36 @@ export interface components {
             cancelled?: boolean;
             /** Id */
             id: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /** PullLine */
+        PullLine: {
+            /**
+             * Completed
+             * @default null
+             */
+            completed?: number | null;
+            /**
+             * Digest
+             * @default null
+             */
+            digest?: string | null;
+            /**
+             * Error
+             * @default null
+             */
+            error?: string | null;
+            /**
+             * Status
+             * @default null
+             */
+            status?: string | null;
+            /**
+             * Total
+             * @default null
+             */
+            total?: number | null;
         } & {
             [key: string]: unknown;
         };
@@ -1445,6 +2477,31 @@ export interface components {
              */
             load?: boolean;
         };
+        /** PullRequestIn */
+        PullRequestIn: {
+            /**
+             * Insecure
+             * @default null
+             */
+            insecure?: boolean | null;
+            /**
+             * Model
+             * @description the model's name
+             * @default
+             */
+            model?: string;
+            /**
+             * Name
+             * @description Ollama's older spelling of `model`
+             * @default
+             */
+            name?: string;
+            /**
+             * Stream
+             * @default true
+             */
+            stream?: boolean;
+        };
         /** Ready */
         Ready: {
             /** Models */
@@ -1457,6 +2514,23 @@ export interface components {
             status?: "ready";
         } & {
             [key: string]: unknown;
+        };
+        /**
+         * ReasoningItem
+         * @description Earlier reasoning sent back with the conversation: kept out of the prompt, as reasoning
+         *     models' own chat templates leave the thinking of earlier turns out.
+         */
+        ReasoningItem: {
+            /**
+             * Id
+             * @default null
+             */
+            id?: string | null;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "reasoning";
         };
         /** RegistryEntry */
         RegistryEntry: {
@@ -1558,6 +2632,123 @@ export interface components {
              */
             type: "text" | "json_object" | "json_schema";
         };
+        /**
+         * ResponseObject
+         * @description The documented shape of a response object (what GET /v1/responses/{id} and a finished
+         *     POST return), for the OpenAPI document.
+         */
+        ResponseObject: {
+            /** Created At */
+            created_at: number;
+            /** Id */
+            id: string;
+            /** Model */
+            model: string;
+            /**
+             * Object
+             * @default response
+             * @constant
+             */
+            object?: "response";
+            /** Output */
+            output: {
+                [key: string]: unknown;
+            }[];
+            /**
+             * Previous Response Id
+             * @default null
+             */
+            previous_response_id?: string | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "completed" | "incomplete" | "in_progress" | "failed";
+            /**
+             * Store
+             * @default true
+             */
+            store?: boolean;
+            /**
+             * Usage
+             * @default null
+             */
+            usage?: {
+                [key: string]: unknown;
+            } | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /** ResponseRequest */
+        ResponseRequest: {
+            /** Input */
+            input: string | (components["schemas"]["MessageItem"] | components["schemas"]["FunctionCallItem"] | components["schemas"]["FunctionCallOutputItem"] | components["schemas"]["ReasoningItem"])[];
+            /**
+             * Instructions
+             * @default null
+             */
+            instructions?: string | null;
+            /**
+             * Max Output Tokens
+             * @default null
+             */
+            max_output_tokens?: number | null;
+            /** Model */
+            model: string;
+            /**
+             * Previous Response Id
+             * @default null
+             */
+            previous_response_id?: string | null;
+            /**
+             * Store
+             * @description keep the response for GET and previous_response_id
+             * @default true
+             */
+            store?: boolean | null;
+            /**
+             * Stream
+             * @default false
+             */
+            stream?: boolean | null;
+            /**
+             * Temperature
+             * @default null
+             */
+            temperature?: number | null;
+            /** @default null */
+            text?: components["schemas"]["TextConfig"] | null;
+            /**
+             * Tool Choice
+             * @default null
+             */
+            tool_choice?: ("none" | "auto" | "required") | components["schemas"]["NamedFunctionChoice"] | null;
+            /**
+             * Tools
+             * @default null
+             */
+            tools?: components["schemas"]["FunctionTool"][] | null;
+            /**
+             * Top P
+             * @default null
+             */
+            top_p?: number | null;
+        };
+        /**
+         * ResponseStreamEvent
+         * @description One server-sent event: response.created, response.in_progress, response.output_item.added,
+         *     response.content_part.added, response.output_text.delta, response.reasoning_text.delta,
+         *     response.function_call_arguments.delta / .done, ... .done, response.completed (or
+         *     response.incomplete), or error.
+         */
+        ResponseStreamEvent: {
+            /** Sequence Number */
+            sequence_number: number;
+            /** Type */
+            type: string;
+        } & {
+            [key: string]: unknown;
+        };
         /** SearchResult */
         SearchResult: {
             /**
@@ -1570,6 +2761,36 @@ export interface components {
             models?: components["schemas"]["HubModel"][];
             /** Query */
             query: string;
+        };
+        /** ShowResponse */
+        ShowResponse: {
+            /** Capabilities */
+            capabilities: string[];
+            /** Details */
+            details: {
+                [key: string]: unknown;
+            };
+            /** Model Info */
+            model_info: {
+                [key: string]: unknown;
+            };
+            /**
+             * Modelfile
+             * @default
+             */
+            modelfile?: string;
+            /**
+             * Parameters
+             * @default
+             */
+            parameters?: string;
+            /**
+             * Template
+             * @default
+             */
+            template?: string;
+        } & {
+            [key: string]: unknown;
         };
         /** StreamOptions */
         StreamOptions: {
@@ -1585,6 +2806,135 @@ export interface components {
              * @default false
              */
             include_usage?: boolean;
+        };
+        /** TextBlock */
+        TextBlock: {
+            /** Text */
+            text: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "text";
+        };
+        /** TextConfig */
+        TextConfig: {
+            /** @default null */
+            format?: components["schemas"]["TextFormat"] | null;
+        };
+        /** TextFormat */
+        TextFormat: {
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+            /**
+             * Name
+             * @default null
+             */
+            name?: string | null;
+            /**
+             * Schema
+             * @default null
+             */
+            schema?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Strict
+             * @default null
+             */
+            strict?: boolean | null;
+            /**
+             * Type
+             * @enum {string}
+             */
+            type: "text" | "json_object" | "json_schema";
+        };
+        /** TextOut */
+        TextOut: {
+            /** Text */
+            text: string;
+            /**
+             * Type
+             * @default text
+             * @constant
+             */
+            type?: "text";
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * ThinkingBlock
+         * @description Earlier thinking sent back with the conversation (kept out of the prompt: chat templates
+         *     of reasoning models drop the thinking of earlier turns).
+         */
+        ThinkingBlock: {
+            /**
+             * Signature
+             * @default
+             */
+            signature?: string;
+            /**
+             * Thinking
+             * @default
+             */
+            thinking?: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "redacted_thinking" | "thinking";
+        };
+        /**
+         * ThinkingConfig
+         * @description enabled: think, within `budget_tokens`; adaptive: the model decides (its template's
+         *     default); disabled: no thinking (`enable_thinking=false` to the chat template).
+         *     `display: omitted` leaves the thinking out of the response.
+         */
+        ThinkingConfig: {
+            /**
+             * Budget Tokens
+             * @description end the thinking after this many tokens (enabled only)
+             * @default null
+             */
+            budget_tokens?: number | null;
+            /**
+             * Display
+             * @default null
+             */
+            display?: ("summarized" | "omitted") | null;
+            /**
+             * Type
+             * @enum {string}
+             */
+            type: "enabled" | "adaptive" | "disabled";
+        };
+        /** ThinkingOut */
+        ThinkingOut: {
+            /**
+             * Signature
+             * @default
+             */
+            signature?: string;
+            /** Thinking */
+            thinking: string;
+            /**
+             * Type
+             * @default thinking
+             * @constant
+             */
+            type?: "thinking";
+        } & {
+            [key: string]: unknown;
+        };
+        /** TokenCount */
+        TokenCount: {
+            /** Input Tokens */
+            input_tokens: number;
+        } & {
+            [key: string]: unknown;
         };
         /** Tool */
         Tool: {
@@ -1615,6 +2965,19 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /** ToolCallFunction */
+        ToolCallFunction: {
+            /** Arguments */
+            arguments?: {
+                [key: string]: unknown;
+            };
+            /** Name */
+            name: string;
+        };
+        /** ToolCallIn */
+        ToolCallIn: {
+            function: components["schemas"]["ToolCallFunction"];
+        };
         /** ToolCallOut */
         ToolCallOut: {
             function: components["schemas"]["FunctionCall"];
@@ -1626,6 +2989,115 @@ export interface components {
              * @constant
              */
             type?: "function";
+        } & {
+            [key: string]: unknown;
+        };
+        /** ToolChoice */
+        ToolChoice: {
+            /**
+             * Name
+             * @default null
+             */
+            name?: string | null;
+            /**
+             * Type
+             * @enum {string}
+             */
+            type: "auto" | "any" | "tool" | "none";
+        };
+        /** ToolFunction */
+        ToolFunction: {
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+            /** Name */
+            name: string;
+            /**
+             * Parameters
+             * @default null
+             */
+            parameters?: {
+                [key: string]: unknown;
+            } | null;
+        };
+        /** ToolIn */
+        ToolIn: {
+            function: components["schemas"]["ToolFunction"];
+            /**
+             * Type
+             * @default function
+             * @constant
+             */
+            type?: "function";
+        };
+        /** ToolParam */
+        ToolParam: {
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+            /** Input Schema */
+            input_schema: {
+                [key: string]: unknown;
+            };
+            /** Name */
+            name: string;
+        };
+        /** ToolResultBlock */
+        ToolResultBlock: {
+            /**
+             * Content
+             * @default
+             */
+            content?: string | components["schemas"]["TextBlock"][];
+            /**
+             * Is Error
+             * @default null
+             */
+            is_error?: boolean | null;
+            /** Tool Use Id */
+            tool_use_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "tool_result";
+        };
+        /** ToolUseBlock */
+        ToolUseBlock: {
+            /** Id */
+            id: string;
+            /** Input */
+            input?: {
+                [key: string]: unknown;
+            };
+            /** Name */
+            name: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "tool_use";
+        };
+        /** ToolUseOut */
+        ToolUseOut: {
+            /** Id */
+            id: string;
+            /** Input */
+            input: {
+                [key: string]: unknown;
+            };
+            /** Name */
+            name: string;
+            /**
+             * Type
+             * @default tool_use
+             * @constant
+             */
+            type?: "tool_use";
         } & {
             [key: string]: unknown;
         };
@@ -2327,6 +3799,536 @@ export interface operations {
             };
         };
     };
+    post_api_chat: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "messages": [
+                 *         {
+                 *           "content": "Say hello in three words.",
+                 *           "role": "user"
+                 *         }
+                 *       ],
+                 *       "model": "smollm2-135m",
+                 *       "options": {
+                 *         "num_predict": 32
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["ChatRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChatResponse"];
+                    "application/x-ndjson": string;
+                };
+            };
+            /** @description Invalid parameters (`param` names which) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Not allowed (an inference-only key on an admin endpoint, a foreign origin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Unknown model */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Body over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Queue full (see Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Engine restarting, not ready or shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Request time limit passed */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+        };
+    };
+    post_api_embed: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EmbedRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EmbedResponse"];
+                };
+            };
+            /** @description Invalid parameters (`param` names which) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Not allowed (an inference-only key on an admin endpoint, a foreign origin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Unknown model */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Body over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Queue full (see Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Engine restarting, not ready or shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Request time limit passed */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+        };
+    };
+    post_api_generate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "model": "smollm2-135m",
+                 *       "options": {
+                 *         "num_predict": 32
+                 *       },
+                 *       "prompt": "Once upon a time"
+                 *     }
+                 */
+                "application/json": components["schemas"]["GenerateRequestIn"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GenerateResponse"];
+                    "application/x-ndjson": string;
+                };
+            };
+            /** @description Invalid parameters (`param` names which) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Not allowed (an inference-only key on an admin endpoint, a foreign origin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Unknown model */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Body over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Queue full (see Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Engine restarting, not ready or shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Request time limit passed */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+        };
+    };
+    get_api_ps: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaModelList"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Not allowed (an inference-only key on an admin endpoint, a foreign origin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+        };
+    };
+    post_api_pull: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PullRequestIn"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PullLine"];
+                    "application/x-ndjson": string;
+                };
+            };
+            /** @description Invalid parameters (`param` names which) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Not allowed (an inference-only key on an admin endpoint, a foreign origin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Download failed */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+        };
+    };
+    post_api_show: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ModelNameRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ShowResponse"];
+                };
+            };
+            /** @description Invalid parameters (`param` names which) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Not allowed (an inference-only key on an admin endpoint, a foreign origin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Unknown model */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+        };
+    };
+    get_api_tags: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaModelList"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Not allowed (an inference-only key on an admin endpoint, a foreign origin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+        };
+    };
+    get_api_version: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaVersion"];
+                };
+            };
+        };
+    };
     get_docs: {
         parameters: {
             query?: never;
@@ -2795,6 +4797,176 @@ export interface operations {
             };
         };
     };
+    post_v1_messages: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "max_tokens": 32,
+                 *       "messages": [
+                 *         {
+                 *           "content": "Say hello in three words.",
+                 *           "role": "user"
+                 *         }
+                 *       ],
+                 *       "model": "smollm2-135m",
+                 *       "system": "Be brief."
+                 *     }
+                 */
+                "application/json": components["schemas"]["MessagesRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                    "text/event-stream": string;
+                };
+            };
+            /** @description Invalid parameters (`param` names which) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnthropicError"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnthropicError"];
+                };
+            };
+            /** @description Not allowed (an inference-only key on an admin endpoint, a foreign origin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnthropicError"];
+                };
+            };
+            /** @description Unknown model */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnthropicError"];
+                };
+            };
+            /** @description Body over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnthropicError"];
+                };
+            };
+            /** @description Queue full (see Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnthropicError"];
+                };
+            };
+            /** @description Engine restarting, not ready or shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnthropicError"];
+                };
+            };
+            /** @description Request time limit passed */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnthropicError"];
+                };
+            };
+        };
+    };
+    post_v1_messages_count_tokens: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CountTokensRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenCount"];
+                };
+            };
+            /** @description Invalid parameters (`param` names which) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnthropicError"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnthropicError"];
+                };
+            };
+            /** @description Not allowed (an inference-only key on an admin endpoint, a foreign origin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnthropicError"];
+                };
+            };
+            /** @description Unknown model */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnthropicError"];
+                };
+            };
+        };
+    };
     get_v1_models: {
         parameters: {
             query?: never;
@@ -2872,6 +5044,208 @@ export interface operations {
                 };
             };
             /** @description Unknown model */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    post_v1_responses: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "input": "Say hello in three words.",
+                 *       "max_output_tokens": 32,
+                 *       "model": "smollm2-135m"
+                 *     }
+                 */
+                "application/json": components["schemas"]["ResponseRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ResponseObject"];
+                    "text/event-stream": string;
+                };
+            };
+            /** @description Invalid parameters (`param` names which) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed (an inference-only key on an admin endpoint, a foreign origin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unknown model or previous_response_id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Body over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Queue full (see Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Engine restarting, not ready or shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Request time limit passed */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    get_v1_responses_rid: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                rid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ResponseObject"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed (an inference-only key on an admin endpoint, a foreign origin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not stored */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    delete_v1_responses_rid: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                rid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeletedResponse"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed (an inference-only key on an admin endpoint, a foreign origin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not stored */
             404: {
                 headers: {
                     [name: string]: unknown;
