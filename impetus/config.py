@@ -20,13 +20,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import platformdirs
 import psutil
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -42,9 +44,12 @@ __all__ = [
     "DType",
     "Settings",
     "SettingsError",
+    "default_cache_dir",
+    "default_data_dir",
     "default_settings_file",
     "env_name",
     "is_byte_field",
+    "migrate_legacy_home",
     "parse_size",
     "serve_only",
 ]
@@ -121,6 +126,40 @@ def default_memory_budget() -> int:
     )
 
 
+def default_data_dir() -> Path:
+    """Keys and benchmark history: the user data folder ($XDG_DATA_HOME/impetus on Linux)."""
+    return Path(platformdirs.user_data_dir("impetus", appauthor=False))
+
+
+def default_cache_dir() -> Path:
+    """Models and conversions, which can be fetched or made again: the user cache folder."""
+    return Path(platformdirs.user_cache_dir("impetus", appauthor=False))
+
+
+# Where everything lived before data and cache were apart (the old default IMPETUS_HOME).
+LEGACY_HOME = Path.home() / ".cache" / "impetus"
+LEGACY_DATA_FILES = ("api_keys.json", "bench.sqlite")
+
+
+def migrate_legacy_home(settings: Settings, legacy: Path | None = None) -> list[str]:
+    """Move the old single-folder layout (keys, bench db and models under ~/.cache/impetus)
+    into the data and cache folders, once; returns what moved. Only for the default locations:
+    an IMPETUS_HOME set by the user is that user's layout. Nothing is overwritten."""
+    legacy = LEGACY_HOME if legacy is None else legacy
+    if "home" in settings.model_fields_set or not legacy.is_dir():
+        return []
+    moved: list[str] = []
+    pairs = [(legacy / name, settings.home / name) for name in LEGACY_DATA_FILES]
+    pairs.append((legacy / "models", settings.models_path))
+    for old, new in pairs:
+        if not old.exists() or new.exists() or old.resolve() == new.resolve():
+            continue
+        new.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(old), str(new))
+        moved.append(f"{old} -> {new}")
+    return moved
+
+
 def default_settings_file() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "impetus" / "settings.toml"
@@ -170,11 +209,14 @@ class Settings(BaseSettings):
         exclude=True,  # already read: the engine process gets the merged values
     )
     home: Path = Field(
-        default_factory=lambda: Path.home() / ".cache" / "impetus",
-        description="impetus state: models, keys, bench db",
+        default_factory=default_data_dir,
+        description="impetus data: API keys, benchmark history "
+        "(default: the user data folder, $XDG_DATA_HOME/impetus)",
     )
     model_dir: Path | None = Field(
-        None, description="where converted / downloaded models live (default: HOME/models)"
+        None,
+        description="where converted / downloaded models live (default: HOME/models when HOME is "
+        "set, else the user cache folder, $XDG_CACHE_HOME/impetus/models)",
     )
     models: StrList = Field(default_factory=list, description="models to load at start-up")
     dtype: DType = Field(
@@ -252,6 +294,17 @@ class Settings(BaseSettings):
         description="private key (PEM) of --certfile (default: read from the certfile)",
     )
 
+    @model_validator(mode="after")
+    def _model_dir(self) -> Settings:
+        # Resolved here, not in models_path, so that the engine process (which gets the dumped
+        # values, home included) finds the same folder.
+        if self.model_dir is None:
+            explicit_home = "home" in self.model_fields_set
+            self.model_dir = (
+                self.home / "models" if explicit_home else default_cache_dir() / "models"
+            )
+        return self
+
     @field_validator("blas")
     @classmethod
     def _blas(cls, value: str) -> str:
@@ -292,7 +345,8 @@ class Settings(BaseSettings):
 
     @property
     def models_path(self) -> Path:
-        return self.model_dir or (self.home / "models")
+        assert self.model_dir is not None  # set by _model_dir
+        return self.model_dir
 
     def env_for_engine(self) -> dict[str, str]:
         env = dict(os.environ)

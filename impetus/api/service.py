@@ -19,7 +19,7 @@ from impetus.api.keys import KeyStore
 from impetus.api.metrics import Metrics
 from impetus.api.schemas import ModelCard
 from impetus.api.streams import EventStream
-from impetus.config import Settings
+from impetus.config import Settings, migrate_legacy_home
 from impetus.engine import AsyncEngine
 from impetus.models import registry
 from impetus.models.types import RegistryEntry
@@ -33,6 +33,8 @@ KEYS_FILE = "api_keys.json"
 class ImpetusService:
     def __init__(self, settings: Settings, engine: AsyncEngine | None = None) -> None:
         self.settings = settings
+        for line in migrate_legacy_home(settings):
+            log.info("moved to the data / cache folders: %s", line)
         self.engine = engine or AsyncEngine(settings)
         self.keys = KeyStore(settings.home / KEYS_FILE, settings.api_keys)
         self.metrics = Metrics()

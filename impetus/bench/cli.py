@@ -134,7 +134,10 @@ def _common_generation(p: argparse.ArgumentParser) -> None:
 
 def _output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    p.add_argument("--db", help="result store (default: IMPETUS_HOME/bench.sqlite)")
+    p.add_argument(
+        "--db",
+        help="result store (default: IMPETUS_HOME/bench.sqlite; IMPETUS_HOME defaults to $XDG_DATA_HOME/impetus)",
+    )
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
@@ -519,7 +522,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     report.add_argument("--prompt-tokens", type=int)
     report.add_argument("--max-tokens", type=int)
     report.add_argument("--trials", type=int, help="engine benchmark trials (0: skip it)")
-    report.add_argument("--db", help="result store (default: IMPETUS_HOME/bench.sqlite)")
+    report.add_argument(
+        "--db",
+        help="result store (default: IMPETUS_HOME/bench.sqlite; IMPETUS_HOME defaults to $XDG_DATA_HOME/impetus)",
+    )
     report.add_argument(
         "--profile",
         default="auto",

@@ -37,10 +37,12 @@ CREATE TABLE IF NOT EXISTS results (
 
 
 def default_path() -> Path:
-    from impetus.config import Settings
+    from impetus.config import Settings, migrate_legacy_home
 
     # Settings(), not model_validate: only the constructor reads IMPETUS_HOME and the settings file
-    return Settings().home / "bench.sqlite"
+    settings = Settings()
+    migrate_legacy_home(settings)  # a history kept in the old single folder moves to the data one
+    return settings.home / "bench.sqlite"
 
 
 def new_run_id(now: datetime | None = None) -> str:

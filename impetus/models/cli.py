@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from impetus.config import Settings
+from impetus.config import Settings, migrate_legacy_home
 from impetus.models.errors import ModelError
 from impetus.models.types import PullProgress, RegistryEntry
 
@@ -40,7 +40,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "--model-dir",
             type=Path,
             default=None,
-            help="model directory (default: IMPETUS_HOME/models)",
+            help="model directory (default: IMPETUS_HOME/models, else $XDG_CACHE_HOME/impetus/models)",
         )
         if json_flag:
             q.add_argument("--json", action="store_true", help="machine-readable output")
@@ -118,7 +118,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     model_dir = getattr(args, "model_dir", None)
-    return Settings(model_dir=model_dir) if model_dir else Settings()
+    settings = Settings(model_dir=model_dir) if model_dir else Settings()
+    migrate_legacy_home(settings)  # models in the old single folder move to the cache one
+    return settings
 
 
 def _fail(e: Exception, as_json: bool) -> int:
