@@ -397,6 +397,14 @@ class MessagesHandler(AnthropicHandler, GenerationHandler):
         try:
             for _, ev in pending:
                 await self._send(out, ev)
+            # until the first token, `: keepalive` comments (as chat streams have them)
+            first_token = any(isinstance(ev, Delta) for _, ev in pending)
+            while not first_token:
+                item = await self._next_or_keepalive(events)
+                if item is None:
+                    break
+                first_token = isinstance(item[1], Delta)
+                await self._send(out, item[1])
             while (item := await self._next(events)) is not None:
                 await self._send(out, item[1])
             if await self.end_of_stream(events):

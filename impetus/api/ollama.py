@@ -314,7 +314,10 @@ class _OllamaGeneration(OllamaHandler, GenerationHandler):
         """A request without a prompt loads the model (keep_alive 0: unloads it), as Ollama's do."""
         service = self.service
         await service.ensure_engine()
-        seconds = keep_alive_seconds(keep_alive) if keep_alive is not None else None
+        try:
+            seconds = keep_alive_seconds(keep_alive)
+        except ParamError as e:
+            raise APIError(400, str(e), param="keep_alive") from None
         try:
             if seconds == 0:
                 await service.engine.unload(model)

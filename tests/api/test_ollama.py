@@ -213,6 +213,7 @@ def test_errors_in_ollama_shape(server: Server, model: str) -> None:
     for body in (
         {"model": model, "messages": HELLO, "options": {"temperature": 9}},
         {"model": model, "messages": HELLO, "keep_alive": "soon"},
+        {"model": model, "messages": [], "keep_alive": "soon"},  # load only
         {"model": model, "messages": [{"role": "user", "content": "x", "images": ["aGk="]}]},
         {"messages": HELLO},
     ):

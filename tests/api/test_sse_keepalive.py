@@ -50,3 +50,21 @@ def test_a_long_prefill_gets_keepalives_until_the_first_token(
     # about one per interval while waiting (not a flood, not one at the end)
     wait = lines[first_content][0] - t0
     assert len(keepalives) <= wait / 0.2 + 2, timeline
+
+    # Anthropic's and the Responses streams get them too, between their first events and the
+    # first token (the prompt cache is off: each prefill is as long as the first)
+    for path, extra in (
+        ("v1/messages", {"max_tokens": 5}),
+        ("v1/responses", {"input": body["messages"], "max_output_tokens": 5}),
+    ):
+        request = {"model": model, "stream": True, **extra}
+        if path == "v1/messages":
+            request["messages"] = body["messages"]
+        with httpx.stream(
+            "POST", srv.url(path), headers=srv.headers(), json=request, timeout=120
+        ) as r:
+            assert r.status_code == 200, r.read()
+            seen = [line for line in r.iter_lines() if line]
+        assert ": keepalive" in seen, (path, seen[:8])
+        first_delta = next(i for i, t in enumerate(seen) if "delta" in t and t.startswith("data:"))
+        assert seen.index(": keepalive") < first_delta
