@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 M = TypeVar("M", bound=BaseModel)
 SERVICE_KEY = "impetus_service"
+# the route table (impetus.api.routes.ROUTES), placed in the app settings by whoever mounts the
+# handlers: the handlers read it from there, so that no module they import imports them back
+ROUTES_SETTING = "impetus_routes"
 ACTIONS = {"GET": "read", "HEAD": "read", "OPTIONS": "read"}  # anything else: "write"
 
 
@@ -232,14 +235,20 @@ class ImpetusHandler(APIHandler):
         self.finish(json.dumps(self.error_body(err)))
 
     def on_finish(self) -> None:
-        from impetus.api.routes import endpoint_of
-
         self.service.metrics.observe_http(
-            endpoint_of(type(self)),
+            self.endpoint_label(),
             self.request.method or "",
             self.get_status(),
             self.request.request_time(),
         )
+
+    def endpoint_label(self) -> str:
+        """The metrics label of this handler: its (first) route pattern, never a raw path with
+        ids in it."""
+        for pattern, cls in self.settings.get(ROUTES_SETTING, ()):
+            if cls is type(self):
+                return "/" + str(pattern)
+        return type(self).__name__
 
     def error_body(self, err: APIError) -> dict[str, Any]:
         """The JSON of an error response; handlers of other protocols answer in their own shape."""

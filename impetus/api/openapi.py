@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from pydantic import BaseModel
@@ -27,9 +27,7 @@ from pydantic.json_schema import models_json_schema
 from impetus import __version__
 from impetus.api import schemas as s
 from impetus.api.auth import method_scope
-
-if TYPE_CHECKING:
-    from impetus.api.base import ImpetusHandler
+from impetus.api.base import ROUTES_SETTING, ImpetusHandler
 
 __all__ = [
     "GENERATION_ERRORS",
@@ -43,7 +41,6 @@ __all__ = [
 ]
 
 REF = "#/components/schemas/{model}"
-ROUTES_SETTING = "impetus_routes"  # the Tornado setting holding the route table
 OPERATION_ATTR = "__impetus_operation__"
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 F = TypeVar("F", bound=Callable[..., Any])

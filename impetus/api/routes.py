@@ -53,14 +53,6 @@ def build_handlers(prefix: str) -> list[tuple[str, type[ImpetusHandler]]]:
     return [(prefix + pattern, handler) for pattern, handler in ROUTES]
 
 
-def endpoint_of(handler: type[ImpetusHandler]) -> str:
-    """The metrics label of a handler: its (first) route pattern, never a raw path with ids."""
-    for pattern, cls in ROUTES:
-        if cls is handler:
-            return "/" + pattern
-    return handler.__name__
-
-
 def handler_classes() -> list[type[ImpetusHandler]]:
     return [handler for _, handler in ROUTES]
 
