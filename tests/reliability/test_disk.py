@@ -29,7 +29,7 @@ from impetus.models.errors import ModelError
 from impetus.models.gguf import convert_gguf
 from impetus.models.types import PullProgress
 from tests.models.gguf_factory import write_llama_gguf
-from tests.models.hub_server import FakeHub, Repo
+from tests.fake_hub import FakeHub, Repo
 from tests.tiny_model import build_tiny_llama
 
 REPO = "impetus-test/tiny-llama"
