@@ -180,11 +180,41 @@ def _usage_error(command: str, exc: Exception) -> int:
     return 2
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _guarded(command: str, run: Func) -> Func:
+    """`run` with bad input (ValidationError, a missing file, a ValueError) as a usage error."""
+
+    def guarded(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (ValidationError, FileNotFoundError, ValueError) as exc:
+            return _usage_error(command, exc)
+
+    return guarded
+
+
+def _run_load(
+    args: argparse.Namespace, run: Callable[..., Any], config: Any, *, profiles: bool = False
+) -> int:
+    """Run a load benchmark (`run_serve` or `run_multiturn`) with progress on stderr, print
+    its record, and exit 1 when no request at all succeeded. `profiles`: the run reports each
+    finished profile (only `run_serve` has profiles)."""
+    from impetus.bench.serve import run_sync
+
+    progress = _Progress(args)
     try:
-        return _serve(args)
-    except (ValidationError, FileNotFoundError, ValueError) as exc:
-        return _usage_error("serve", exc)
+        record = run_sync(
+            run(
+                config,
+                on_result=progress.result,
+                on_progress=progress.progress,
+                store=_store(args) if args.store else None,
+                **({"on_profile": progress.profile} if profiles else {}),
+            )
+        )
+    finally:
+        progress.close()
+    _print_record(record, args)
+    return 1 if _nothing_worked(record) else 0
 
 
 def _serve_config(args: argparse.Namespace) -> ServeConfig:
@@ -219,35 +249,13 @@ def parse_serve_config(argv: list[str]) -> ServeConfig:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from impetus.bench.serve import run_serve, run_sync
+    from impetus.bench.serve import run_serve
 
-    config = _serve_config(args)
-    progress = _Progress(args)
-    try:
-        record = run_sync(
-            run_serve(
-                config,
-                on_result=progress.result,
-                on_progress=progress.progress,
-                on_profile=progress.profile,
-                store=_store(args) if args.store else None,
-            )
-        )
-    finally:
-        progress.close()
-    _print_record(record, args)
-    return 1 if _nothing_worked(record) else 0
-
-
-def cmd_multiturn(args: argparse.Namespace) -> int:
-    try:
-        return _multiturn(args)
-    except (ValidationError, FileNotFoundError, ValueError) as exc:
-        return _usage_error("multiturn", exc)
+    return _run_load(args, run_serve, _serve_config(args), profiles=True)
 
 
 def _multiturn(args: argparse.Namespace) -> int:
-    from impetus.bench.serve import MultiTurnConfig, run_multiturn, run_sync
+    from impetus.bench.serve import MultiTurnConfig, run_multiturn
 
     config = MultiTurnConfig.model_validate(
         {
@@ -260,20 +268,11 @@ def _multiturn(args: argparse.Namespace) -> int:
             "cold": args.cold,
         }
     )
-    progress = _Progress(args)
-    try:
-        record = run_sync(
-            run_multiturn(
-                config,
-                on_result=progress.result,
-                on_progress=progress.progress,
-                store=_store(args) if args.store else None,
-            )
-        )
-    finally:
-        progress.close()
-    _print_record(record, args)
-    return 1 if _nothing_worked(record) else 0
+    return _run_load(args, run_multiturn, config)
+
+
+cmd_serve = _guarded("serve", _serve)
+cmd_multiturn = _guarded("multiturn", _multiturn)
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
@@ -394,6 +393,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_command(sub: Any, name: str, func: Func, group: str, **text: str) -> Any:
+    """A load benchmark's subcommand (serve, multiturn): endpoint and request options, run
+    options, and a group of its own, returned for the caller to fill."""
+    p = sub.add_parser(name, **text)
+    _common_generation(p)
+    _run_options(p)
+    p.set_defaults(func=func)
+    return p.add_argument_group(group)
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     bench = subparsers.add_parser(
         "bench",
@@ -403,15 +412,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     sub = bench.add_subparsers(dest="bench_command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser(
+    load = _load_command(
+        sub,
         "serve",
+        cmd_serve,
+        "load",
         help="serving benchmark against an OpenAI-compatible endpoint",
         description="Streaming chat completions at fixed concurrency levels, fixed rates and/or a "
         "sweep (synchronous, max throughput, then rates between). TTFT, TPOT, ITL and e2e as vLLM "
         "defines them. With no --concurrency/--rate/--sweep: concurrency 1 and 4.",
     )
-    _common_generation(serve)
-    load = serve.add_argument_group("load")
     load.add_argument("--concurrency", type=_list(int), help="closed-loop levels, e.g. 1,2,4,8")
     load.add_argument(
         "--rate", type=_list(float), help="open-loop request rates per second, e.g. 0.5,1"
@@ -432,18 +442,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--prompt-tokens", type=_list(int), default=[256], help="prompt lengths, e.g. 128,1024"
     )
     load.add_argument("--max-tokens", type=int, default=128, help="tokens generated per request")
-    _run_options(serve)
-    serve.set_defaults(func=cmd_serve)
 
-    multi = sub.add_parser(
+    conv = _load_command(
+        sub,
         "multiturn",
+        cmd_multiturn,
+        "conversations",
         help="conversations of growing length: what prompt-cache reuse is worth",
         description="Each turn appends the answer and a new user message. Every warm turn is paired "
         "with a cold twin of the same length (a fresh first message), so TTFT per turn shows the "
         "endpoint's prompt-cache reuse.",
     )
-    _common_generation(multi)
-    conv = multi.add_argument_group("conversations")
     conv.add_argument("--conversations", type=int, default=3)
     conv.add_argument("--turns", type=int, default=4)
     conv.add_argument("--concurrency", type=int, default=1, help="conversations in flight at once")
@@ -453,8 +462,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     conv.add_argument("--max-tokens", type=int, default=64)
     conv.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold twins")
-    _run_options(multi)
-    multi.set_defaults(func=cmd_multiturn)
 
     engine = sub.add_parser(
         "engine",
