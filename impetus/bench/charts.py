@@ -53,6 +53,20 @@ def _empty(fig: Any, text: str, x: Any = 0.0) -> Any:
     return fig
 
 
+def _figure(title: str, **axes: Any) -> Any:
+    """A line chart's figure, at the charts' common size."""
+    return figure(title=title, width=WIDTH, height=HEIGHT, **axes)
+
+
+def _legend_or_empty(fig: Any, drawn: bool, nothing: str) -> Any:
+    """The legend top left (where lines rise to the right, it is clear of them), or, when
+    nothing was drawn, `nothing` said on the figure."""
+    if not drawn:
+        return _empty(fig, nothing)
+    fig.legend.location = "top_left"
+    return fig
+
+
 def throughput_vs_concurrency(
     records: RunRecord | Iterable[RunRecord], metric: str = "output_throughput"
 ) -> Any:
@@ -60,10 +74,8 @@ def throughput_vs_concurrency(
     label = {"output_throughput": "output tokens/s", "request_throughput": "requests/s"}.get(
         metric, metric
     )
-    fig = figure(
-        title=f"Throughput vs concurrency ({label})",
-        width=WIDTH,
-        height=HEIGHT,
+    fig = _figure(
+        f"Throughput vs concurrency ({label})",
         x_axis_label="concurrency (rate profiles: measured mean)",
         y_axis_label=label,
     )
@@ -99,10 +111,7 @@ def throughput_vs_concurrency(
             ]
         )
     )
-    if not runs:
-        return _empty(fig, "no serve runs")
-    fig.legend.location = "top_left"
-    return fig
+    return _legend_or_empty(fig, bool(runs), "no serve runs")
 
 
 def _values(result: RequestResult, metric: str) -> list[float]:
@@ -176,13 +185,7 @@ def latency_distribution(records: RunRecord | Iterable[RunRecord], metric: str =
 
 def ttft_vs_prompt_length(records: RunRecord | Iterable[RunRecord]) -> Any:
     """Each request's TTFT against its prompt tokens (low-concurrency profiles), and the medians."""
-    fig = figure(
-        title="TTFT vs prompt length",
-        width=WIDTH,
-        height=HEIGHT,
-        x_axis_label="prompt tokens",
-        y_axis_label="TTFT (ms)",
-    )
+    fig = _figure("TTFT vs prompt length", x_axis_label="prompt tokens", y_axis_label="TTFT (ms)")
     runs = _runs(records, "serve")
     for i, run in enumerate(runs):
         pairs = list(zip(run.profiles, run.results, strict=False))
@@ -213,18 +216,13 @@ def ttft_vs_prompt_length(records: RunRecord | Iterable[RunRecord]) -> Any:
                 line_width=2,
                 legend_label=f"{run.label} median",
             )
-    if not runs:
-        return _empty(fig, "no serve runs")
-    fig.legend.location = "top_left"
-    return fig
+    return _legend_or_empty(fig, bool(runs), "no serve runs")
 
 
 def multiturn_ttft(records: RunRecord | Iterable[RunRecord]) -> Any:
     """TTFT p50 per turn: warm (prefix reusable) solid, cold (same length, fresh prefix) dashed."""
-    fig = figure(
-        title="Multi-turn: TTFT per turn, warm vs cold prompt cache",
-        width=WIDTH,
-        height=HEIGHT,
+    fig = _figure(
+        "Multi-turn: TTFT per turn, warm vs cold prompt cache",
         x_axis_label="turn",
         y_axis_label="TTFT p50 (ms)",
     )
@@ -271,10 +269,7 @@ def multiturn_ttft(records: RunRecord | Iterable[RunRecord]) -> Any:
             ]
         )
     )
-    if not runs:
-        return _empty(fig, "no multi-turn runs")
-    fig.legend.location = "top_left"
-    return fig
+    return _legend_or_empty(fig, bool(runs), "no multi-turn runs")
 
 
 def engine_throughput(records: RunRecord | Iterable[RunRecord]) -> Any:
@@ -325,13 +320,7 @@ def history(records: Iterable[RunRecord], kind: str = "serve") -> Any:
         "engine": "generation tokens/s",
         "multiturn": "last turn cold/warm TTFT",
     }[kind]
-    fig = figure(
-        title=f"History: {label}",
-        width=WIDTH,
-        height=HEIGHT,
-        x_axis_type="datetime",
-        y_axis_label=label,
-    )
+    fig = _figure(f"History: {label}", x_axis_type="datetime", y_axis_label=label)
     runs = sorted(_runs(records, kind), key=lambda r: r.created)
     keys = sorted({(r.label, r.model) for r in runs})
     for i, key in enumerate(keys):
@@ -352,10 +341,7 @@ def history(records: Iterable[RunRecord], kind: str = "serve") -> Any:
             formatters={"@t": "datetime"},
         )
     )
-    if not keys:
-        return _empty(fig, f"no {kind} runs")
-    fig.legend.location = "top_left"
-    return fig
+    return _legend_or_empty(fig, bool(keys), f"no {kind} runs")
 
 
 # --- the HTML report ------------------------------------------------------------------------
