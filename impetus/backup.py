@@ -35,7 +35,7 @@ import tarfile
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,22 +354,28 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(
+    subparsers: Any, name: str, func: Callable[[argparse.Namespace], int], help: str
+) -> argparse.ArgumentParser:
+    """`backup` and `restore` share this module's text as their description and the archive
+    and state-location options."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    _common(p)
+    p.set_defaults(func=func)
+    return p
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    b = subparsers.add_parser(
+    b = _command(
+        subparsers,
         "backup",
-        help="archive impetus's state: keys, benchmark history, configuration, model manifests",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        cmd_backup,
+        "archive impetus's state: keys, benchmark history, configuration, model manifests",
     )
-    _common(b)
     b.add_argument("--with-models", action="store_true", help="include the model weights (large)")
-    b.set_defaults(func=cmd_backup)
-    r = subparsers.add_parser(
-        "restore",
-        help="put back the state of an `impetus backup` archive",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    _command(
+        subparsers, "restore", cmd_restore, "put back the state of an `impetus backup` archive"
     )
-    _common(r)
-    r.set_defaults(func=cmd_restore)
     return b
