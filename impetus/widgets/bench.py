@@ -42,6 +42,11 @@ def _stat(d: dict[str, Any], metric: str, key: str = "p50") -> float | None:
     return None if value is None else float(value)
 
 
+def _panel(title: str, x_axis_label: str, y_axis_label: str) -> Any:
+    """One of the live charts: no toolbar (the grid has none either)."""
+    return figure(title=title, x_axis_label=x_axis_label, y_axis_label=y_axis_label, tools="")
+
+
 class BenchChart(w.VBox):
     """Per-request TTFT and decode speed as requests finish; throughput per load profile."""
 
@@ -84,12 +89,7 @@ class BenchChart(w.VBox):
         )
 
     def _figures(self) -> list[Any]:
-        ttft = figure(
-            title="Time to first token (per request)",
-            x_axis_label="s since start",
-            y_axis_label="ms",
-            tools="",
-        )
+        ttft = _panel("Time to first token (per request)", "s since start", "ms")
         ttft.scatter(
             "t",
             "ttft_ms",
@@ -102,47 +102,28 @@ class BenchChart(w.VBox):
         ttft.scatter(
             "t", "y", source=self.failures, size=7, marker="x", color="black", legend_label="failed"
         )
-        tpot = figure(
-            title="Decode speed (per request)",
-            x_axis_label="s since start",
-            y_axis_label="tok/s",
-            tools="",
-        )
+        tpot = _panel("Decode speed (per request)", "s since start", "tok/s")
         tpot.scatter("t", "tps", source=self.requests, size=5, color="#1f77b4", alpha=0.6)
-        thr = figure(
-            title="Output throughput (per profile)",
-            x_axis_label="mean concurrency",
-            y_axis_label="tok/s",
-            tools="",
-        )
+        thr = _panel("Output throughput (per profile)", "mean concurrency", "tok/s")
         thr.line(
             "concurrency", "output_tps", source=self.profile_source, color="#2ca02c", line_width=2
         )
         thr.scatter(
             "concurrency", "output_tps", source=self.profile_source, color="#2ca02c", size=7
         )
-        lat = figure(
-            title="Latency p50 (per profile)",
-            x_axis_label="mean concurrency",
-            y_axis_label="ms",
-            tools="",
-        )
-        lat.line(
-            "concurrency",
-            "ttft_p50_ms",
-            source=self.profile_source,
-            color="#d62728",
-            line_width=2,
-            legend_label="TTFT",
-        )
-        lat.line(
-            "concurrency",
-            "tpot_p50_ms",
-            source=self.profile_source,
-            color="#1f77b4",
-            line_width=2,
-            legend_label="TPOT",
-        )
+        lat = _panel("Latency p50 (per profile)", "mean concurrency", "ms")
+        for column, color, label in (
+            ("ttft_p50_ms", "#d62728", "TTFT"),
+            ("tpot_p50_ms", "#1f77b4", "TPOT"),
+        ):
+            lat.line(
+                "concurrency",
+                column,
+                source=self.profile_source,
+                color=color,
+                line_width=2,
+                legend_label=label,
+            )
         for fig in (ttft, lat):
             fig.legend.location = "top_left"
             fig.legend.label_text_font_size = "8pt"
