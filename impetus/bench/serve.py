@@ -117,17 +117,18 @@ class ServeConfig(_CommonConfig):
 
     def fixed_profiles(self, prompt_tokens: int) -> list[ProfileSpec]:
         specs = [self.spec("concurrent", prompt_tokens, concurrency=c) for c in self.concurrency]
-        specs += [
-            self.spec(
-                "rate",
-                prompt_tokens,
-                rate=r,
-                poisson=self.poisson,
-                max_concurrency=self.max_concurrency,
-            )
-            for r in self.rates
-        ]
+        specs += [self.rate_spec(prompt_tokens, r) for r in self.rates]
         return specs
+
+    def rate_spec(self, prompt_tokens: int, rate: float) -> ProfileSpec:
+        """An open-loop profile at `rate` requests/s (from --rate, or a step of the sweep)."""
+        return self.spec(
+            "rate",
+            prompt_tokens,
+            rate=rate,
+            poisson=self.poisson,
+            max_concurrency=self.max_concurrency,
+        )
 
     @property
     def profile_count(self) -> int:
@@ -378,15 +379,7 @@ async def run_serve(
                     progress.total -= config.sweep * config.requests
                     _safe(progress.on_progress, progress.done, progress.total)
                 for rate in rates:
-                    await run_one(
-                        config.spec(
-                            "rate",
-                            prompt_tokens,
-                            rate=rate,
-                            poisson=config.poisson,
-                            max_concurrency=config.max_concurrency,
-                        )
-                    )
+                    await run_one(config.rate_spec(prompt_tokens, rate))
     if store is not None:
         store.save(record)
     return record
@@ -433,6 +426,14 @@ async def run_multiturn(
             results.append(result)
             progress(result)
 
+        async def ask(
+            messages: list[dict[str, Any]], known: int | None
+        ) -> tuple[RequestResult, str]:
+            # `known`: the prompt tokens as counted here, for endpoints that send no usage
+            return await stream_chat(
+                client, endpoint, messages, options, tokenizer=tokenizer, prompt_tokens=known
+            )
+
         async def conversation(c: int) -> None:
             plan = plans[c]
             first_text, first_n = plan.first
@@ -440,26 +441,12 @@ async def run_multiturn(
             known = first_n  # prompt tokens as far as we can count them (content only)
             async with limit:
                 for turn in range(config.turns):
-                    result, answer = await stream_chat(
-                        client,
-                        endpoint,
-                        messages,
-                        options,
-                        tokenizer=tokenizer,
-                        prompt_tokens=known,
-                    )
+                    result, answer = await ask(messages, known)
                     keep(result, c, turn, False)
                     if config.cold:
                         cold_text, _ = plan.cold_firsts[turn]
                         cold_messages = [{"role": "user", "content": cold_text}, *messages[1:]]
-                        cold, _ = await stream_chat(
-                            client,
-                            endpoint,
-                            cold_messages,
-                            options,
-                            tokenizer=tokenizer,
-                            prompt_tokens=known,
-                        )
+                        cold, _ = await ask(cold_messages, known)
                         keep(cold, c, turn, True)
                     if not result.success:
                         # The conversation can't go on without its answer: the turns it would

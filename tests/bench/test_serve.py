@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from impetus.bench.schema import RequestResult, RunRecord
+from impetus.bench.schema import ProfileSummary, RequestResult, RunRecord
 from impetus.bench.serve import MultiTurnConfig, ServeConfig, run_multiturn, run_serve
 from impetus.bench.servers import MlxLmServer
 from impetus.bench.store import ResultStore
@@ -40,6 +40,13 @@ def _check_consistent(result: RequestResult, max_tokens: int | None = None) -> N
         tpot = result.tpot
         assert tpot is not None
         assert tpot == pytest.approx((result.e2e - result.ttft) / (result.output_tokens - 1))
+
+
+def _single_profile(config: ServeConfig) -> tuple[RunRecord, ProfileSummary]:
+    """Run a benchmark of one load profile: its record and that profile's summary."""
+    record = asyncio.run(run_serve(config))
+    (summary,) = record.profiles
+    return record, summary
 
 
 def test_impetus_figures_are_consistent(
@@ -97,17 +104,17 @@ def test_impetus_figures_are_consistent(
 
 def test_mlx_lm_server(mlx_server: MlxLmServer, tiny_model_dir: Path) -> None:
     """mlx_lm.server sends `: keepalive` comments and ignores ignore_eos: still measured right."""
-    config = ServeConfig(
-        base_url=mlx_server.openai_base_url,
-        model=str(tiny_model_dir.resolve()),
-        tokenizer=str(tiny_model_dir),
-        concurrency=[2],
-        requests=4,
-        prompt_tokens=[48],
-        max_tokens=8,
+    record, summary = _single_profile(
+        ServeConfig(
+            base_url=mlx_server.openai_base_url,
+            model=str(tiny_model_dir.resolve()),
+            tokenizer=str(tiny_model_dir),
+            concurrency=[2],
+            requests=4,
+            prompt_tokens=[48],
+            max_tokens=8,
+        )
     )
-    record = asyncio.run(run_serve(config))
-    (summary,) = record.profiles
     assert summary.completed == 4, summary.failure_reasons
     for r in record.results[0]:
         _check_consistent(r)
@@ -122,18 +129,18 @@ def test_half_the_requests_fail(
     proxy: Callable[..., FlakyProxy],
 ) -> None:
     flaky = proxy(impetus_server.base_url, fail_every=2)
-    config = ServeConfig(
-        base_url=flaky.base_url,
-        model=model_id,
-        tokenizer=str(tiny_model_dir),
-        concurrency=[2],
-        requests=10,
-        prompt_tokens=[16],
-        max_tokens=4,
-        warmup=0,
+    record, summary = _single_profile(
+        ServeConfig(
+            base_url=flaky.base_url,
+            model=model_id,
+            tokenizer=str(tiny_model_dir),
+            concurrency=[2],
+            requests=10,
+            prompt_tokens=[16],
+            max_tokens=4,
+            warmup=0,
+        )
     )
-    record = asyncio.run(run_serve(config))
-    (summary,) = record.profiles
     assert summary.requests == 10 and summary.completed == 5 and summary.failed == 5
     assert summary.failure_reasons == {"HTTP 500: injected failure": 5}
     failed = [r for r in record.results[0] if not r.success]
@@ -166,8 +173,7 @@ def test_no_usage_counts_with_the_tokenizer(
     assert with_tok.profiles[0].output_throughput is not None
 
     # No usage and no tokenizer: token figures are absent and said to be, never guessed.
-    without = asyncio.run(run_serve(ServeConfig(**common)))
-    (summary,) = without.profiles
+    without, summary = _single_profile(ServeConfig(**common))
     assert summary.completed == 3
     assert all(r.output_tokens is None and r.tokens_source == "none" for r in without.results[0])
     assert summary.output_throughput is None and summary.tpot.count == 0
@@ -198,16 +204,16 @@ def test_unreachable_endpoint_finishes_and_says_why() -> None:
 
 
 def test_unknown_model(impetus_url: str) -> None:
-    config = ServeConfig(
-        base_url=impetus_url,
-        model="no-such-model",
-        concurrency=[1],
-        requests=2,
-        prompt_tokens=[8],
-        max_tokens=2,
+    _, summary = _single_profile(
+        ServeConfig(
+            base_url=impetus_url,
+            model="no-such-model",
+            concurrency=[1],
+            requests=2,
+            prompt_tokens=[8],
+            max_tokens=2,
+        )
     )
-    record = asyncio.run(run_serve(config))
-    (summary,) = record.profiles
     assert summary.failed == 2 and summary.completed == 0
     (reason,) = summary.failure_reasons
     assert reason.startswith("HTTP 404") and "no-such-model" in reason
