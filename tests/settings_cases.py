@@ -80,7 +80,10 @@ PRECEDENCE: list[Case] = [
 ]
 
 # (id, settings file, environment, given, fragments the error message must contain)
-BAD: list[tuple[str, dict[str, Any] | str, dict[str, str], dict[str, Any], list[str]]] = [
+# (id, settings file (a dict, or text), environment, given by the front end, parts of the error)
+BadCase = tuple[str, dict[str, Any] | str, dict[str, str], dict[str, Any], list[str]]
+
+BAD: list[BadCase] = [
     ("given out of range", {}, {}, {"max_queue": 0}, ["greater than or equal to 1", "(got 0)"]),
     (
         "env not a number",
@@ -145,3 +148,9 @@ def prepare(
 def check(settings: Any, expected: dict[str, Any]) -> None:
     got = {k: getattr(settings, k) for k in expected}
     assert got == expected, f"{got} != {expected}"
+
+
+def each_case(table: list[Case] | list[BadCase]) -> pytest.MarkDecorator:
+    """Run a test once per row of `table` (PRECEDENCE or BAD), as its `case` argument, named by
+    the row's id: both front ends' tests take the rows the same way."""
+    return pytest.mark.parametrize("case", table, ids=[c[0] for c in table])

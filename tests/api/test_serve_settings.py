@@ -13,7 +13,7 @@ from impetus.api.serve import flag_name, settings_from_args
 from impetus.cli import build_parser
 from impetus.config import Settings, SettingsError, env_name
 from tests.api.conftest import serve_command
-from tests.settings_cases import BAD, PRECEDENCE, check, prepare
+from tests.settings_cases import BAD, PRECEDENCE, BadCase, Case, check, each_case, prepare
 
 
 def flags(given: dict[str, Any]) -> list[str]:
@@ -33,34 +33,18 @@ def parse(*argv: str) -> Settings:
     return settings_from_args(build_parser().parse_args(["serve", *argv]))
 
 
-@pytest.mark.parametrize(
-    ("file", "env", "given", "expected"),
-    [c[1:] for c in PRECEDENCE],
-    ids=[c[0] for c in PRECEDENCE],
-)
-def test_precedence(
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    file: dict[str, Any],
-    env: dict[str, str],
-    given: dict[str, Any],
-    expected: dict[str, Any],
-) -> None:
+@each_case(PRECEDENCE)
+def test_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: Case) -> None:
+    _, file, env, given, expected = case
     prepare(monkeypatch, tmp_path, file, env)
     check(parse(*flags(given)), expected)
 
 
-@pytest.mark.parametrize(
-    ("file", "env", "given", "fragments"), [c[1:] for c in BAD], ids=[c[0] for c in BAD]
-)
+@each_case(BAD)
 def test_bad_values_name_their_source(
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    file: Any,
-    env: dict[str, str],
-    given: dict[str, Any],
-    fragments: list[str],
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: BadCase
 ) -> None:
+    _, file, env, given, fragments = case
     prepare(monkeypatch, tmp_path, file, env)
     with pytest.raises(SettingsError) as e:
         parse(*flags(given))

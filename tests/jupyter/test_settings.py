@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from impetus.config import Settings, SettingsError, serve_only
 from impetus.jupyter.extension import SETTINGS_TRAITS, ImpetusExtension
-from tests.settings_cases import BAD, PRECEDENCE, check, prepare
+from tests.settings_cases import BAD, PRECEDENCE, BadCase, Case, check, each_case, prepare
 
 
 def server_config(given: dict[str, Any]) -> dict[str, Any]:
@@ -28,40 +29,33 @@ def service_settings(app: Any) -> Settings:
     return settings
 
 
-@pytest.mark.parametrize(
-    ("file", "env", "given", "expected"),
-    [c[1:] for c in PRECEDENCE],
-    ids=[c[0] for c in PRECEDENCE],
-)
-def test_precedence(
-    jp_configurable_serverapp: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    file: dict[str, Any],
-    env: dict[str, str],
-    given: dict[str, Any],
-    expected: dict[str, Any],
-) -> None:
-    prepare(monkeypatch, tmp_path / "xdg", file, env)
-    app = jp_configurable_serverapp(config=server_config(given))
-    check(service_settings(app), expected)
+@pytest.fixture()
+def start_case(
+    jp_configurable_serverapp: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Callable[[Case | BadCase], Any]:
+    """Start a Jupyter server with a row's settings file, environment and traits."""
+
+    def start(case: Case | BadCase) -> Any:
+        _, file, env, given, _ = case
+        prepare(monkeypatch, tmp_path / "xdg", file, env)
+        return jp_configurable_serverapp(config=server_config(given))
+
+    return start
 
 
-@pytest.mark.parametrize(
-    ("file", "env", "given", "fragments"), [c[1:] for c in BAD], ids=[c[0] for c in BAD]
-)
+@each_case(PRECEDENCE)
+def test_precedence(start_case: Callable[[Case], Any], case: Case) -> None:
+    expected = case[-1]
+    check(service_settings(start_case(case)), expected)
+
+
+@each_case(BAD)
 def test_bad_values_stop_the_extension_with_their_source(
-    jp_configurable_serverapp: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    file: Any,
-    env: dict[str, str],
-    given: dict[str, Any],
-    fragments: list[str],
+    start_case: Callable[[BadCase], Any], case: BadCase
 ) -> None:
-    prepare(monkeypatch, tmp_path / "xdg", file, env)
+    *_, given, fragments = case
     with pytest.raises(SettingsError) as e:
-        jp_configurable_serverapp(config=server_config(given))
+        start_case(case)
     for fragment in [*fragments, *(f"ImpetusExtension.{k}" for k in given)]:
         assert fragment in str(e.value)
 
