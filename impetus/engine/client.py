@@ -305,16 +305,20 @@ class AsyncEngine:
                 raw = await self._evt.recv()
             except (asyncio.CancelledError, zmq.ContextTerminated):
                 return
+            self._read_frame(raw)
+
+    def _read_frame(self, raw: bytes) -> None:
+        """One frame of the engine (one step's events, or a reply): decoded typed, routed."""
+        try:
+            frame = decode_messages(raw)
+        except Exception:
+            log.exception("undecodable frame from the engine (%d bytes)", len(raw))
+            return
+        for msg in frame:
             try:
-                frame = decode_messages(raw)
+                self._route(msg)
             except Exception:
-                log.exception("undecodable frame from the engine (%d bytes)", len(raw))
-                continue
-            for msg in frame:
-                try:
-                    self._route(msg)
-                except Exception:
-                    log.exception("could not route %r", msg)
+                log.exception("could not route %r", msg)
 
     def _route(self, msg: Message) -> None:
         if isinstance(msg, Delta):  # the per-token path: one dict lookup, one queue put
