@@ -77,7 +77,7 @@ def main() -> int:
     args = ap.parse_args()
     print(
         f"\n{date.today()} · {platform.machine()} · Python {platform.python_version()} · "
-        f"`python benchmarks/token_path.py {' '.join(sys.argv[1:])}` (µs per token, best of 5)\n"
+        f"`{' '.join(['python benchmarks/token_path.py', *sys.argv[1:]])}` (µs per token, best of 5)\n"
     )
     print("| streams | api-side µs per token |\n|---|---|")
     for streams in (int(s) for s in args.streams.split(",")):

@@ -66,7 +66,7 @@ def main() -> int:
     ways = {"dict + msgpack": dict_msgpack, "pydantic": pydantic_typed, "msgspec": msgspec_typed}
     print(
         f"\n{date.today()} · {platform.machine()} · Python {platform.python_version()} · "
-        f"`python benchmarks/wire_codec.py {' '.join(sys.argv[1:])}` (µs per token, best of 5)\n"
+        f"`{' '.join(['python benchmarks/wire_codec.py', *sys.argv[1:]])}` (µs per token, best of 5)\n"
     )
     print("| streams | " + " | ".join(ways) + " |\n|---|" + "---|" * len(ways))
     for streams in (int(s) for s in args.streams.split(",")):
