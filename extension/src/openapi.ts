@@ -1119,6 +1119,7 @@ export interface components {
             role: "system" | "user" | "assistant" | "tool";
             /**
              * Thinking
+             * @description earlier thinking: kept out of the prompt, as reasoning templates do
              * @default null
              */
             thinking?: string | null;
@@ -1514,11 +1515,6 @@ export interface components {
             keep_alive?: string | number | null;
             /** Model */
             model: string;
-            /**
-             * Truncate
-             * @default null
-             */
-            truncate?: boolean | null;
         };
         /** EmbedResponse */
         EmbedResponse: {
@@ -2479,11 +2475,6 @@ export interface components {
         };
         /** PullRequestIn */
         PullRequestIn: {
-            /**
-             * Insecure
-             * @default null
-             */
-            insecure?: boolean | null;
             /**
              * Model
              * @description the model's name

@@ -87,7 +87,9 @@ class ToolCallIn(_Request):
 class ChatMessageIn(_Request):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
-    thinking: str | None = None
+    thinking: str | None = Field(
+        None, description="earlier thinking: kept out of the prompt, as reasoning templates do"
+    )
     images: list[str] | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_name: str | None = None
@@ -133,7 +135,6 @@ class EmbedRequest(_Request):
     model: str = Field(..., min_length=1)
     input: str | list[str]
     keep_alive: KeepAlive = None
-    truncate: bool | None = None
     dimensions: int | None = Field(None, ge=1)
 
     @field_validator("input")
@@ -161,7 +162,6 @@ class ModelNameRequest(_Request):
 
 class PullRequestIn(ModelNameRequest):
     stream: bool = True
-    insecure: bool | None = None
 
 
 class OllamaError(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -200,3 +201,20 @@ def test_errors(server: Server, model: str) -> None:
         c.responses.create(model=model, input="Hi", tool_choice="required", max_output_tokens=2)
     r = server.post("v1/responses", {"model": model, "input": [{"type": "image", "url": "x"}]})
     assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_stored_responses_belong_to_their_key(server: Server, model: str) -> None:
+    created = server.post("admin/keys", {"name": "responses"}).json()
+    try:
+        mine = server.openai(key=created["key"])
+        r = mine.responses.create(model=model, input="Hi", max_output_tokens=2)
+        assert mine.responses.retrieve(r.id).id == r.id
+        # another credential (here the admin key) neither sees it nor continues from it
+        with pytest.raises(openai.NotFoundError):
+            server.openai().responses.retrieve(r.id)
+        with pytest.raises(openai.NotFoundError):
+            server.openai().responses.create(
+                model=model, input="More", previous_response_id=r.id, max_output_tokens=2
+            )
+    finally:
+        httpx.delete(server.url(f"admin/keys/{created['id']}"), headers=server.headers(), timeout=30)
