@@ -17,7 +17,7 @@ PORT ?= 8888
 MODEL ?= smollm2-135m
 APT_PACKAGES := libopenblas0-pthread
 
-.PHONY: run test install system-deps extension extension-test lint typecheck pytest report clean
+.PHONY: run test test-lowest install system-deps extension extension-test lint typecheck pytest report clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -92,8 +92,22 @@ pytest: $(STAMP)
 test: EXTRA_APT = chromium nginx
 test: install lint typecheck extension-test pytest
 
+# The core tests (engine on mlx-lm, the OpenAI API on tornado and pydantic, the Jupyter
+# extension) against the lowest versions pyproject.toml allows of the dependencies impetus builds
+# on (.ci/lowest-constraints.txt), in a second venv: a subset of three files that takes a few
+# minutes, not the whole suite.
+LOW_VENV := .venv-lowest
+LOW_TESTS := tests/engine/test_engine.py tests/api/test_openai.py tests/jupyter/test_extension.py
+test-lowest:
+	@[ -x $(LOW_VENV)/bin/python ] || $(PYTHON) -m venv $(LOW_VENV)
+	SKIP_JUPYTER_BUILDER=1 $(LOW_VENV)/bin/pip install -q -c .ci/lowest-constraints.txt \
+	  -e ".$(if $(BACKEND),[$(BACKEND)],)" pytest pytest-asyncio "pytest-jupyter[server]" pytest-timeout openai
+	$(LOW_VENV)/bin/pip install -q --no-deps $(EMBEDDED)
+	$(LOW_VENV)/bin/pip list 2>/dev/null | grep -i -E "^(mlx-lm|jupyter_server|jupyter-server|tornado|pydantic|huggingface-hub) " || true
+	$(LOW_VENV)/bin/pytest -q $(LOW_TESTS)
+
 report: install
 	$(VENV)/bin/impetus bench report $(REPORT_ARGS)
 
 clean:
-	rm -rf $(VENV) impetus/labextension extension/node_modules extension/lib dist
+	rm -rf $(VENV) $(LOW_VENV) impetus/labextension extension/node_modules extension/lib dist
