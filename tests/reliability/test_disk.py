@@ -28,8 +28,8 @@ from impetus.models import registry
 from impetus.models.errors import ModelError
 from impetus.models.gguf import convert_gguf
 from impetus.models.types import PullProgress
-from tests.models.gguf_factory import write_llama_gguf
 from tests.fake_hub import FakeHub, Repo
+from tests.models.gguf_factory import write_llama_gguf
 from tests.tiny_model import build_tiny_llama
 
 REPO = "impetus-test/tiny-llama"
