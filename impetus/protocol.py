@@ -332,6 +332,7 @@ class ModelState(_Record):
     active_requests: int = 0
     load_seconds: float = 0.0
     supports_tools: bool = False
+    supports_thinking: bool = False  # a reasoning model: its output has think markers
 
 
 class EngineStats(_Record):

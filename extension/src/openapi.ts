@@ -2241,6 +2241,8 @@ export interface components {
             pinned?: boolean;
             source_dtype: string;
             /** @default false */
+            supports_thinking?: boolean;
+            /** @default false */
             supports_tools?: boolean;
         };
         /** NamedFunction */

@@ -548,6 +548,8 @@ class ShowHandler(OllamaHandler):
         capabilities = ["embedding"] if kind == "embedding" else ["completion"]
         if state is not None and state.supports_tools:
             capabilities.append("tools")
+        if state is not None and state.supports_thinking:
+            capabilities.append("thinking")
         context = (state.context_length if state else None) or entry.get("context_length")
         info: dict[str, Any] = {"general.architecture": entry.get("architecture") or ""}
         if entry.get("parameters"):

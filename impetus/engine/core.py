@@ -307,6 +307,7 @@ class EngineCore:
                     active_requests=len(r.requests),
                     load_seconds=lm.load_seconds,
                     supports_tools=bool(lm.tokenizer.has_tool_calling),
+                    supports_thinking=bool(lm.tokenizer.has_thinking),
                 )
             )
         for mid, e in self.embeddings.items():

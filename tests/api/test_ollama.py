@@ -175,6 +175,7 @@ def test_thinking(server: Server, think_model_dir: Path) -> None:
         model=model, messages=HELLO, stream=False, options={"num_predict": 4, "temperature": 0}
     )
     assert r.message.thinking  # the template opens the think block
+    assert "thinking" in (c.show(model).capabilities or [])
     off = c.chat(
         model=model,
         messages=HELLO,
