@@ -3,6 +3,7 @@ in it from Debian's chromium (Playwright). Shared by the notebook browser tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -20,6 +21,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+# for the modules' `pytestmark`: JupyterLab start-up, the model's first conversion and the
+# notebooks' answers on a shared CPU
+BROWSER_MARKS = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _free_port() -> int:
@@ -139,3 +144,26 @@ def open_and_run(page: Any, base: str, token: str, name: str) -> None:
 
 def launch(p: Any) -> Any:
     return p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+
+
+@contextlib.contextmanager
+def lab_page(lab: tuple[str, str, Path], notebook: str, failure: str, height: int) -> Iterator[Any]:
+    """A chromium page (1400 x `height`) on the `lab` fixture's JupyterLab, `notebook` opened and
+    all its cells started. When the test fails in it: a full-page screenshot `failure` in
+    ARTIFACTS, and the end of JupyterLab's log."""
+    from playwright.sync_api import sync_playwright
+
+    base, token, log = lab
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": height})
+        try:
+            open_and_run(page, base, token, notebook)
+            yield page
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / failure), full_page=True)
+            print(log.read_text()[-5000:])
+            raise
+        finally:
+            browser.close()
