@@ -3,7 +3,6 @@ MLX binds to it is decided at the first `import mlx.core` of a process."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from impetus.engine.blas import (
     cpu_level,
     preferred_cores,
 )
+from tests.child import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,16 +65,7 @@ def probe(
     full_env = {k: v for k, v in os.environ.items() if k not in (ENV_VAR, *drop)}
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
     full_env.update(env or {})
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+    return run_python(script, env=full_env, cwd=ROOT)
 
 
 def reference_product() -> Any:

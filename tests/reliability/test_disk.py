@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +26,7 @@ from impetus.models import registry
 from impetus.models.errors import ModelError
 from impetus.models.gguf import convert_gguf
 from impetus.models.types import PullProgress
+from tests.child import run_python
 from tests.fake_hub import FakeHub, Repo
 from tests.models.gguf_factory import write_llama_gguf
 from tests.tiny_model import build_tiny_llama
@@ -70,16 +69,10 @@ def _drop_dac_capabilities() -> None:
 def run_unprivileged(code: str) -> dict[str, str]:
     """Run `code` (which sets `result`) in a child bound by file modes; its result as a dict."""
     script = textwrap.dedent(code) + "\nimport json; print(json.dumps(result))\n"
-    r = subprocess.run(
-        [sys.executable, "-c", script],
-        preexec_fn=_drop_dac_capabilities,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "HF_HUB_OFFLINE": "0"},
+    result, _ = run_python(
+        script, preexec_fn=_drop_dac_capabilities, env={**os.environ, "HF_HUB_OFFLINE": "0"}
     )
-    assert r.returncode == 0, r.stderr[-3000:]
-    return dict(json.loads(r.stdout.strip().splitlines()[-1]))
+    return dict(result)
 
 
 def listed(settings: Settings) -> list[str]:
