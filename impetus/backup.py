@@ -359,9 +359,9 @@ def _command(
 ) -> argparse.ArgumentParser:
     """`backup` and `restore` share this module's text as their description and the archive
     and state-location options."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        name, help=help, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    from impetus.cli import documented_parser
+
+    p = documented_parser(subparsers, name, __doc__, help)
     _common(p)
     p.set_defaults(func=func)
     return p

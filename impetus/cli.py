@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Any
 
 # subcommand -> module exposing `add_parser(subparsers)`; the parser it adds sets `func(args) -> int`
 SUBCOMMANDS = {
@@ -16,6 +17,17 @@ SUBCOMMANDS = {
     "backup": "impetus.backup",
     "restore": "impetus.backup",  # the same module adds both
 }
+
+
+def documented_parser(
+    subparsers: Any, name: str, doc: str | None, help: str
+) -> argparse.ArgumentParser:
+    """A subcommand's parser whose --help shows `doc` (its module's docstring) as written, line
+    breaks kept."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:

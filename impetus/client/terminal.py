@@ -31,11 +31,13 @@ Ctrl-C stops an answer."""
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
+    from impetus.cli import documented_parser
+
+    p = documented_parser(
+        sub,
         "chat",
-        help="interactive chat in the terminal (streaming, history, /clear, /model, /bye)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        __doc__,
+        "interactive chat in the terminal (streaming, history, /clear, /model, /bye)",
     )
     p.add_argument(
         "model", nargs="?", default=None, help="model id (default: the first loaded one)"

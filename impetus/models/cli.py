@@ -21,11 +21,10 @@ from impetus.models.types import PullProgress, RegistryEntry
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "models",
-        help="list, download, inspect, remove, load and unload models",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    from impetus.cli import documented_parser
+
+    p = documented_parser(
+        subparsers, "models", __doc__, "list, download, inspect, remove, load and unload models"
     )
 
     def usage(args: argparse.Namespace) -> int:
