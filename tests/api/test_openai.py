@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+from typing import Any
 
 import httpx
 import openai
@@ -13,6 +14,13 @@ import pytest
 from tests.api.conftest import Server
 
 HELLO = [{"role": "user", "content": "Hello, how are you?"}]
+
+
+def greedy(server: Server, model: str, **options: Any) -> Any:
+    """HELLO to `model` at temperature 0, with `options`, through the official SDK."""
+    return server.openai().chat.completions.create(
+        model=model, messages=HELLO, temperature=0, **options
+    )  # type: ignore[arg-type]
 
 
 def test_models_list_and_get(server: Server, model: str) -> None:
@@ -28,9 +36,7 @@ def test_models_list_and_get(server: Server, model: str) -> None:
 
 
 def test_chat_completion(server: Server, model: str) -> None:
-    r = server.openai().chat.completions.create(
-        model=model, messages=HELLO, max_tokens=12, temperature=0
-    )  # type: ignore[arg-type]
+    r = greedy(server, model, max_tokens=12)
     assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
     assert r.model == model
     (choice,) = r.choices
@@ -59,22 +65,12 @@ def test_cached_tokens_reported_on_the_second_turn(server: Server, model: str) -
 
 
 def test_max_completion_tokens_wins_over_max_tokens(server: Server, model: str) -> None:
-    r = server.openai().chat.completions.create(
-        model=model,
-        messages=HELLO,
-        max_tokens=30,
-        max_completion_tokens=5,
-        temperature=0,  # type: ignore[arg-type]
-    )
+    r = greedy(server, model, max_tokens=30, max_completion_tokens=5)
     assert r.usage and r.usage.completion_tokens == 5
 
 
 def test_streaming_without_usage(server: Server, model: str) -> None:
-    chunks = list(
-        server.openai().chat.completions.create(
-            model=model, messages=HELLO, max_tokens=8, temperature=0, stream=True
-        )
-    )  # type: ignore[arg-type]
+    chunks = list(greedy(server, model, max_tokens=8, stream=True))
     assert chunks[0].choices[0].delta.role == "assistant"
     assert all(c.usage is None for c in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
@@ -145,9 +141,7 @@ def test_n_choices(server: Server, model: str) -> None:
     )  # type: ignore[arg-type]
     assert sorted(c.index for c in r.choices) == [0, 1, 2]
     assert r.usage and r.usage.completion_tokens == 18
-    stream = server.openai().chat.completions.create(
-        model=model, messages=HELLO, max_tokens=4, n=2, temperature=0, stream=True
-    )  # type: ignore[arg-type]
+    stream = greedy(server, model, max_tokens=4, n=2, stream=True)
     finished = {c.choices[0].index for c in stream if c.choices and c.choices[0].finish_reason}
     assert finished == {0, 1}
 
@@ -181,14 +175,7 @@ def test_stop_strings(server: Server, model: str) -> None:
 
 
 def test_chat_logprobs(server: Server, model: str) -> None:
-    r = server.openai().chat.completions.create(
-        model=model,
-        messages=HELLO,
-        max_tokens=5,
-        temperature=0,
-        logprobs=True,
-        top_logprobs=3,  # type: ignore[arg-type]
-    )
+    r = greedy(server, model, max_tokens=5, logprobs=True, top_logprobs=3)
     lp = r.choices[0].logprobs
     assert lp is not None and lp.content is not None and len(lp.content) == 5
     for item in lp.content:
@@ -196,14 +183,7 @@ def test_chat_logprobs(server: Server, model: str) -> None:
         assert item.bytes is not None
         # greedy: the chosen token is the most likely one
         assert item.logprob == pytest.approx(item.top_logprobs[0].logprob)
-    streamed = server.openai().chat.completions.create(
-        model=model,
-        messages=HELLO,
-        max_tokens=4,
-        temperature=0,
-        logprobs=True,
-        stream=True,  # type: ignore[arg-type]
-    )
+    streamed = greedy(server, model, max_tokens=4, logprobs=True, stream=True)
     tokens = [
         t
         for c in streamed
