@@ -221,12 +221,18 @@ def lab(
         _wait_ready(server)
         yield server
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_lab(proc)
+
+
+def stop_lab(proc: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C, as a user stops JupyterLab (it shuts the kernels and the engine down); killed
+    when it has not ended 30 s later."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def _wait_ready(server: LabServer) -> None:

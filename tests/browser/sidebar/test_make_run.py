@@ -16,7 +16,6 @@ import html
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ import httpx
 import pytest
 
 from impetus import LABEXTENSION
-from tests.browser.sidebar.conftest import ARTIFACTS, CHROMIUM, LABEXT, _free_port
+from tests.browser.sidebar.conftest import ARTIFACTS, CHROMIUM, LABEXT, _free_port, stop_lab
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -103,12 +102,7 @@ def make_run_lab(
             time.sleep(0.5)
         yield url, token
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_lab(proc)
 
 
 def test_the_lab_page_loads_the_sidebar(make_run_lab: tuple[str, str]) -> None:
