@@ -14,19 +14,10 @@ import httpx
 import pytest
 
 from tests.api.conftest import Server
+from tests.api.tools import ANTHROPIC_TOOL as WEATHER
 
 HELLO = [{"role": "user", "content": "Hello, how are you?"}]
 GREEDY = {"temperature": 0}
-WEATHER = {
-    "name": "get_weather",
-    "description": "Weather in a city",
-    "input_schema": {
-        "type": "object",
-        "properties": {"city": {"enum": ["Paris", "Rome"]}},
-        "required": ["city"],
-        "additionalProperties": False,
-    },
-}
 
 
 def client(server: Server, key: str | None = "default", **kw: object) -> anthropic.Anthropic:

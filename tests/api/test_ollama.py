@@ -12,21 +12,9 @@ import ollama
 import pytest
 
 from tests.api.conftest import Server
+from tests.api.tools import CHAT_TOOL as WEATHER
 
 HELLO = [{"role": "user", "content": "Hello, how are you?"}]
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"enum": ["Paris", "Rome"]}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-    },
-}
 
 
 def client(server: Server, key: str | None = "default") -> ollama.Client:

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.api.conftest import Server
+from tests.api.tools import CHAT_TOOL
 
 HELLO = [{"role": "user", "content": "Hello, how are you?"}]
 
@@ -243,21 +244,7 @@ def test_json_schema_mode(server: Server, model: str) -> None:
     assert r.choices[0].finish_reason == "stop"
 
 
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather in a city",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"enum": ["Paris", "Rome"]}},
-                "required": ["city"],
-                "additionalProperties": False,
-            },
-        },
-    }
-]
+TOOLS = [CHAT_TOOL]
 
 
 def test_tool_calls(server: Server, tool_model_dir: object) -> None:

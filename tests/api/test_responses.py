@@ -10,18 +10,7 @@ import openai
 import pytest
 
 from tests.api.conftest import Server
-
-WEATHER = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "Weather in a city",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"enum": ["Paris", "Rome"]}},
-        "required": ["city"],
-        "additionalProperties": False,
-    },
-}
+from tests.api.tools import RESPONSES_TOOL as WEATHER
 
 
 def test_text_store_get_delete(server: Server, model: str) -> None:
@@ -217,4 +206,6 @@ def test_stored_responses_belong_to_their_key(server: Server, model: str) -> Non
                 model=model, input="More", previous_response_id=r.id, max_output_tokens=2
             )
     finally:
-        httpx.delete(server.url(f"admin/keys/{created['id']}"), headers=server.headers(), timeout=30)
+        httpx.delete(
+            server.url(f"admin/keys/{created['id']}"), headers=server.headers(), timeout=30
+        )

@@ -1,0 +1,27 @@
+"""The one tool the API tests offer a model, written once and put in each API's own format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CITY: dict[str, Any] = {
+    "type": "object",
+    "properties": {"city": {"enum": ["Paris", "Rome"]}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+WEATHER_FUNCTION: dict[str, Any] = {
+    "name": "get_weather",
+    "description": "Weather in a city",
+    "parameters": CITY,
+}
+# OpenAI chat completions and Ollama: the function inside {"type": "function", "function": ...}
+CHAT_TOOL: dict[str, Any] = {"type": "function", "function": WEATHER_FUNCTION}
+# OpenAI Responses: the function's fields beside "type"
+RESPONSES_TOOL: dict[str, Any] = {"type": "function", **WEATHER_FUNCTION}
+# Anthropic Messages: the parameters are the tool's "input_schema"
+ANTHROPIC_TOOL: dict[str, Any] = {
+    "name": WEATHER_FUNCTION["name"],
+    "description": WEATHER_FUNCTION["description"],
+    "input_schema": CITY,
+}
