@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.api.conftest import Server
-from tests.api.tools import CHAT_TOOL
+from tests.api.tools import ANSWER_SCHEMA, CHAT_TOOL
 
 HELLO = [{"role": "user", "content": "Hello, how are you?"}]
 
@@ -220,19 +220,13 @@ def test_json_object_mode(server: Server, model: str) -> None:
 
 
 def test_json_schema_mode(server: Server, model: str) -> None:
-    schema = {
-        "type": "object",
-        "properties": {"ok": {"type": "boolean"}, "color": {"enum": ["red", "green"]}},
-        "required": ["ok", "color"],
-        "additionalProperties": False,
-    }
     r = server.openai().chat.completions.create(
         model=model,
         messages=[{"role": "user", "content": "Answer."}],
         max_tokens=60,
         response_format={
             "type": "json_schema",
-            "json_schema": {"name": "answer", "schema": schema, "strict": True},
+            "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA, "strict": True},
         },
     )
     data = json.loads(r.choices[0].message.content or "")

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.api.conftest import Server
+from tests.api.tools import ANSWER_SCHEMA
 from tests.api.tools import RESPONSES_TOOL as WEATHER
 
 
@@ -141,18 +142,17 @@ def test_function_tools_and_outputs(server: Server, tool_model_dir: Path) -> Non
 
 
 def test_json_schema_format_is_constrained(server: Server, model: str) -> None:
-    schema = {
-        "type": "object",
-        "properties": {"color": {"enum": ["red", "green"]}, "ok": {"type": "boolean"}},
-        "required": ["color", "ok"],
-        "additionalProperties": False,
-    }
     r = server.openai().responses.create(
         model=model,
         input="Give me a number.",
         max_output_tokens=60,
         text={
-            "format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}
+            "format": {
+                "type": "json_schema",
+                "name": "answer",
+                "schema": ANSWER_SCHEMA,
+                "strict": True,
+            }
         },
     )
     data = json.loads(r.output_text)

@@ -1,4 +1,5 @@
-"""The one tool the API tests offer a model, written once and put in each API's own format."""
+"""What the tests offer a model, written once: one tool (put in each API's own format) and one
+JSON schema for constrained answers."""
 
 from __future__ import annotations
 
@@ -24,4 +25,12 @@ ANTHROPIC_TOOL: dict[str, Any] = {
     "name": WEATHER_FUNCTION["name"],
     "description": WEATHER_FUNCTION["description"],
     "input_schema": CITY,
+}
+
+# a constrained answer: a colour from a list and a boolean, nothing else
+ANSWER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"color": {"enum": ["red", "green"]}, "ok": {"type": "boolean"}},
+    "required": ["color", "ok"],
+    "additionalProperties": False,
 }

@@ -14,6 +14,7 @@ import pytest
 from impetus.config import Settings
 from impetus.engine import Engine, EngineError, GenerateRequest, SamplingParams
 from impetus.protocol import convert
+from tests.api.tools import ANSWER_SCHEMA
 
 CHAT = [{"role": "user", "content": "Hello, how are you?"}]
 
@@ -181,14 +182,8 @@ def test_prompt_cache_reuse_on_the_second_turn(engine: Engine, tiny_model_dir: P
 
 
 def test_json_schema_is_enforced(engine: Engine, tiny_model_dir: Path) -> None:
-    schema = {
-        "type": "object",
-        "properties": {"color": {"enum": ["red", "green"]}, "ok": {"type": "boolean"}},
-        "required": ["color", "ok"],
-        "additionalProperties": False,
-    }
     out = engine.complete(
-        req(tiny_model_dir, max_tokens=60, response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}})
+        req(tiny_model_dir, max_tokens=60, response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": ANSWER_SCHEMA}})
     )
     data = json.loads(out[0]["text"])
     assert data["color"] in ("red", "green") and isinstance(data["ok"], bool)
