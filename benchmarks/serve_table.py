@@ -25,6 +25,12 @@ def profiles(path: Path) -> list[dict[str, Any]]:
     return [p for run in runs for p in run["profiles"]]
 
 
+def md_row(*cells: object) -> None:
+    """One row of a Markdown table on stdout, flushed: a long run shows each row as it comes
+    (step_profile.py and ttft_breakdown.py print theirs with it)."""
+    print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
+
+
 def ms(stat: dict[str, Any] | None, key: str) -> str:
     return f"{stat[key] * 1000:.0f}" if stat and stat.get("count") else "–"
 

@@ -22,6 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.serve_table import md_row  # noqa: E402
 from impetus.engine.blas import load_optimized_blas  # noqa: E402
 
 load_optimized_blas("auto")  # before MLX, as in the engine
@@ -164,10 +165,10 @@ def main() -> int:
                 if side == "BatchGenerator"
                 else run_engine(loaded, settings, ps, clients, args.tokens)
             )
-            print(
-                f"| {clients} | {side} | {r['tok_s']:.1f} | {r['steps']} | {r['step_ms']:.1f} | {r['next_ms']:.1f} | {r['own_ms']:.2f} | {r['prefill_share']:.0%} |",
-                flush=True,
-            )
+            md_row(
+                clients, side, f"{r['tok_s']:.1f}", r["steps"], f"{r['step_ms']:.1f}",
+                f"{r['next_ms']:.1f}", f"{r['own_ms']:.2f}", f"{r['prefill_share']:.0%}",
+            )  # fmt: skip
     return 0
 
 

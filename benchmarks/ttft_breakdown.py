@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.serve_table import md_row  # noqa: E402
 from impetus.config import Settings  # noqa: E402
 from impetus.engine import Engine  # noqa: E402
 from impetus.protocol import Delta, Done, GenerateRequest, SamplingParams  # noqa: E402
@@ -64,10 +65,7 @@ def main() -> int:
                         t = done.timings
                         rows.append((t.queue, t.prefill, t.ttft, first))
                 med = [statistics.median(r[k] for r in rows) * 1000 for k in range(4)]
-                print(
-                    f"| {step} | {n} | {med[0]:.1f} | {med[1]:.1f} | {med[2]:.1f} | {med[3]:.1f} |",
-                    flush=True,
-                )
+                md_row(step, n, *(f"{m:.1f}" for m in med))
     return 0
 
 

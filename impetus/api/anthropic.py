@@ -88,6 +88,16 @@ def _system_text(system: str | list[TextBlock] | None) -> str | None:
     return system if isinstance(system, str) else "".join(b.text for b in system)
 
 
+def _expect_role(role: str, expected: str, block: str, i: int, j: int) -> None:
+    """A content block in a message of the wrong role: a 400 naming where it is."""
+    if role != expected:
+        raise APIError(
+            400,
+            f"{block} blocks belong in {expected} messages.",
+            param=f"messages[{i}].content[{j}]",
+        )
+
+
 def _chat_messages(
     system: str | list[TextBlock] | None, messages: list[MessageParam]
 ) -> list[dict[str, Any]]:
@@ -110,23 +120,13 @@ def _chat_messages(
             if isinstance(block, TextBlock):
                 texts.append(block.text)
             elif isinstance(block, ToolResultBlock):
-                if m.role != "user":
-                    raise APIError(
-                        400,
-                        "tool_result blocks belong in user messages.",
-                        param=f"messages[{i}].content[{j}]",
-                    )
+                _expect_role(m.role, "user", "tool_result", i, j)
                 content = block.text()
                 if block.is_error:
                     content = f"Error: {content}"
                 out.append({"role": "tool", "tool_call_id": block.tool_use_id, "content": content})
             elif isinstance(block, ToolUseBlock):
-                if m.role != "assistant":
-                    raise APIError(
-                        400,
-                        "tool_use blocks belong in assistant messages.",
-                        param=f"messages[{i}].content[{j}]",
-                    )
+                _expect_role(m.role, "assistant", "tool_use", i, j)
                 calls.append(
                     {
                         "id": block.id,
@@ -395,18 +395,8 @@ class MessagesHandler(AnthropicHandler, GenerationHandler):
         sse.start(self)
         self._headers_sent = True
         try:
-            for _, ev in pending:
+            async for _, ev in self.stream_items(events, pending):
                 await self._send(out, ev)
-            # until the first token, `: keepalive` comments (as chat streams have them)
-            first_token = any(isinstance(ev, Delta) for _, ev in pending)
-            while not first_token:
-                item = await self._next_or_keepalive(events)
-                if item is None:
-                    break
-                first_token = isinstance(item[1], Delta)
-                await self._send(out, item[1])
-            while (item := await self._next(events)) is not None:
-                await self._send(out, item[1])
             if await self.end_of_stream(events):
                 await sse.finish(self)
         except StreamClosedError:

@@ -292,14 +292,7 @@ class Accumulator:
                     finish_reason=c.finish_reason,
                 )
             )
-        return ChatCompletion(
-            id=rid,
-            created=created,
-            model=model,
-            system_fingerprint=SYSTEM_FINGERPRINT,
-            choices=choices,
-            usage=self.usage(),
-        )
+        return ChatCompletion(**self._whole(rid, created, model), choices=choices)
 
     def completion(
         self, rid: str, created: int, model: str, want_logprobs: bool, echo: list[str] | None
@@ -318,14 +311,17 @@ class Accumulator:
                     finish_reason=c.finish_reason,
                 )
             )
-        return Completion(
-            id=rid,
-            created=created,
-            model=model,
-            system_fingerprint=SYSTEM_FINGERPRINT,
-            choices=choices,
-            usage=self.usage(),
-        )
+        return Completion(**self._whole(rid, created, model), choices=choices)
+
+    def _whole(self, rid: str, created: int, model: str) -> dict[str, Any]:
+        """What a whole (non-streamed) chat or text completion has besides its choices."""
+        return {
+            "id": rid,
+            "created": created,
+            "model": model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "usage": self.usage(),
+        }
 
 
 # ---------------------------------------------------------------- streaming chunks

@@ -13,7 +13,7 @@ import base64
 import contextlib
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tornado.iostream import StreamClosedError
 
@@ -246,19 +246,8 @@ class GenerationHandler(ImpetusHandler):
             if maker.chat:
                 for index in range(prompts * maker.n):
                     await sse.send(self, maker.role(index))
-            first_token = any(isinstance(ev, Delta) for _, ev in pending)
-            for index, ev in pending:
+            async for index, ev in self.stream_items(events, pending):
                 await self._send_event(maker, acc, index, ev)
-            # Until the first token (waiting in the batch queue, prefilling a long prompt)
-            # nothing else would flow: comments keep proxies with idle timeouts from cutting in.
-            while not first_token:
-                item = await self._next_or_keepalive(events)
-                if item is None:
-                    break
-                first_token = isinstance(item[1], Delta)
-                await self._send_event(maker, acc, *item)
-            while (item := await self._next(events)) is not None:
-                await self._send_event(maker, acc, *item)
             if not await self.end_of_stream(events):
                 return
             if maker.include_usage:
@@ -267,6 +256,26 @@ class GenerationHandler(ImpetusHandler):
             await sse.finish(self)
         except StreamClosedError:
             self.on_connection_close()
+
+    async def stream_items(
+        self, events: EventStream, pending: list[tuple[int, Start | Delta | Done]]
+    ) -> AsyncIterator[tuple[int, Start | Delta | Done]]:
+        """A started stream's events: those already received, then the rest as they come.
+
+        Until the first token (waiting in the batch queue, prefilling a long prompt) nothing else
+        would flow: `: keepalive` comments meanwhile keep proxies with idle timeouts from cutting
+        in. Every protocol's SSE stream reads its events through this."""
+        for received in pending:
+            yield received
+        first_token = any(isinstance(ev, Delta) for _, ev in pending)
+        while not first_token:
+            item = await self._next_or_keepalive(events)
+            if item is None:
+                return
+            first_token = isinstance(item[1], Delta)
+            yield item
+        while (item := await self._next(events)) is not None:
+            yield item
 
     async def _next_or_keepalive(
         self, events: EventStream

@@ -481,18 +481,8 @@ class ResponsesHandler(GenerationHandler):
         final: dict[str, Any] | None = None
         try:
             builder.start()
-            for index, ev in pending:
+            async for index, ev in self.stream_items(events, pending):
                 final = await self._send(builder, acc, index, ev) or final
-            # until the first token, `: keepalive` comments (as chat streams have them)
-            first_token = any(isinstance(ev, Delta) for _, ev in pending)
-            while not first_token:
-                item = await self._next_or_keepalive(events)
-                if item is None:
-                    break
-                first_token = isinstance(item[1], Delta)
-                final = await self._send(builder, acc, *item) or final
-            while (item := await self._next(events)) is not None:
-                final = await self._send(builder, acc, *item) or final
             if not await self.end_of_stream(events):
                 return None
             await sse.finish(self)
