@@ -1,0 +1,76 @@
+"""The security matrix's table: every route of the route table × every kind of credential.
+
+Routes come from `impetus.api.routes.ROUTES` and each method's `@scope`, so a route added later is
+in the matrix at once. Each request is one a handler can answer cheaply (an empty JSON body on
+POST: a 400 once past authentication, no generation, no download), so that "allowed" means
+"reached the handler": any status but 401 / 403 and never a 5xx.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from impetus.api.auth import method_scope
+from impetus.api.routes import ROUTES
+
+METHODS = ("get", "post", "delete", "put", "patch")
+ALLOWED = "ok"  # reached the handler
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str  # GET, POST, ...
+    path: str  # relative to the API prefix
+    scope: str  # public | inference | admin
+
+
+def _concrete(pattern: str) -> str:
+    """A path that the route's pattern matches: groups get a sample value (or their first
+    alternative)."""
+
+    def sample(m: re.Match[str]) -> str:
+        inner = m.group(1)
+        if "|" in inner and "[" not in inner:
+            return inner.split("|")[0].replace("\\", "")
+        return "no-such-thing"
+
+    path = re.sub(r"\(([^()]*)\)", sample, pattern)
+    path = path.replace("\\.", ".").replace("/?", "")
+    assert re.fullmatch(pattern, path), (pattern, path)
+    return path
+
+
+def cases() -> list[Case]:
+    out = []
+    for pattern, handler in ROUTES:
+        for name in METHODS:
+            method = getattr(handler, name, None)
+            scope = method_scope(method) if method is not None else None
+            if scope is not None:
+                out.append(Case(name.upper(), _concrete(pattern), scope))
+    return out
+
+
+def expected(scope: str, credential: str, method: str) -> str:
+    """What `credential` gets on a route of `scope` through `impetus serve` (status or ok)."""
+    if credential == "foreign_origin":
+        # a web page elsewhere, with no credential of its own: the cross-origin check refuses
+        # even the public routes (403 cross_origin); the others need a key first (401)
+        return "403" if scope == "public" else "401"
+    if scope == "public":
+        return ALLOWED
+    if credential in ("admin_key", "foreign_origin_with_key"):
+        return ALLOWED  # a header credential is not forgeable by a page: Origin does not matter
+    if credential == "inference_key":
+        return ALLOWED if scope == "inference" else "403"
+    return "401"  # none, wrong, cookie (serve has no cookie credential)
+
+
+def outcome(status: int) -> str:
+    return ALLOWED if status not in (401, 403) and status < 500 else str(status)
+
+
+def body_for(method: str) -> dict[str, Any] | None:
+    return {} if method in ("POST", "PUT", "PATCH") else None
