@@ -191,7 +191,15 @@ class ModelSearchHandler(ImpetusHandler):
     )
     async def get(self) -> None:
         query = self.get_argument("q", "")
-        limit = int(self.get_argument("limit", "20") or 20)
+        raw_limit = self.get_argument("limit", "20") or "20"
+        if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+            raise APIError(
+                400,
+                f"Invalid value for 'limit': {raw_limit!r} (a whole number from 1 to 1000).",
+                param="limit",
+                code="invalid_value",
+            )
+        limit = int(raw_limit)
         result = await asyncio.to_thread(hub.search, query, limit=limit)
         # the hub's failure (offline, ...) comes back in `error`, with a 200: the list is empty
         self.write_json(result.model_dump(mode="json"))

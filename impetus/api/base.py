@@ -194,6 +194,8 @@ class ImpetusHandler(APIHandler):
             raise APIError(400, f"The body is not valid JSON: {e}.", code="invalid_json") from None
         if not isinstance(data, dict):
             raise APIError(400, "The body must be a JSON object.", code="invalid_json")
+        if b"\\u" in raw:
+            _check_unicode(data)
         try:
             return model.model_validate(data)
         except ValidationError as e:
@@ -274,3 +276,18 @@ class ImpetusHandler(APIHandler):
         if isinstance(exc, StreamClosedError):
             return  # the client is gone: nothing to tell it
         super().send_error(status_code, **kwargs)
+
+
+def _check_unicode(data: Any) -> None:
+    """JSON may escape half of a UTF-16 surrogate pair (`"\\udc00"`); Python accepts it, but such
+    a string is not Unicode and fails later where text is encoded (the engine's wire): a 400 here.
+    Only bodies with `\\u` escapes are walked."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise APIError(
+            400,
+            f"The body contains an unpaired UTF-16 surrogate ({e.object[e.start : e.end]!a}), "
+            "which is not valid Unicode.",
+            code="invalid_json",
+        ) from None

@@ -380,8 +380,17 @@ class AsyncEngine:
                 f"{len(self._gens)} requests are already open (limit {self.settings.max_queue}); retry shortly",
             )
         gen = Generation(self, request, queue)
+        try:
+            # free-form fields (tools, response_format, template kwargs) may hold what
+            # MessagePack cannot carry (an integer past 64 bits): a bad request, not a crash
+            raw = encode(Generate(rid=gen.id, request=request))
+        except (OverflowError, UnicodeEncodeError, TypeError, ValueError) as e:
+            raise EngineError(
+                "invalid_request", f"the request holds a value the engine cannot take: {e}"
+            ) from e
         self._gens[gen.id] = gen
-        self._send(Generate(rid=gen.id, request=request))
+        assert self._cmd is not None
+        self._cmd.send(raw, copy=False)
         return gen
 
     def _close_generation(self, gen: Generation, cancel: bool) -> None:

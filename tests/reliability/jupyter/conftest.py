@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 
-from tests.api.conftest import slow_model_dir  # noqa: F401 - a fixture
+from tests.api.conftest import slow_model_dir  # noqa: F401, F811 - a fixture
 
 
 @pytest.fixture
-def jp_server_config(slow_model_dir: Path, tmp_path: Path) -> dict[str, Any]:
+def jp_server_config(slow_model_dir: Path, tmp_path: Path) -> dict[str, Any]:  # noqa: F811
     return {
         "ServerApp": {"jpserver_extensions": {"impetus": True}},
         "ImpetusExtension": {
