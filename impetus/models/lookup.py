@@ -49,7 +49,10 @@ def find(model_id: str, settings: Settings, allow_paths: bool) -> Found:
                 f"paths are not accepted as model ids here: {model_id!r}",
                 param="model",
             )
-        p = Path(model_id).expanduser().resolve()
+        try:
+            p = Path(model_id).expanduser().resolve()
+        except RuntimeError as e:  # "~name" of a user this machine does not have
+            raise ModelError("model_not_found", f"{model_id!r}: {e}", param="model") from e
         if p.is_file() and p.suffix == ".gguf":
             return Found(model_id, "gguf", settings.models_path / p.stem, gguf=p)
         if p.is_dir():

@@ -74,3 +74,16 @@ def outcome(status: int) -> str:
 
 def body_for(method: str) -> dict[str, Any] | None:
     return {} if method in ("POST", "PUT", "PATCH") else None
+
+
+def assert_error_shape(path: str, body: Any) -> None:
+    """Each protocol's own error shape: Anthropic's for v1/messages*, Ollama's for api/*,
+    OpenAI's for everything else."""
+    path = path.split("impetus/", 1)[-1]
+    if path.startswith("v1/messages"):
+        assert body["type"] == "error" and {"type", "message"} <= set(body["error"]), body
+    elif path.startswith("api/"):
+        assert set(body) == {"error"} and isinstance(body["error"], str), body
+    else:
+        assert set(body) == {"error"}, body
+        assert set(body["error"]) == {"message", "type", "param", "code"}, body

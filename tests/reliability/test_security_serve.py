@@ -86,7 +86,7 @@ def test_security_matrix(srv: Server, inference_key: str) -> None:
                         f"{case.method} {case.path} as {name}: {r.status_code} {r.text[:200]}, expected {want}"
                     )
                 if r.status_code in (401, 403):
-                    assert_openai_error(r)
+                    matrix.assert_error_shape(case.path, r.json())
                 cells.append(got if got == matrix.ALLOWED else r.status_code.__str__())
             rows.append(f"| {case.method} {case.path} | {case.scope} | " + " | ".join(cells) + " |")
     print("\n| route | scope | " + " | ".join(creds) + " |\n" + "\n".join(rows))
