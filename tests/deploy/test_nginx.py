@@ -93,7 +93,9 @@ def stream_times(client: openai.OpenAI, tokens: int = 16) -> tuple[float, list[f
         if chunk.usage:
             usage = chunk.usage.completion_tokens
     assert usage == tokens
-    assert len(arrivals) >= tokens // 2  # (a token that ends inside a UTF-8 sequence sends no text)
+    # a random model's token can end inside a UTF-8 sequence and send no text of its own: how many
+    # chunks carry text depends on what it sampled; two are enough to measure the spread
+    assert len(arrivals) >= 2
     return sent, arrivals, usage
 
 

@@ -102,18 +102,27 @@ def test_default_model_logits_match_numpy_reference(smollm_mlx: Path, smollm_ggu
     assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
 
 
+REFERENCE = Path(__file__).parent / "data" / "smollm2_tokenizer_reference.json"
+
+
 @pytest.mark.slow
 def test_default_model_tokenizer_matches_transformers(smollm_mlx: Path, smollm_gguf: Path) -> None:
-    """The rebuilt tokenizer against transformers' own GGUF tokenizer (independent code), and
-    the way mlx-lm loads it."""
+    """The rebuilt tokenizer against transformers' own GGUF tokenizer (independent code: its ids,
+    stored once with their provenance by make_smollm_tokenizer_reference.py, since its GGUF
+    reader needs PyTorch), and the way mlx-lm loads it."""
+    import hashlib
+    import json
+
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
-    ref = AutoTokenizer.from_pretrained(str(smollm_gguf.parent), gguf_file=smollm_gguf.name)
+    reference = json.loads(REFERENCE.read_text())
+    assert reference["provenance"]["gguf_sha256"] == hashlib.sha256(smollm_gguf.read_bytes()).hexdigest()
+    assert set(reference["ids"]) == set(TRICKY)
     mine = Tokenizer.from_file(str(smollm_mlx / "tokenizer.json"))
     loaded = AutoTokenizer.from_pretrained(str(smollm_mlx))  # what mlx_lm.load uses
     for s in TRICKY:
-        expected = ref.encode(s, add_special_tokens=False)
+        expected = reference["ids"][s]
         assert mine.encode(s).ids == expected, s
         assert loaded.encode(s, add_special_tokens=False) == expected, s
         assert mine.decode(expected, skip_special_tokens=False) == s
