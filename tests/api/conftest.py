@@ -138,11 +138,12 @@ def start_server(
     key: str | None = ADMIN_KEY,
     no_auth: bool = False,
     env: dict[str, str] | None = None,
+    allow_model_paths: bool = True,
 ) -> Server:
     # the tests name their tiny models by folder path, which a server allows only when told to
     cmd = serve_command(
         "--host", "127.0.0.1", "--port", "0", "--home", str(home), "--log-level", "info",
-        "--allow-model-paths", *args,
+        *(["--allow-model-paths"] if allow_model_paths else []), *args,
     )
     if key:
         cmd += ["--api-key", key]

@@ -8,25 +8,14 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.api.conftest import Server, long_chat
-
-
-async def sse_lines(r: httpx.Response) -> AsyncIterator[str]:
-    """SSE lines split on LF only (httpx's aiter_lines also splits on U+2028 and friends, which
-    a random model's text contains)."""
-    buf = b""
-    async for chunk in r.aiter_bytes():
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            yield line.rstrip(b"\r").decode()
-
+from tests.reliability.streams import sse_lines
 
 STREAMS = 32
 WHOLE = 8  # non-streaming requests in flight at the same time

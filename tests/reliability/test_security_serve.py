@@ -12,9 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
 import stat
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ import httpx
 import pytest
 
 from impetus.api.keys import KeyStore
-from tests.api.conftest import ADMIN_KEY, Server, serve_command
+from tests.api.conftest import ADMIN_KEY, Server, start_server
 from tests.reliability import matrix
 
 EVIL = "https://evil.example"
@@ -203,23 +201,7 @@ def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Se
     bait = build_tiny_llama(root / "outside-model")
     home = root / "home"
     (home / "models").mkdir(parents=True)
-    cmd = serve_command(
-        "--host", "127.0.0.1", "--port", "0", "--home", str(home), "--api-key", ADMIN_KEY
-    )  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "IMPETUS_API_KEY"}
-    log = home / "serve.log"
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=log.open("w"),
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening on " in line, log.read_text()
-    s = Server(proc, line.split("listening on ", 1)[1].split()[0], log, ADMIN_KEY)
+    s = start_server([], home, key=ADMIN_KEY, allow_model_paths=False)
     s.wait_ready_or_engine()
     yield s, bait
     s.stop()

@@ -14,25 +14,13 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.reliability import matrix
-
-
-async def sse_lines(r: httpx.Response) -> AsyncIterator[str]:
-    """SSE lines split on LF only (httpx's aiter_lines also splits on U+2028 and friends, which
-    a random model's text contains)."""
-    buf = b""
-    async for chunk in r.aiter_bytes():
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            yield line.rstrip(b"\r").decode()
-
+from tests.reliability.streams import sse_lines
 
 STREAMS = 16
 EVIL = "https://evil.example"
