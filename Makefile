@@ -57,7 +57,11 @@ extension: $(STAMP)
 	@if [ -f impetus/labextension/package.json ] && [ ! -e $(LABEXT_LINK)/package.json ]; then \
 	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter labextension develop --overwrite impetus ; fi
 
-run: TOKEN ?= $(shell $(PYTHON) -c 'import secrets; print(secrets.token_hex(24))')
+# One token for the whole recipe: a `?=` variable is expanded at each use, and each expansion of
+# $(shell ...) drew a new token (the printed key then did not open the server).
+ifeq ($(origin TOKEN),undefined)
+TOKEN := $(shell $(PYTHON) -c 'import secrets; print(secrets.token_hex(24))')
+endif
 run: install
 	$(IMPETUS) models pull $(MODEL)
 	@echo
