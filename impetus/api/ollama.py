@@ -56,6 +56,10 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
+# how every streaming Ollama endpoint answers, for the OpenAPI document
+NDJSON_NOTE = "by default (stream: false for one object), one JSON object a line; the last has done: true and the counts"
+
+
 class OllamaHandler(ImpetusHandler):
     """Ollama's error shape (`{"error": message}`) for everything it answers, auth included."""
 
@@ -341,7 +345,7 @@ class ChatHandler(_OllamaGeneration):
         returns=s.ChatResponse,
         stream=s.ChatResponse,
         stream_media=NDJSON,
-        stream_note="by default (stream: false for one object), one JSON object a line; the last has done: true and the counts",
+        stream_note=NDJSON_NOTE,
         errors=GENERATION_ERRORS,
         error_model=s.OllamaError,
         example={
@@ -380,7 +384,7 @@ class GenerateHandler(_OllamaGeneration):
         returns=s.GenerateResponse,
         stream=s.GenerateResponse,
         stream_media=NDJSON,
-        stream_note="by default (stream: false for one object), one JSON object a line; the last has done: true and the counts",
+        stream_note=NDJSON_NOTE,
         errors=GENERATION_ERRORS,
         error_model=s.OllamaError,
         example={
@@ -643,7 +647,7 @@ class PullHandler(OllamaHandler):
         returns=s.PullLine,
         stream=s.PullLine,
         stream_media=NDJSON,
-        stream_note="by default (stream: false for one object), one JSON object a line; the last has done: true and the counts",
+        stream_note=NDJSON_NOTE,
         errors={502: "Download failed"},
         error_model=s.OllamaError,
     )
