@@ -51,7 +51,7 @@ system-deps:
 # share/jupyter/labextensions), so a plain `jupyter lab` from this venv shows it.
 extension: $(STAMP)
 	@if [ -f extension/package.json ] && command -v npm >/dev/null; then \
-	  if [ ! -f impetus/labextension/package.json ] || [ -n "$$(find extension/src extension/style extension/package.json extension/package-lock.json extension/tsconfig.json -newer impetus/labextension/package.json 2>/dev/null | head -1)" ]; then \
+	  if [ ! -f impetus/labextension/package.json ] || [ ! -f impetus/labextension/install.json ] || [ -n "$$(find extension/src extension/style extension/package.json extension/package-lock.json extension/tsconfig.json -newer impetus/labextension/package.json 2>/dev/null | head -1)" ]; then \
 	    PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(MAKE) -C extension build PYTHON="$(CURDIR)/$(PY)"; fi; \
 	else echo "node/npm not found: skipping the JupyterLab sidebar build"; fi
 	@if [ -f impetus/labextension/package.json ] && [ ! -e $(LABEXT_LINK)/package.json ]; then \
