@@ -285,6 +285,13 @@ class Settings(BaseSettings):
     allow_origin: str = _serve(
         default="", description="CORS: an origin (or *) browsers may call the API from"
     )
+    # Behind a proxy with several replicas, which one answered (checking that a conversation
+    # stays where its prompt cache is, finding the replica of a slow or failed request).
+    instance_id: str = _serve(
+        default="auto",
+        description="this replica's name, sent as the X-Impetus-Instance response header "
+        "(auto: host name and port; empty: no header)",
+    )
     # TLS of `impetus serve` itself (behind a reverse proxy, the proxy usually terminates TLS)
     certfile: Path | None = _serve(
         default=None, description="TLS certificate chain (PEM): `impetus serve` answers HTTPS"

@@ -34,6 +34,9 @@ SERVICE_KEY = "impetus_service"
 # the route table (impetus.api.routes.ROUTES), placed in the app settings by whoever mounts the
 # handlers: the handlers read it from there, so that no module they import imports them back
 ROUTES_SETTING = "impetus_routes"
+# the replica's name (`impetus serve --instance-id`), sent with every response when set
+INSTANCE_SETTING = "impetus_instance"
+INSTANCE_HEADER = "X-Impetus-Instance"
 ACTIONS = {"GET": "read", "HEAD": "read", "OPTIONS": "read"}  # anything else: "write"
 
 
@@ -53,6 +56,12 @@ class ImpetusHandler(APIHandler):
             await super()._execute(transforms, *args, **kwargs)
         finally:
             gauge.dec()
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        # a default header: errors (which clear the headers) and streams carry it too
+        if instance := self.settings.get(INSTANCE_SETTING):
+            self.set_header(INSTANCE_HEADER, instance)
 
     @property
     def service(self) -> ImpetusService:

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import ssl
 import sys
 import types
@@ -151,6 +152,12 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
+def instance_name(setting: str, port: int) -> str:
+    """The X-Impetus-Instance value: `auto` names the host and the port that was bound (two
+    replicas on one host differ by port; a Kubernetes pod's host name is the pod's name)."""
+    return f"{socket.gethostname()}:{port}" if setting == "auto" else setting
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -179,6 +186,7 @@ async def serve(settings: Settings, tls: ssl.SSLContext | None = None) -> int:
     from tornado.netutil import bind_sockets
 
     from impetus.api.app import make_app
+    from impetus.api.base import INSTANCE_SETTING
     from impetus.api.service import ImpetusService
 
     service = ImpetusService(settings)
@@ -200,6 +208,7 @@ async def serve(settings: Settings, tls: ssl.SSLContext | None = None) -> int:
         return 1
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
+    app.settings[INSTANCE_SETTING] = instance_name(settings.instance_id, port)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     scheme = "https" if tls is not None else "http"
     service.endpoint = f"{scheme}://{host}:{port}/v1"

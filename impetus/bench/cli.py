@@ -266,6 +266,7 @@ def _multiturn(args: argparse.Namespace) -> int:
             "first_prompt_tokens": args.first_prompt_tokens,
             "turn_prompt_tokens": args.turn_tokens,
             "cold": args.cold,
+            "session_header": args.session_header or None,
         }
     )
     return _run_load(args, run_multiturn, config)
@@ -462,6 +463,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     conv.add_argument("--max-tokens", type=int, default=64)
     conv.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold twins")
+    conv.add_argument(
+        "--session-header",
+        default="X-Session-Id",
+        metavar="NAME",
+        help="header carrying each conversation's own id, for proxies that keep a conversation on "
+        "one replica by hashing it (default: %(default)s)",
+    )
+    conv.add_argument(
+        "--no-session-header",
+        dest="session_header",
+        action="store_const",
+        const="",
+        help="send no conversation header",
+    )
 
     engine = sub.add_parser(
         "engine",

@@ -42,6 +42,7 @@ from impetus.bench.tokens import Tokenizer, load_tokenizer
 
 log = logging.getLogger("impetus.bench")
 
+SESSION_HEADER = "X-Session-Id"  # the conversation header deploy/nginx hashes on
 ProgressCallback = Callable[[int, int], None]
 ProfileCallback = Callable[[ProfileSummary], None]
 T = TypeVar("T")
@@ -147,6 +148,10 @@ class MultiTurnConfig(_CommonConfig):
     turn_prompt_tokens: int = Field(64, ge=1)
     max_tokens: int = Field(64, ge=1)
     cold: bool = True
+    # Each conversation sends its own id in this header (None: no header), as a chat client
+    # behind a proxy that keeps conversations on one replica must (docs/scale.md): without it,
+    # the proxy spreads the turns and the run measures cache misses the client would not have.
+    session_header: str | None = Field(SESSION_HEADER, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
 @dataclass
@@ -427,26 +432,35 @@ async def run_multiturn(
             progress(result)
 
         async def ask(
-            messages: list[dict[str, Any]], known: int | None
+            messages: list[dict[str, Any]], known: int | None, session: str
         ) -> tuple[RequestResult, str]:
             # `known`: the prompt tokens as counted here, for endpoints that send no usage
+            headers = {config.session_header: session} if config.session_header else None
             return await stream_chat(
-                client, endpoint, messages, options, tokenizer=tokenizer, prompt_tokens=known
+                client,
+                endpoint,
+                messages,
+                options,
+                tokenizer=tokenizer,
+                prompt_tokens=known,
+                headers=headers,
             )
 
         async def conversation(c: int) -> None:
             plan = plans[c]
+            session = f"{record.id}-{c}"  # unique to this run: no earlier run's cache helps
             first_text, first_n = plan.first
             messages: list[dict[str, Any]] = [{"role": "user", "content": first_text}]
             known = first_n  # prompt tokens as far as we can count them (content only)
             async with limit:
                 for turn in range(config.turns):
-                    result, answer = await ask(messages, known)
+                    result, answer = await ask(messages, known, session)
                     keep(result, c, turn, False)
                     if config.cold:
                         cold_text, _ = plan.cold_firsts[turn]
                         cold_messages = [{"role": "user", "content": cold_text}, *messages[1:]]
-                        cold, _ = await ask(cold_messages, known)
+                        # a fresh first message makes a new conversation: its own session
+                        cold, _ = await ask(cold_messages, known, f"{session}-cold{turn}")
                         keep(cold, c, turn, True)
                     if not result.success:
                         # The conversation can't go on without its answer: the turns it would

@@ -124,13 +124,16 @@ async def stream_chat(
     index: int = 0,
     tokenizer: Tokenizer | None = None,
     prompt_tokens: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[RequestResult, str]:
     """Send one streaming request; return its timings and the generated text.
 
     `sent` is an absolute `time.perf_counter()` value; the load runner makes it relative.
     `prompt_tokens` is the caller's own count, used when the endpoint reports no usage.
+    `headers`: this request's own, beside the endpoint's (a conversation's session id).
     """
     body = options.body(endpoint.model, messages)
+    request_headers = {**endpoint.headers, **(headers or {})}
     result = RequestResult(index=index, success=False, prompt_tokens=prompt_tokens)
     text_parts: list[str] = []
     usage: dict[str, Any] | None = None
@@ -142,7 +145,7 @@ async def stream_chat(
     result.sent = start
     try:
         async with client.stream(
-            "POST", endpoint.base_url + "/chat/completions", json=body, headers=endpoint.headers
+            "POST", endpoint.base_url + "/chat/completions", json=body, headers=request_headers
         ) as response:
             result.status_code = response.status_code
             content_type = response.headers.get("content-type", "")

@@ -109,3 +109,14 @@ def test_the_configuration_page_lists_every_setting() -> None:
     }
     for name in Settings.model_fields:
         assert f"`{flag_name(name)}`" in rows[name] and f"`{env_name(name)}`" in rows[name], name
+
+
+def test_instance_name_is_host_and_port_unless_given() -> None:
+    import socket
+
+    from impetus.api.serve import instance_name
+
+    assert instance_name("auto", 8001) == f"{socket.gethostname()}:8001"
+    assert instance_name("gpu-node-3", 8001) == "gpu-node-3"
+    assert instance_name("", 8001) == ""  # no header
+    assert settings_from_args(build_parser().parse_args(["serve"])).instance_id == "auto"

@@ -14,7 +14,7 @@ from impetus.bench.load import arrival_times, sweep_rates
 from impetus.bench.schema import ProfileSpec, RunRecord
 from impetus.bench.stats import stats
 from impetus.bench.store import ResultStore, RunNotFound
-from impetus.cli import main
+from impetus.cli import build_parser, main
 from impetus.client import PrivateServer
 
 
@@ -97,11 +97,17 @@ def test_cli_serve_history_show_compare(
         "8",
         "--max-tokens",
         "4",
+        "--session-header",
+        "X-Conversation-Id",
         "--db",
         db,
         "--quiet",
     )
     assert rc == 0 and "cold/warm" in out
+    rc, out = _run(capsys, "bench", "show", "last", "--db", db, "--json")
+    assert json.loads(out)["params"]["session_header"] == "X-Conversation-Id"  # stored with it
+    args = build_parser().parse_args(["bench", "multiturn", *common[:6], "--no-session-header"])
+    assert args.session_header == ""
 
     assert main(["bench", "show", "nope", "--db", db]) == 1
     assert "no run 'nope'" in capsys.readouterr().err

@@ -36,9 +36,14 @@ def rewrite(text: str, pattern: str, repl: str, count: int) -> str:
     return new
 
 
-def render_upstream(addresses: list[str]) -> str:
-    """impetus-upstream.conf with its `server` lines pointed at the test replicas."""
+HASH = r"^\s*hash \$http_x_session_id consistent;\n"  # the conversation routing line
+
+
+def render_upstream(addresses: list[str], hashing: bool = True) -> str:
+    """impetus-upstream.conf with its `server` lines pointed at the test replicas; without
+    `hashing`, its consistent-hashing line removed (plain round robin)."""
     text = (DEPLOY / "impetus-upstream.conf").read_text()
+    text = rewrite(text, HASH, r"\g<0>" if hashing else "", 1)  # (the line must be there)
     lines = re.findall(r"^\s*server \S+(.*);$", text, flags=re.MULTILINE)
     assert len(lines) >= 1
     options = lines[0]  # the options of the shipped lines (max_fails=0 ...), kept

@@ -156,3 +156,21 @@ def test_compose_file_refers_to_shipped_files() -> None:
     for dockerfile in ("Dockerfile.cpu", "Dockerfile.cuda"):
         env = dockerfile_env(dockerfile)
         assert all(known_variable(n) for n in env if n.startswith("IMPETUS_")), env
+
+
+def test_every_proxy_hashes_the_header_the_benchmark_sends() -> None:
+    """nginx on a host, nginx in compose and the Ingress keep a conversation on one replica by
+    the same header that `impetus bench multiturn` sends (and docs/scale.md names)."""
+    from impetus.bench.serve import SESSION_HEADER
+
+    variable = "$http_" + SESSION_HEADER.lower().replace("-", "_")
+    for upstream in (
+        DEPLOY / "nginx" / "impetus-upstream.conf",
+        DEPLOY / "docker" / "nginx-upstream.conf",
+    ):
+        text = upstream.read_text()
+        assert re.search(rf"^\s*hash \{variable} consistent;$", text, flags=re.MULTILINE), upstream
+        # nginx: a balancing method must come before keepalive
+        assert text.index(f"hash {variable}") < text.index("    keepalive")
+    notes = load("ingress.yaml")["metadata"]["annotations"]
+    assert notes["nginx.ingress.kubernetes.io/upstream-hash-by"].startswith(variable + "$")
