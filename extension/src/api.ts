@@ -55,7 +55,9 @@ export class ImpetusApi {
     const pulling = (body as { pulling?: unknown })?.pulling;
     return {
       models: listOf<IRegistryEntry>(body, 'model list'),
-      pulling: Array.isArray(pulling) ? pulling.filter((p): p is string => typeof p === 'string') : []
+      pulling: Array.isArray(pulling)
+        ? pulling.filter((p): p is string => typeof p === 'string')
+        : []
     };
   }
 
@@ -222,7 +224,11 @@ const STATUSES: ReadonlySet<string> = new Set([
  * Check one progress event. An SSE `event: error` with an OpenAI error body (the shape every
  * impetus error has) becomes an `error` progress, so a failure mid-stream is shown, not dropped.
  */
-export function normaliseProgress(parsed: unknown, id: string, eventName = 'message'): IPullProgress | null {
+export function normaliseProgress(
+  parsed: unknown,
+  id: string,
+  eventName = 'message'
+): IPullProgress | null {
   if (!parsed || typeof parsed !== 'object') {
     return null;
   }

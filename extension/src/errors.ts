@@ -12,7 +12,12 @@ export class ApiError extends Error {
 
   constructor(
     message: string,
-    options: { status?: number; code?: string | null; type?: string | null; param?: string | null } = {}
+    options: {
+      status?: number;
+      code?: string | null;
+      type?: string | null;
+      param?: string | null;
+    } = {}
   ) {
     super(message);
     this.name = 'ApiError';

@@ -101,7 +101,10 @@ export function describeProgress(p: Omit<IPullProgress, 'id'>): string {
 }
 
 /** The state word shown, and its colour class: ok / busy / bad. */
-export function stateView(state: EngineState): { label: string; tone: 'ok' | 'busy' | 'bad' | 'idle' } {
+export function stateView(state: EngineState): {
+  label: string;
+  tone: 'ok' | 'busy' | 'bad' | 'idle';
+} {
   switch (state) {
     case 'ready':
       return { label: 'ready', tone: 'ok' };
@@ -168,7 +171,9 @@ export function acceleratorLabel(status: Partial<IEngineStatus>): string | null 
   const label = acc.kind === 'cpu' ? 'engine CPU' : 'GPU';
   parts.push(util === null || util === undefined ? `${label} —` : `${label} ${Math.round(util)}%`);
   if (acc.kind !== 'cpu' && acc.memory_total_bytes) {
-    parts.push(`${formatBytes(acc.memory_used_bytes ?? 0)} / ${formatBytes(acc.memory_total_bytes)}`);
+    parts.push(
+      `${formatBytes(acc.memory_used_bytes ?? 0)} / ${formatBytes(acc.memory_total_bytes)}`
+    );
   }
   if (acc.power_watts !== null && acc.power_watts !== undefined) {
     parts.push(`${Math.round(acc.power_watts)} W`);
@@ -180,7 +185,10 @@ export function acceleratorLabel(status: Partial<IEngineStatus>): string | null 
 }
 
 /** Memory in use against the budget: text and a 0..1 fraction for the bar. */
-export function memoryView(status: Partial<IEngineStatus>): { text: string; fraction: number | null } {
+export function memoryView(status: Partial<IEngineStatus>): {
+  text: string;
+  fraction: number | null;
+} {
   const used = status.memory_used ?? 0;
   const budget = status.memory_budget ?? 0;
   if (!budget) {

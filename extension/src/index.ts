@@ -3,11 +3,7 @@
  * keys, activity) and palette commands. It talks to the server only through
  * `ServerConnection.makeRequest` under `{base_url}impetus/`, which adds the token and XSRF header.
  */
-import {
-  ILayoutRestorer,
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import {
   Clipboard,
   Dialog,
@@ -42,12 +38,14 @@ namespace CommandIDs {
 /** The transport: JupyterLab's authenticated fetch, rooted at `{base_url}impetus/`. */
 export function serverFetcher(settings: ServerConnection.ISettings): Fetcher {
   return (path, init = {}) =>
-    ServerConnection.makeRequest(URLExt.join(settings.baseUrl, 'impetus', path), init, settings).catch(
-      (err: unknown) => {
-        // NetworkError from makeRequest: the server is down or unreachable.
-        throw new Error(`cannot reach the server: ${describeError(err)}`);
-      }
-    );
+    ServerConnection.makeRequest(
+      URLExt.join(settings.baseUrl, 'impetus', path),
+      init,
+      settings
+    ).catch((err: unknown) => {
+      // NetworkError from makeRequest: the server is down or unreachable.
+      throw new Error(`cannot reach the server: ${describeError(err)}`);
+    });
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {
@@ -86,11 +84,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
       if (!path) {
         throw new Error('no free notebook name');
       }
-      await contents.save(path, { type: 'notebook', format: 'json', content: chatNotebook(modelId) });
+      await contents.save(path, {
+        type: 'notebook',
+        format: 'json',
+        content: chatNotebook(modelId)
+      });
       await commands.execute('docmanager:open', { path, factory: 'Notebook' });
     }
 
-    async function pickModel(title: string, choices: string[], current?: string): Promise<string | null> {
+    async function pickModel(
+      title: string,
+      choices: string[],
+      current?: string
+    ): Promise<string | null> {
       const result = await InputDialog.getItem({
         title,
         items: choices,
@@ -144,14 +150,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
         let id = typeof args.id === 'string' ? args.id : null;
         if (!id) {
           await model.refreshModels();
-          const rows = modelRows(model.state.models, model.state.status?.models ?? null, model.state.pulls);
+          const rows = modelRows(
+            model.state.models,
+            model.state.status?.models ?? null,
+            model.state.pulls
+          );
           const choices = rows.filter(r => r.downloaded && !r.loaded).map(r => r.entry.id);
           id = await pickModel('Load model', choices.length ? choices : rows.map(r => r.entry.id));
         }
         if (!id) {
           return false;
         }
-        const keepAlive = typeof args.keepAlive === 'number' ? args.keepAlive : model.state.keepAlive;
+        const keepAlive =
+          typeof args.keepAlive === 'number' ? args.keepAlive : model.state.keepAlive;
         const ok = await model.load(id, keepAlive);
         if (ok) {
           Notification.success(`Loaded ${id}`, { autoClose: 3000 });
@@ -178,11 +189,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     commands.addCommand(CommandIDs.openChat, {
-      label: args => (args.model ? `impetus: Chat with ${args.model}` : 'impetus: New Chat Notebook'),
+      label: args =>
+        args.model ? `impetus: Chat with ${args.model}` : 'impetus: New Chat Notebook',
       describedBy: {
         args: {
           type: 'object',
-          properties: { model: { type: 'string', description: 'model id; the loaded chat model by default' } }
+          properties: {
+            model: { type: 'string', description: 'model id; the loaded chat model by default' }
+          }
         }
       },
       execute: async args => {
@@ -191,10 +205,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
           if (!model.state.status) {
             await model.refreshAll();
           }
-          const rows = modelRows(model.state.models, model.state.status?.models ?? null, model.state.pulls);
+          const rows = modelRows(
+            model.state.models,
+            model.state.status?.models ?? null,
+            model.state.pulls
+          );
           modelId = await pickModel(
             'Chat with model',
-            rows.filter(r => (r.state?.kind ?? r.entry.kind ?? 'chat') === 'chat').map(r => r.entry.id),
+            rows
+              .filter(r => (r.state?.kind ?? r.entry.kind ?? 'chat') === 'chat')
+              .map(r => r.entry.id),
             preferredChatModel(rows)
           );
         }
@@ -214,7 +234,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       describedBy: {
         args: {
           type: 'object',
-          properties: { path: { type: 'string', description: `notebook path (default ${BENCHMARK_REPORT})` } }
+          properties: {
+            path: { type: 'string', description: `notebook path (default ${BENCHMARK_REPORT})` }
+          }
         }
       },
       execute: async args => {

@@ -202,7 +202,11 @@ export class SidebarModel {
 
   setQuery(query: string): void {
     // Hub results belong to the query they were searched for.
-    this.set({ query, hubResults: query === this._state.query ? this._state.hubResults : null, hubError: null });
+    this.set({
+      query,
+      hubResults: query === this._state.query ? this._state.hubResults : null,
+      hubError: null
+    });
   }
 
   async searchHub(): Promise<void> {

@@ -48,7 +48,8 @@ export function modelRows(
       entry,
       state,
       loaded: loadedStates ? state !== null : Boolean(entry.loaded),
-      downloaded: Boolean(entry.downloaded) || state !== null || pulls.get(entry.id)?.status === 'done',
+      downloaded:
+        Boolean(entry.downloaded) || state !== null || pulls.get(entry.id)?.status === 'done',
       pull: pulls.get(entry.id) ?? null
     });
   }

@@ -181,7 +181,10 @@ function Meter(props: { fraction: number | null; testId?: string; label: string 
       aria-valuenow={pct ?? undefined}
       data-testid={props.testId}
     >
-      <div className="jp-ImpetusSidebar-meterFill" style={{ width: pct === null ? '100%' : `${pct}%` }} />
+      <div
+        className="jp-ImpetusSidebar-meterFill"
+        style={{ width: pct === null ? '100%' : `${pct}%` }}
+      />
     </div>
   );
 }
@@ -228,7 +231,10 @@ function EngineSection(props: { model: SidebarModel; state: ISidebarState }): JS
       {status && (
         <dl className="jp-ImpetusSidebar-facts">
           <dt>Backend</dt>
-          <dd data-testid="impetus-backend" title={[status.device, status.blas].filter(Boolean).join('\n')}>
+          <dd
+            data-testid="impetus-backend"
+            title={[status.device, status.blas].filter(Boolean).join('\n')}
+          >
             {backendLabel(status.backend)}
             {status.device ? ` · ${status.device}` : ''}
             {status.blas ? ` · ${blasLabel(status.blas)}` : ''}
@@ -238,7 +244,9 @@ function EngineSection(props: { model: SidebarModel; state: ISidebarState }): JS
               <dt>{status.accelerator?.kind === 'cpu' ? 'CPU' : 'GPU'}</dt>
               <dd
                 data-testid="impetus-accelerator"
-                title={[status.accelerator?.name, status.accelerator?.what].filter(Boolean).join('\n')}
+                title={[status.accelerator?.name, status.accelerator?.what]
+                  .filter(Boolean)
+                  .join('\n')}
               >
                 {acceleratorLabel(status)}
               </dd>
@@ -291,7 +299,12 @@ function Sparkline(props: {
         const points = sparklinePoints(s.values, SPARK_W, SPARK_H, props.capacity, max);
         return (
           <g key={s.className} className={s.className}>
-            {points && <polygon className="jp-ImpetusSidebar-sparkArea" points={sparklineArea(points, SPARK_H)} />}
+            {points && (
+              <polygon
+                className="jp-ImpetusSidebar-sparkArea"
+                points={sparklineArea(points, SPARK_H)}
+              />
+            )}
             {points && <polyline className="jp-ImpetusSidebar-sparkLine" points={points} />}
           </g>
         );
@@ -385,14 +398,19 @@ function ModelsSection(props: {
           {state.hubSearching ? 'Searching…' : 'Hub'}
         </button>
       </div>
-      <label className="jp-ImpetusSidebar-row jp-ImpetusSidebar-muted" title="How long a model loaded from here stays loaded while idle">
+      <label
+        className="jp-ImpetusSidebar-row jp-ImpetusSidebar-muted"
+        title="How long a model loaded from here stays loaded while idle"
+      >
         Keep-alive on load
         <select
           className="jp-ImpetusSidebar-select"
           aria-label="Keep-alive for models loaded from here"
           data-testid="impetus-keep-alive"
           value={String(KEEP_ALIVE_CHOICES.findIndex(c => c.seconds === state.keepAlive))}
-          onChange={e => model.setKeepAlive(KEEP_ALIVE_CHOICES[Number(e.currentTarget.value)].seconds)}
+          onChange={e =>
+            model.setKeepAlive(KEEP_ALIVE_CHOICES[Number(e.currentTarget.value)].seconds)
+          }
         >
           {KEEP_ALIVE_CHOICES.map((c, i) => (
             <option key={c.label} value={String(i)}>
@@ -407,7 +425,9 @@ function ModelsSection(props: {
           <ModelItem key={row.entry.id} row={row} model={model} state={state} host={host} />
         ))}
         {rows.length === 0 && !state.modelsError && (
-          <li className="jp-ImpetusSidebar-muted">{query ? 'No local model matches.' : 'No models yet.'}</li>
+          <li className="jp-ImpetusSidebar-muted">
+            {query ? 'No local model matches.' : 'No models yet.'}
+          </li>
         )}
       </ul>
       {offerPull && (
@@ -419,7 +439,9 @@ function ModelsSection(props: {
           Download {query}
         </button>
       )}
-      {state.hubError && <div className="jp-ImpetusSidebar-error">Hub search: {state.hubError}</div>}
+      {state.hubError && (
+        <div className="jp-ImpetusSidebar-error">Hub search: {state.hubError}</div>
+      )}
       {state.hubResults !== null && (
         <>
           <div className="jp-ImpetusSidebar-subtitle">From the hub</div>
@@ -429,7 +451,9 @@ function ModelsSection(props: {
             ))}
             {hubOnly.length === 0 && (
               <li className="jp-ImpetusSidebar-muted">
-                {state.hubResults.length ? 'Every result is in the list above.' : 'Nothing found on the hub.'}
+                {state.hubResults.length
+                  ? 'Every result is in the list above.'
+                  : 'Nothing found on the hub.'}
               </li>
             )}
           </ul>
@@ -509,12 +533,20 @@ function ModelItem(props: {
   const isChat = (row.state?.kind ?? row.entry.kind ?? 'chat') === 'chat';
   const badge = row.loaded ? 'loaded' : row.downloaded ? 'downloaded' : 'remote';
   return (
-    <li className="jp-ImpetusSidebar-model" data-model-id={id} data-status={badge} data-testid="impetus-model">
+    <li
+      className="jp-ImpetusSidebar-model"
+      data-model-id={id}
+      data-status={badge}
+      data-testid="impetus-model"
+    >
       <div className="jp-ImpetusSidebar-row">
         <span className="jp-ImpetusSidebar-modelId" title={id}>
           {id}
         </span>
-        <span className={`jp-ImpetusSidebar-badge jp-mod-${badge}`} data-testid="impetus-model-status">
+        <span
+          className={`jp-ImpetusSidebar-badge jp-mod-${badge}`}
+          data-testid="impetus-model-status"
+        >
           {busy ?? (pulling ? 'downloading' : badge)}
         </span>
       </div>
@@ -531,7 +563,11 @@ function ModelItem(props: {
       <PullProgress id={id} model={model} state={state} />
       <div className="jp-ImpetusSidebar-actions">
         {row.loaded ? (
-          <button className="jp-mod-styled" disabled={Boolean(busy)} onClick={() => void model.unload(id)}>
+          <button
+            className="jp-mod-styled"
+            disabled={Boolean(busy)}
+            onClick={() => void model.unload(id)}
+          >
             Unload
           </button>
         ) : row.downloaded ? (
@@ -582,7 +618,11 @@ function HubItem(props: { entry: IRegistryEntry; model: SidebarModel }): JSX.Ele
     .filter(Boolean)
     .join(' · ');
   return (
-    <li className="jp-ImpetusSidebar-model" data-model-id={entry.id} data-testid="impetus-hub-model">
+    <li
+      className="jp-ImpetusSidebar-model"
+      data-model-id={entry.id}
+      data-testid="impetus-hub-model"
+    >
       <div className="jp-ImpetusSidebar-row">
         <span className="jp-ImpetusSidebar-modelId" title={entry.id}>
           {entry.id}
@@ -598,7 +638,11 @@ function HubItem(props: { entry: IRegistryEntry; model: SidebarModel }): JSX.Ele
   );
 }
 
-function EndpointSection(props: { state: ISidebarState; host: IPanelHost; chatModel: string }): JSX.Element {
+function EndpointSection(props: {
+  state: ISidebarState;
+  host: IPanelHost;
+  chatModel: string;
+}): JSX.Element {
   const { state, host, chatModel } = props;
   const baseUrl = openaiBaseUrl(host.serverBaseUrl);
   const key = state.newKey?.key ?? null;
@@ -636,7 +680,9 @@ function EndpointSection(props: { state: ISidebarState; host: IPanelHost; chatMo
         <button
           className="jp-mod-styled"
           data-testid="impetus-copy-python"
-          onClick={() => host.copy(pythonSnippet(baseUrl, chatModel, key, protocol), 'Python snippet')}
+          onClick={() =>
+            host.copy(pythonSnippet(baseUrl, chatModel, key, protocol), 'Python snippet')
+          }
         >
           Copy Python
         </button>
@@ -665,7 +711,11 @@ function EndpointSection(props: { state: ISidebarState; host: IPanelHost; chatMo
   );
 }
 
-function KeysSection(props: { model: SidebarModel; state: ISidebarState; host: IPanelHost }): JSX.Element {
+function KeysSection(props: {
+  model: SidebarModel;
+  state: ISidebarState;
+  host: IPanelHost;
+}): JSX.Element {
   const { model, state, host } = props;
   const [creating, setCreating] = React.useState(false);
   return (
@@ -685,7 +735,10 @@ function KeysSection(props: { model: SidebarModel; state: ISidebarState; host: I
               data-testid="impetus-new-key-value"
               onFocus={e => e.currentTarget.select()}
             />
-            <button className="jp-mod-styled" onClick={() => host.copy(state.newKey?.key ?? '', 'API key')}>
+            <button
+              className="jp-mod-styled"
+              onClick={() => host.copy(state.newKey?.key ?? '', 'API key')}
+            >
               Copy
             </button>
           </div>
@@ -706,7 +759,11 @@ function KeysSection(props: { model: SidebarModel; state: ISidebarState; host: I
               className="jp-mod-styled jp-mod-warn"
               onClick={() =>
                 void host
-                  .confirm('Revoke API key', `Revoke ${k.name || k.prefix || k.id}? Clients using it stop working.`, 'Revoke')
+                  .confirm(
+                    'Revoke API key',
+                    `Revoke ${k.name || k.prefix || k.id}? Clients using it stop working.`,
+                    'Revoke'
+                  )
                   .then(ok => (ok ? model.revokeKey(k.id) : false))
               }
             >
@@ -714,7 +771,9 @@ function KeysSection(props: { model: SidebarModel; state: ISidebarState; host: I
             </button>
           </li>
         ))}
-        {state.keys.length === 0 && !state.keysError && <li className="jp-ImpetusSidebar-muted">No keys yet.</li>}
+        {state.keys.length === 0 && !state.keysError && (
+          <li className="jp-ImpetusSidebar-muted">No keys yet.</li>
+        )}
       </ul>
       <button
         className="jp-mod-styled jp-mod-accept jp-ImpetusSidebar-wide"

@@ -112,7 +112,9 @@ export function curlSnippet(
   const messages = [{ role: 'user', content: PROMPT }];
   let url = `${baseUrl}/chat/completions`;
   let body = JSON.stringify({ model, messages, max_tokens: 128 });
-  let auth = apiKey ? shellQuote(`Authorization: Bearer ${apiKey}`) : `"Authorization: Bearer $${KEY_ENV}"`;
+  let auth = apiKey
+    ? shellQuote(`Authorization: Bearer ${apiKey}`)
+    : `"Authorization: Bearer $${KEY_ENV}"`;
   const extra: string[] = [];
   if (protocol === 'anthropic') {
     url = `${impetusRoot(baseUrl)}/v1/messages`;
@@ -122,13 +124,15 @@ export function curlSnippet(
     url = `${impetusRoot(baseUrl)}/api/chat`;
     body = JSON.stringify({ model, messages, options: { num_predict: 128 }, stream: false });
   }
-  return [
-    `curl ${shellQuote(url)} \\`,
-    `  -H ${auth} \\`,
-    ...extra,
-    `  -H 'Content-Type: application/json' \\`,
-    `  -d ${shellQuote(body)}`
-  ].join('\n') + '\n';
+  return (
+    [
+      `curl ${shellQuote(url)} \\`,
+      `  -H ${auth} \\`,
+      ...extra,
+      `  -H 'Content-Type: application/json' \\`,
+      `  -d ${shellQuote(body)}`
+    ].join('\n') + '\n'
+  );
 }
 
 /** The Python a chat notebook starts with. */
@@ -151,7 +155,9 @@ export function chatNotebook(model: string): Record<string, unknown> {
         cell_type: 'markdown',
         id: 'impetus-chat-title',
         metadata: {},
-        source: lines(`# Chat with \`${model}\`\n\nRun the cell below; the panel streams from the impetus engine.`)
+        source: lines(
+          `# Chat with \`${model}\`\n\nRun the cell below; the panel streams from the impetus engine.`
+        )
       },
       {
         cell_type: 'code',

@@ -8,11 +8,23 @@ import { FakeServer, PushStream, json, settle } from './fake-server';
 describe('errors', () => {
   it('reads the OpenAI error shape', () => {
     const err = errorFromBody(
-      { error: { message: 'model x not found', type: 'invalid_request_error', param: 'model', code: 'model_not_found' } },
+      {
+        error: {
+          message: 'model x not found',
+          type: 'invalid_request_error',
+          param: 'model',
+          code: 'model_not_found'
+        }
+      },
       404
     );
     expect(err).toBeInstanceOf(ApiError);
-    expect([err.message, err.status, err.code, err.param]).toEqual(['model x not found', 404, 'model_not_found', 'model']);
+    expect([err.message, err.status, err.code, err.param]).toEqual([
+      'model x not found',
+      404,
+      'model_not_found',
+      'model'
+    ]);
     expect(describeError(err)).toBe('model x not found (HTTP 404)');
   });
 
@@ -29,14 +41,25 @@ describe('ImpetusApi', () => {
     const server = new FakeServer();
     const api = new ImpetusApi(server.fetch);
     expect((await api.status()).state).toBe('ready');
-    expect((await api.models()).map(m => m.id)).toEqual(['smollm2-135m', 'minilm', 'org/remote-model']);
-    expect(server.requests.map(r => `${r.method} ${r.path}`)).toEqual(['GET admin/status', 'GET admin/models']);
+    expect((await api.models()).map(m => m.id)).toEqual([
+      'smollm2-135m',
+      'minilm',
+      'org/remote-model'
+    ]);
+    expect(server.requests.map(r => `${r.method} ${r.path}`)).toEqual([
+      'GET admin/status',
+      'GET admin/models'
+    ]);
   });
 
   it("reads the registry's search result and its error", async () => {
-    const ok = new ImpetusApi(async () => json({ query: 'q', models: [{ id: 'org/m', downloads: 3 }], error: null }));
+    const ok = new ImpetusApi(async () =>
+      json({ query: 'q', models: [{ id: 'org/m', downloads: 3 }], error: null })
+    );
     expect(await ok.searchHub('q')).toEqual([{ id: 'org/m', downloads: 3 }]);
-    const offline = new ImpetusApi(async () => json({ query: 'q', models: [], error: 'the hub cannot be searched' }));
+    const offline = new ImpetusApi(async () =>
+      json({ query: 'q', models: [], error: 'the hub cannot be searched' })
+    );
     await expect(offline.searchHub('q')).rejects.toThrow('the hub cannot be searched');
   });
 
@@ -48,7 +71,11 @@ describe('ImpetusApi', () => {
   it('raises ApiError with the server message on failure', async () => {
     const server = new FakeServer();
     const api = new ImpetusApi(server.fetch);
-    await expect(api.load('nope')).rejects.toMatchObject({ status: 404, code: 'model_not_found', param: 'id' });
+    await expect(api.load('nope')).rejects.toMatchObject({
+      status: 404,
+      code: 'model_not_found',
+      param: 'id'
+    });
   });
 
   it('sends load options as the contract names them', async () => {
@@ -57,7 +84,11 @@ describe('ImpetusApi', () => {
     const state = await api.load('minilm', { keepAlive: -1, dtype: 'float32' });
     expect(state.keep_alive).toBe(-1);
     const req = server.requests[0];
-    expect(req).toMatchObject({ method: 'POST', path: 'admin/models/load', body: { id: 'minilm', keep_alive: -1, dtype: 'float32' } });
+    expect(req).toMatchObject({
+      method: 'POST',
+      path: 'admin/models/load',
+      body: { id: 'minilm', keep_alive: -1, dtype: 'float32' }
+    });
     expect(req.headers['content-type']).toBe('application/json');
     await api.load('minilm');
     expect(server.requests[1].body).toEqual({ id: 'minilm' });
@@ -83,7 +114,11 @@ describe('ImpetusApi', () => {
     const done = api.pull('org/remote-model', p => seen.push(p));
     await settle();
     const stream = server.pulls.get('org/remote-model') as PushStream;
-    expect(server.requests[0]).toMatchObject({ method: 'POST', path: 'admin/models/pull', body: { id: 'org/remote-model', load: false } });
+    expect(server.requests[0]).toMatchObject({
+      method: 'POST',
+      path: 'admin/models/pull',
+      body: { id: 'org/remote-model', load: false }
+    });
     stream.send({ status: 'downloading', bytes_done: 0, bytes_total: 100 });
     await settle();
     expect(seen.map(p => p.bytes_done)).toEqual([0]); // delivered before the stream ends
@@ -119,7 +154,9 @@ describe('ImpetusApi', () => {
     const done = api.pull('x', () => undefined);
     await settle();
     const stream = server.pulls.get('x') as PushStream;
-    stream.raw('event: error\ndata: {"error": {"message": "repository not found", "code": "model_not_found"}}\n\n');
+    stream.raw(
+      'event: error\ndata: {"error": {"message": "repository not found", "code": "model_not_found"}}\n\n'
+    );
     expect(await done).toEqual({ id: 'x', status: 'error', message: 'repository not found' });
   });
 
@@ -127,10 +164,16 @@ describe('ImpetusApi', () => {
     const server = new FakeServer();
     server.override = r =>
       r.path === 'admin/models/pull'
-        ? json({ error: { message: 'already downloading', type: 'x', param: 'id', code: 'conflict' } }, 409)
+        ? json(
+            { error: { message: 'already downloading', type: 'x', param: 'id', code: 'conflict' } },
+            409
+          )
         : undefined;
     const api = new ImpetusApi(server.fetch);
-    await expect(api.pull('x', () => undefined)).rejects.toMatchObject({ status: 409, message: 'already downloading' });
+    await expect(api.pull('x', () => undefined)).rejects.toMatchObject({
+      status: 409,
+      message: 'already downloading'
+    });
   });
 
   it('creates, lists and revokes keys', async () => {
@@ -151,10 +194,21 @@ describe('ImpetusApi', () => {
 
 describe('normaliseProgress', () => {
   it('keeps known statuses and drops unknown events', () => {
-    expect(normaliseProgress({ status: 'downloading', bytes_done: 1 }, 'm')).toEqual({ id: 'm', status: 'downloading', bytes_done: 1 });
-    expect(normaliseProgress({ id: 'org/m', status: 'done' }, 'm')).toEqual({ id: 'org/m', status: 'done' });
+    expect(normaliseProgress({ status: 'downloading', bytes_done: 1 }, 'm')).toEqual({
+      id: 'm',
+      status: 'downloading',
+      bytes_done: 1
+    });
+    expect(normaliseProgress({ id: 'org/m', status: 'done' }, 'm')).toEqual({
+      id: 'org/m',
+      status: 'done'
+    });
     expect(normaliseProgress({ status: 'warming' }, 'm')).toBeNull();
     expect(normaliseProgress('x', 'm')).toBeNull();
-    expect(normaliseProgress({ message: 'boom' }, 'm', 'error')).toEqual({ id: 'm', status: 'error', message: 'boom' });
+    expect(normaliseProgress({ message: 'boom' }, 'm', 'error')).toEqual({
+      id: 'm',
+      status: 'error',
+      message: 'boom'
+    });
   });
 });

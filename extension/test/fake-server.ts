@@ -20,7 +20,12 @@ export function json(body: unknown, status = 200): Response {
   });
 }
 
-export function openaiError(status: number, message: string, code: string, param: string | null = null): Response {
+export function openaiError(
+  status: number,
+  message: string,
+  code: string,
+  param: string | null = null
+): Response {
   return json({ error: { message, type: 'invalid_request_error', param, code } }, status);
 }
 
@@ -82,9 +87,32 @@ export class FakeServer {
     endpoint: 'http://localhost:8888/impetus/v1'
   };
   models: IRegistryEntry[] = [
-    { id: 'smollm2-135m', source: 'builtin', kind: 'chat', size_bytes: 100_000_000, quantization: 'Q4_1', loaded: true, downloaded: true },
-    { id: 'minilm', source: 'builtin', kind: 'embedding', size_bytes: 90_000_000, quantization: null, loaded: false, downloaded: true },
-    { id: 'org/remote-model', source: 'hub', kind: 'chat', size_bytes: 1_000_000, loaded: false, downloaded: false }
+    {
+      id: 'smollm2-135m',
+      source: 'builtin',
+      kind: 'chat',
+      size_bytes: 100_000_000,
+      quantization: 'Q4_1',
+      loaded: true,
+      downloaded: true
+    },
+    {
+      id: 'minilm',
+      source: 'builtin',
+      kind: 'embedding',
+      size_bytes: 90_000_000,
+      quantization: null,
+      loaded: false,
+      downloaded: true
+    },
+    {
+      id: 'org/remote-model',
+      source: 'hub',
+      kind: 'chat',
+      size_bytes: 1_000_000,
+      loaded: false,
+      downloaded: false
+    }
   ];
   keys: IApiKeyInfo[] = [];
   /** The open download streams, by model id. */
@@ -164,7 +192,10 @@ export class FakeServer {
         return json(state);
       }
       case 'POST admin/models/unload': {
-        this.status = { ...this.status, models: (this.status.models ?? []).filter(m => m.id !== b.id) };
+        this.status = {
+          ...this.status,
+          models: (this.status.models ?? []).filter(m => m.id !== b.id)
+        };
         return json({ id: b.id, unloaded: true });
       }
       case 'GET admin/keys':
@@ -172,7 +203,13 @@ export class FakeServer {
       case 'POST admin/keys': {
         const id = `key_${++this.keySeq}`;
         const name = String(b.name ?? '');
-        const created = { id, name, key: `imp-secret-${this.keySeq}`, created: 1_700_000_000, prefix: 'imp-secr' };
+        const created = {
+          id,
+          name,
+          key: `imp-secret-${this.keySeq}`,
+          created: 1_700_000_000,
+          prefix: 'imp-secr'
+        };
         this.keys.push({ id, name, created: created.created, prefix: created.prefix });
         return json(created, 201);
       }
@@ -181,7 +218,9 @@ export class FakeServer {
           const id = decodeURIComponent(path.slice('admin/keys/'.length));
           const before = this.keys.length;
           this.keys = this.keys.filter(k => k.id !== id);
-          return before === this.keys.length ? openaiError(404, 'no such key', 'not_found') : new Response(null, { status: 204 });
+          return before === this.keys.length
+            ? openaiError(404, 'no such key', 'not_found')
+            : new Response(null, { status: 204 });
         }
         return openaiError(404, `no route ${route}`, 'not_found');
     }

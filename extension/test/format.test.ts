@@ -42,20 +42,31 @@ describe('format', () => {
   });
 
   it('describes download progress', () => {
-    const p = { status: 'downloading' as const, bytes_done: 5 * 1024 ** 2, bytes_total: 20 * 1024 ** 2, speed: 1024 ** 2, eta: 15 };
+    const p = {
+      status: 'downloading' as const,
+      bytes_done: 5 * 1024 ** 2,
+      bytes_total: 20 * 1024 ** 2,
+      speed: 1024 ** 2,
+      eta: 15
+    };
     expect(describeProgress(p)).toBe('5.00 MB / 20.0 MB · 1.00 MB/s · 15 s left');
     expect(progressFraction(p)).toBe(0.25);
     expect(progressFraction({ status: 'downloading', bytes_done: 5 })).toBeNull();
     expect(progressFraction({ status: 'done' })).toBe(1);
     expect(describeProgress({ status: 'converting' })).toBe('converting…');
-    expect(describeProgress({ status: 'done', bytes_total: 2048, message: 'ready in /long/path' })).toBe(
-      'downloaded · 2.00 KB'
-    );
+    expect(
+      describeProgress({ status: 'done', bytes_total: 2048, message: 'ready in /long/path' })
+    ).toBe('downloaded · 2.00 KB');
     expect(describeProgress({ status: 'error', message: 'disk full' })).toBe('disk full');
     expect(describeProgress({ status: 'downloading', bytes_done: 2048 })).toBe('2.00 KB');
-    expect(describeProgress({ status: 'downloading', bytes_done: 1, bytes_total: 2, file: 'model.safetensors' })).toBe(
-      '1 B / 2 B · model.safetensors'
-    );
+    expect(
+      describeProgress({
+        status: 'downloading',
+        bytes_done: 1,
+        bytes_total: 2,
+        file: 'model.safetensors'
+      })
+    ).toBe('1 B / 2 B · model.safetensors');
   });
 
   it('formats parameter counts', () => {
@@ -70,18 +81,28 @@ describe('format', () => {
     expect(stateView('failed')).toEqual({ label: 'error', tone: 'bad' });
     expect(stateView('stopped')).toEqual({ label: 'not started', tone: 'idle' });
     expect(stateView('unreachable').tone).toBe('bad');
-    expect(['cpu', 'metal', 'cuda', 'rocm', undefined].map(backendLabel)).toEqual(['CPU', 'Metal', 'CUDA', 'rocm', '—']);
+    expect(['cpu', 'metal', 'cuda', 'rocm', undefined].map(backendLabel)).toEqual([
+      'CPU',
+      'Metal',
+      'CUDA',
+      'rocm',
+      '—'
+    ]);
   });
 
   it('names the BLAS family', () => {
-    expect(blasLabel('/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblasp-r0.3.21.so')).toBe('OpenBLAS');
+    expect(blasLabel('/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblasp-r0.3.21.so')).toBe(
+      'OpenBLAS'
+    );
     expect(blasLabel('libblis.so.4')).toBe('BLIS');
     expect(blasLabel('')).toBe('');
     expect(blasLabel('/opt/libfoo.so')).toBe('libfoo.so');
   });
 
   it('shows memory against the budget', () => {
-    expect(memoryView({ state: 'ready', memory_used: 512 * 1024 ** 2, memory_budget: 2 * 1024 ** 3 })).toEqual({
+    expect(
+      memoryView({ state: 'ready', memory_used: 512 * 1024 ** 2, memory_budget: 2 * 1024 ** 3 })
+    ).toEqual({
       text: '512 MB / 2.00 GB',
       fraction: 0.25
     });
@@ -94,7 +115,13 @@ describe('acceleratorLabel', () => {
   it('names a CPU reading as the engine CPU, never as a GPU', () => {
     const status = {
       state: 'ready' as const,
-      accelerator: { kind: 'cpu', source: 'psutil', name: 'CPU', what: 'engine process CPU', utilization_percent: 35.4 }
+      accelerator: {
+        kind: 'cpu',
+        source: 'psutil',
+        name: 'CPU',
+        what: 'engine process CPU',
+        utilization_percent: 35.4
+      }
     };
     expect(acceleratorLabel(status)).toBe('engine CPU 35%');
   });

@@ -6,7 +6,10 @@ describe('ActivityHistory', () => {
   it('keeps the last `capacity` samples from status', () => {
     const h = new ActivityHistory(3);
     for (let i = 1; i <= 5; i++) {
-      h.addStatus({ state: 'ready', stats: { decode_tps_recent: i * 10, running: i, waiting: 0 } }, i);
+      h.addStatus(
+        { state: 'ready', stats: { decode_tps_recent: i * 10, running: i, waiting: 0 } },
+        i
+      );
     }
     expect(h.values().map(s => s.tps)).toEqual([30, 40, 50]);
     expect(h.latest).toEqual({ t: 5, tps: 50, running: 5, waiting: 0 });

@@ -49,7 +49,9 @@ describe('SidebarModel', () => {
   it('reports a refused start', async () => {
     const { server, model, errors } = setup();
     server.override = r =>
-      r.path === 'admin/engine/start' ? openaiError(503, 'the server is shutting down', 'shutting_down') : undefined;
+      r.path === 'admin/engine/start'
+        ? openaiError(503, 'the server is shutting down', 'shutting_down')
+        : undefined;
     expect(await model.startEngine()).toBe(false);
     expect(errors[0]).toMatch(/Engine start: the server is shutting down/);
     expect(model.state.starting).toBe(false);
@@ -57,10 +59,14 @@ describe('SidebarModel', () => {
 
   it('shows an unreachable engine and recovers', async () => {
     const { server, model } = setup();
-    server.override = r => (r.path === 'admin/status' ? json({ message: 'Not Found' }, 404) : undefined);
+    server.override = r =>
+      r.path === 'admin/status' ? json({ message: 'Not Found' }, 404) : undefined;
     await model.refreshStatus();
     expect(model.state.statusError).toMatch(/server extension is not running.*HTTP 404/);
-    server.override = r => (r.path === 'admin/status' ? json({ error: { message: 'engine restarting' } }, 503) : undefined);
+    server.override = r =>
+      r.path === 'admin/status'
+        ? json({ error: { message: 'engine restarting' } }, 503)
+        : undefined;
     await model.refreshStatus();
     expect(model.state.statusError).toBe('engine restarting (HTTP 503)');
     server.override = null;
@@ -84,7 +90,9 @@ describe('SidebarModel', () => {
     stream.send({ status: 'downloading', bytes_done: 400, bytes_total: 1000 });
     await settle();
     expect(model.state.pulls.get('org/remote-model')?.bytes_done).toBe(400);
-    server.models = server.models.map(m => (m.id === 'org/remote-model' ? { ...m, downloaded: true } : m));
+    server.models = server.models.map(m =>
+      m.id === 'org/remote-model' ? { ...m, downloaded: true } : m
+    );
     stream.send({ status: 'done', bytes_done: 1000, bytes_total: 1000 });
     const final = await done;
     expect(final.status).toBe('done');
@@ -126,14 +134,20 @@ describe('SidebarModel', () => {
     model.subscribe(s => busy.push(s.busy.get('org/remote-model') ?? '-'));
     const done = model.pull('org/remote-model');
     await settle();
-    (server.pulls.get('org/remote-model') as PushStream).send({ status: 'downloading', bytes_done: 1, bytes_total: 10 });
+    (server.pulls.get('org/remote-model') as PushStream).send({
+      status: 'downloading',
+      bytes_done: 1,
+      bytes_total: 10
+    });
     await settle();
     await model.cancelPull('org/remote-model');
     expect(busy).toContain('cancelling');
     const final: IPullProgress = await done;
     expect(final.status).toBe('cancelled');
     expect(model.state.busy.has('org/remote-model')).toBe(false);
-    expect(server.requests.find(r => r.path === 'admin/models/pull/cancel')?.body).toEqual({ id: 'org/remote-model' });
+    expect(server.requests.find(r => r.path === 'admin/models/pull/cancel')?.body).toEqual({
+      id: 'org/remote-model'
+    });
     expect(errors).toEqual([]);
     model.dismissPull('org/remote-model');
     expect(model.state.pulls.size).toBe(0);
@@ -141,7 +155,8 @@ describe('SidebarModel', () => {
 
   it('stops reading when the server cannot be told to cancel', async () => {
     const { server, model, errors } = setup();
-    server.override = r => (r.path === 'admin/models/pull/cancel' ? json({ error: { message: 'gone' } }, 500) : undefined);
+    server.override = r =>
+      r.path === 'admin/models/pull/cancel' ? json({ error: { message: 'gone' } }, 500) : undefined;
     const done = model.pull('y');
     await settle();
     await model.cancelPull('y');
@@ -156,7 +171,10 @@ describe('SidebarModel', () => {
     const { server, model } = setup();
     model.setKeepAlive(1800);
     expect(await model.load('minilm')).toBe(true);
-    expect(server.requests.find(r => r.path === 'admin/models/load')?.body).toEqual({ id: 'minilm', keep_alive: 1800 });
+    expect(server.requests.find(r => r.path === 'admin/models/load')?.body).toEqual({
+      id: 'minilm',
+      keep_alive: 1800
+    });
     expect(model.state.status?.models?.map(m => m.id)).toEqual(['smollm2-135m', 'minilm']);
     expect(await model.unload('smollm2-135m')).toBe(true);
     expect(model.state.status?.models?.map(m => m.id)).toEqual(['minilm']);

@@ -5,13 +5,30 @@ import type { IModelState, IPullProgress, IRegistryEntry } from '../src/types';
 
 /** A loaded model as the engine reports it (only id and kind matter to these tests). */
 function loaded(id: string, kind: IModelState['kind']): IModelState {
-  return { id, kind, path: `/models/${id}`, dtype: 'float32', source_dtype: 'float32', memory_bytes: 1, context_length: 2048, loaded_at: 0, last_used: 0 };
+  return {
+    id,
+    kind,
+    path: `/models/${id}`,
+    dtype: 'float32',
+    source_dtype: 'float32',
+    memory_bytes: 1,
+    context_length: 2048,
+    loaded_at: 0,
+    last_used: 0
+  };
 }
 
 const entries: IRegistryEntry[] = [
   { id: 'zeta-remote', kind: 'chat', source: 'hub', downloaded: false },
   { id: 'minilm', kind: 'embedding', source: 'builtin', downloaded: true },
-  { id: 'smollm2-135m', kind: 'chat', source: 'builtin', quantization: 'Q4_1', downloaded: true, loaded: true },
+  {
+    id: 'smollm2-135m',
+    kind: 'chat',
+    source: 'builtin',
+    quantization: 'Q4_1',
+    downloaded: true,
+    loaded: true
+  },
   { id: 'alpha-local', kind: 'chat', source: 'local', downloaded: true }
 ];
 
@@ -39,19 +56,32 @@ describe('modelRows', () => {
   });
 
   it('filters by every term, but keeps rows with a download in flight', () => {
-    const pulls = new Map<string, IPullProgress>([['zeta-remote', { id: 'zeta-remote', status: 'downloading' }]]);
-    expect(modelRows(entries, null, pulls, 'builtin CHAT').map(r => r.entry.id)).toEqual(['smollm2-135m', 'zeta-remote']);
-    expect(modelRows(entries, null, new Map(), 'q4_1').map(r => r.entry.id)).toEqual(['smollm2-135m']);
+    const pulls = new Map<string, IPullProgress>([
+      ['zeta-remote', { id: 'zeta-remote', status: 'downloading' }]
+    ]);
+    expect(modelRows(entries, null, pulls, 'builtin CHAT').map(r => r.entry.id)).toEqual([
+      'smollm2-135m',
+      'zeta-remote'
+    ]);
+    expect(modelRows(entries, null, new Map(), 'q4_1').map(r => r.entry.id)).toEqual([
+      'smollm2-135m'
+    ]);
   });
 
   it('gives a download of an unlisted model its own row', () => {
-    const pulls = new Map<string, IPullProgress>([['org/new', { id: 'org/new', status: 'downloading', bytes_done: 3 }]]);
-    const row = modelRows(entries, null, pulls, 'nothing matches').find(r => r.entry.id === 'org/new');
+    const pulls = new Map<string, IPullProgress>([
+      ['org/new', { id: 'org/new', status: 'downloading', bytes_done: 3 }]
+    ]);
+    const row = modelRows(entries, null, pulls, 'nothing matches').find(
+      r => r.entry.id === 'org/new'
+    );
     expect(row).toMatchObject({ loaded: false, downloaded: false, pull: { bytes_done: 3 } });
   });
 
   it('marks a finished download as downloaded before the list is refetched', () => {
-    const pulls = new Map<string, IPullProgress>([['zeta-remote', { id: 'zeta-remote', status: 'done' }]]);
+    const pulls = new Map<string, IPullProgress>([
+      ['zeta-remote', { id: 'zeta-remote', status: 'done' }]
+    ]);
     const row = modelRows(entries, null, pulls).find(r => r.entry.id === 'zeta-remote');
     expect(row?.downloaded).toBe(true);
   });
@@ -63,7 +93,9 @@ describe('helpers', () => {
   });
 
   it('prefers a loaded chat model for snippets', () => {
-    expect(preferredChatModel(modelRows(entries, [loaded('minilm', 'embedding')], new Map()))).toBe('alpha-local');
+    expect(preferredChatModel(modelRows(entries, [loaded('minilm', 'embedding')], new Map()))).toBe(
+      'alpha-local'
+    );
     expect(preferredChatModel(modelRows(entries, null, new Map()))).toBe('smollm2-135m');
     expect(preferredChatModel([])).toBe('smollm2-135m');
   });

@@ -16,7 +16,9 @@ const BASE = openaiBaseUrl('http://127.0.0.1:8888/a%40b/');
 
 /** Python's own parser judges the snippets (python3 is on every machine that builds impetus). */
 function pythonParses(source: string): void {
-  execFileSync('python3', ['-c', 'import ast, sys; ast.parse(sys.stdin.read())'], { input: source });
+  execFileSync('python3', ['-c', 'import ast, sys; ast.parse(sys.stdin.read())'], {
+    input: source
+  });
 }
 
 describe('snippets', () => {
@@ -39,7 +41,9 @@ describe('snippets', () => {
   it('writes a curl command the shell parses into the right arguments', () => {
     const cmd = curlSnippet(BASE, "it's-a-model", 'imp-k');
     // Replace curl by printf to see the words the shell would pass.
-    const words = execFileSync('bash', ['-c', cmd.replace(/^curl /, "printf '%s\\n' ")]).toString().split('\n');
+    const words = execFileSync('bash', ['-c', cmd.replace(/^curl /, "printf '%s\\n' ")])
+      .toString()
+      .split('\n');
     expect(words[0]).toBe(`${BASE}/chat/completions`);
     expect(words).toContain('Authorization: Bearer imp-k');
     const body = JSON.parse(words[words.indexOf('-d') + 1]);
@@ -59,7 +63,9 @@ describe('snippets', () => {
       pythonParses(oll);
     }
     const shell = (cmd: string): string[] =>
-      execFileSync('bash', ['-c', cmd.replace(/^curl /, "printf '%s\\n' ")]).toString().split('\n');
+      execFileSync('bash', ['-c', cmd.replace(/^curl /, "printf '%s\\n' ")])
+        .toString()
+        .split('\n');
     const a = shell(curlSnippet(BASE, 'm', 'imp-k', 'anthropic'));
     expect(a[0]).toBe(`${root}/v1/messages`);
     expect(a).toContain('x-api-key: imp-k');
@@ -70,16 +76,23 @@ describe('snippets', () => {
   }, 60_000); // four Python parses and two shells: slow on a loaded two-core machine
 
   it('writes a chat notebook that nbformat would accept', () => {
-    const nb = chatNotebook('smollm2-135m') as { nbformat: number; cells: Array<{ cell_type: string; source: string[] }> };
+    const nb = chatNotebook('smollm2-135m') as {
+      nbformat: number;
+      cells: Array<{ cell_type: string; source: string[] }>;
+    };
     expect(nb.nbformat).toBe(4);
     const code = nb.cells.find(c => c.cell_type === 'code');
     expect(code?.source.join('')).toBe(chatCellSource('smollm2-135m'));
-    expect(chatCellSource('smollm2-135m')).toBe('import impetus.widgets as iw\n\niw.Chat(model="smollm2-135m")');
+    expect(chatCellSource('smollm2-135m')).toBe(
+      'import impetus.widgets as iw\n\niw.Chat(model="smollm2-135m")'
+    );
     pythonParses(code?.source.join('') ?? '');
   });
 
   it('names chat notebooks safely', () => {
-    expect(chatNotebookName('mlx-community/Llama-3.2-1B')).toBe('chat-mlx-community-llama-3.2-1b.ipynb');
+    expect(chatNotebookName('mlx-community/Llama-3.2-1B')).toBe(
+      'chat-mlx-community-llama-3.2-1b.ipynb'
+    );
     expect(chatNotebookName('smollm2-135m', 2)).toBe('chat-smollm2-135m-2.ipynb');
     expect(chatNotebookName('///')).toBe('chat-model.ipynb');
   });

@@ -39,11 +39,16 @@ describe('SseParser', () => {
   });
 
   it('accepts CRLF and CR line ends, and a field without a space after the colon', () => {
-    expect(parseAll('data:x\r\n\r\ndata: y\r\rdata: z\n\n').map(e => e.data)).toEqual(['x', 'y', 'z']);
+    expect(parseAll('data:x\r\n\r\ndata: y\r\rdata: z\n\n').map(e => e.data)).toEqual([
+      'x',
+      'y',
+      'z'
+    ]);
   });
 
   it('gives the same events however the text is split', () => {
-    const text = 'data: {"status":"downloading"}\r\n\r\nevent: error\ndata: {"x":"é"}\n\n: c\n\ndata: end\n\n';
+    const text =
+      'data: {"status":"downloading"}\r\n\r\nevent: error\ndata: {"x":"é"}\n\n: c\n\ndata: end\n\n';
     const whole = parseAll(text);
     for (let cut = 0; cut <= text.length; cut++) {
       const p = new SseParser();
