@@ -75,10 +75,11 @@ run: install
 lint: $(STAMP)
 	$(VENV)/bin/ruff check impetus tests
 	$(VENV)/bin/ruff format --check impetus
-	@# the sidebar's generated API types match the server's OpenAPI document
+	@# the sidebar: its generated API types match the server's OpenAPI document, and its
+	@# hand-written sources pass prettier and eslint (make -C extension format applies the fixes)
 	@if [ -f extension/package.json ] && command -v npm >/dev/null; then \
-	  $(MAKE) -C extension check-types PYTHON="$(CURDIR)/$(PY)"; \
-	else echo "node/npm not found: skipping the sidebar's API types check"; fi
+	  $(MAKE) -C extension check-types lint PYTHON="$(CURDIR)/$(PY)"; \
+	else echo "node/npm not found: skipping the sidebar's API types check, prettier and eslint"; fi
 	@# deploy/: no container engine or cluster needed (linters and schemas ship in the dev extra)
 	$(VENV)/bin/hadolint --config deploy/docker/hadolint.yaml deploy/docker/Dockerfile.*
 	$(VENV)/bin/shellcheck deploy/docker/entrypoint.sh
