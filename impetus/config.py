@@ -257,6 +257,13 @@ class Settings(BaseSettings):
     engine_start_timeout: float = Field(
         120.0, gt=0, description="seconds to wait for the engine process"
     )
+    # A restart after a crash is mostly the new process importing MLX, mlx-lm and transformers
+    # (seconds; over ten on a busy 2-core machine): a spare that did so waits beside the engine.
+    engine_standby: bool = Field(
+        True,
+        description="keep a spare engine process with its libraries loaded (about 100 MB, no "
+        "model), so that a crashed engine is replaced in the time it takes to load the models",
+    )
     # On JupyterHub every user's server loads the extension: an MLX process per server, used or
     # not, is what Jupyter's conventions (start kernels on first use) avoid.
     engine_start: Literal["auto", "eager", "lazy"] = Field(

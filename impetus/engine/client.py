@@ -163,6 +163,7 @@ class AsyncEngine:
         self._closing = False
         self._ready = asyncio.Event()
         self._wanted: dict[str, Load] = {}  # models to bring back after a restart
+        self._spare: asyncio.subprocess.Process | None = None  # engine_standby
         self.blas = ""
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -176,17 +177,16 @@ class AsyncEngine:
             self._tasks.append(asyncio.create_task(self._read(), name="impetus-engine-reader"))
         await self._spawn()
         self._tasks.append(asyncio.create_task(self._watch(), name="impetus-engine-watcher"))
-        for model in self.settings.models:
-            await self.load(model, keep_alive=-1)
+        try:
+            for model in self.settings.models:
+                await self.load(model, keep_alive=-1)
+        finally:
+            await self._start_spare()  # after the models: its imports do not slow their load
 
-    async def _spawn(self) -> None:
-        if self._cmd is not None:
-            self._cmd.close(linger=0)
-        self._cmd = self._ctx.socket(zmq.PUSH)
-        self._cmd.bind(f"ipc://{self._dir}/cmd")
-        loop = asyncio.get_running_loop()
-        self._hello = loop.create_future()
-        self._proc = await asyncio.create_subprocess_exec(
+    async def _launch(self) -> asyncio.subprocess.Process:
+        """An engine process that loads its libraries and then waits for a line on its standard
+        input before it connects (a spare must not take commands while another engine runs)."""
+        return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "impetus.engine.process",
@@ -197,9 +197,51 @@ class AsyncEngine:
             "--settings",
             self.settings.model_dump_json(),
             env=self.settings.env_for_engine(),
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE,
         )
+
+    async def _take_spare(self) -> asyncio.subprocess.Process:
+        """The spare engine process if one is alive, else a new process."""
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.returncode is None:
+            return spare
+        return await self._launch()
+
+    async def _start_spare(self) -> None:
+        """Start the next spare (engine_standby): it imports MLX, mlx-lm and transformers now,
+        which on a busy machine takes most of a restart's time, then waits to be needed."""
+        if not self.settings.engine_standby or self._closing:
+            return
+        if self._spare is None or self._spare.returncode is not None:
+            self._spare = await self._launch()
+
+    async def _stop_spare(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.returncode is None:
+            assert spare.stdin is not None
+            spare.stdin.close()  # end of input: a waiting spare exits by itself
+            try:
+                await asyncio.wait_for(spare.wait(), 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    spare.kill()
+                await spare.wait()
+
+    async def _spawn(self, ready: bool = True) -> None:
+        """Start the engine process (the spare when there is one) and wait for its Hello;
+        `ready=False` leaves the state to the caller (a restart reloads models first)."""
+        if self._cmd is not None:
+            self._cmd.close(linger=0)
+        self._cmd = self._ctx.socket(zmq.PUSH)
+        self._cmd.bind(f"ipc://{self._dir}/cmd")
+        loop = asyncio.get_running_loop()
+        self._hello = loop.create_future()
+        self._proc = await self._take_spare()
         proc = self._proc
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")  # connect and say hello
+        with contextlib.suppress(ConnectionError):  # it died meanwhile: the wait below says so
+            await proc.stdin.drain()
         waiter: asyncio.Future[Any] = asyncio.ensure_future(proc.wait())
         hello_fut: asyncio.Future[Any] = self._hello
         done, _ = await asyncio.wait(
@@ -224,12 +266,14 @@ class AsyncEngine:
         hello = self._hello.result()
         self.pid = hello.pid
         self.blas = hello.blas
-        self.state = "ready"
-        self._ready.set()
+        if ready:
+            self.state = "ready"
+            self._ready.set()
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop the engine process: ask it to shut down, then kill it after `grace` seconds."""
         self._closing = True
+        await self._stop_spare()
         proc = self._proc
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(Exception):
@@ -259,7 +303,8 @@ class AsyncEngine:
         self.state = "stopped"
 
     async def _watch(self) -> None:
-        backoff = 0.5
+        backoff = 0.0
+        last_restart = -1e9
         while not self._closing:
             proc = self._proc
             assert proc is not None
@@ -281,20 +326,49 @@ class AsyncEngine:
                 if not fut.done():
                     fut.set_exception(EngineError("engine_restarted", self.last_error))
             self._calls.clear()
+            # A crash restarts at once (the spare has its libraries loaded: only the models are
+            # loaded again); crashes in a row, or a failing start, back off from 0.5 s up to
+            # 10 s, so that a model that kills the engine as it loads does not spin.
+            now = time.monotonic()
+            backoff = 0.0 if now - last_restart > 30.0 else min(max(2 * backoff, 0.5), 10.0)
+            last_restart = now
             while not self._closing:
                 await asyncio.sleep(backoff)
                 try:
-                    await self._spawn()
-                    backoff = 0.5
+                    await self._spawn(ready=False)
                     break
                 except EngineError:
-                    backoff = min(backoff * 2, 10.0)
+                    backoff = min(max(2 * backoff, 0.5), 10.0)
+            if self._closing:
+                return
+            # still "restarting" (so /ready says 503 and requests get a clear 503) until the
+            # models it had are back
+            if await self._reload():
+                self.state = "ready"
+                self._ready.set()
+                await self._start_spare()
+
+    async def _reload(self) -> bool:
+        """Load the models the dead engine had into the new one; False if it died meanwhile
+        (then the watcher restarts it again)."""
+        proc = self._proc
+        assert proc is not None
+        died = asyncio.ensure_future(proc.wait())
+        try:
             for model, load in list(self._wanted.items()):
+                load.id = self._next_id()
+                call = asyncio.ensure_future(self._call(load, ModelState))
+                await asyncio.wait({call, died}, return_when=asyncio.FIRST_COMPLETED)
+                if not call.done():
+                    call.cancel()
+                    return False
                 try:
-                    load.id = self._next_id()
-                    await self._call(load, ModelState)
+                    call.result()
                 except EngineError as e:
                     log.error("could not reload %s after the restart: %s", model, e.message)
+            return not died.done()
+        finally:
+            died.cancel()
 
     # ---- the reader ------------------------------------------------------------------------
 

@@ -206,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = Settings.model_validate_json(args.settings)
     blas = _load_blas(settings)
+    import impetus.engine.core  # noqa: F401 - MLX, mlx-lm, transformers: seconds, done before "go"
+
+    # The api starts this process as a spare (engine_standby) and writes a line when it needs
+    # it: only then does it connect, as the one engine. End of input: not needed, exit.
+    if not sys.stdin.readline():
+        return 0
     try:
         Server(settings, args.cmd, args.evt, blas).run()
     except Exception:

@@ -4,6 +4,7 @@ unloaded under its requests, KV caches and models that cannot fit the memory bud
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.api.conftest import Server, long_chat
@@ -19,7 +21,7 @@ from tests.reliability.streams import sse_lines
 
 STREAMS = 32
 WHOLE = 8  # non-streaming requests in flight at the same time
-RECOVERY_BOUND = 45.0
+RECOVERY_BOUND = 20.0  # the issue's: /ready back within 20 s of the kill
 
 
 def assert_openai_error(body: object, code: str | None = None) -> None:
@@ -67,6 +69,22 @@ async def _whole(srv: Server, body: dict[str, object]) -> dict[str, object]:
     return {"status": r.status_code, "body": r.json(), "ended": time.monotonic()}
 
 
+def wait_for_spare(srv: Server, engine_pid: int, timeout: float = 60) -> int:
+    """The pid of the spare engine process (engine_standby) beside the engine `engine_pid`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        spares = []
+        for p in psutil.Process(srv.proc.pid).children():
+            with contextlib.suppress(psutil.Error):  # one that exited meanwhile
+                if "impetus.engine.process" in p.cmdline() and p.pid != engine_pid:
+                    spares.append(p.pid)
+        if spares:
+            assert len(spares) == 1, spares
+            return spares[0]
+        assert time.monotonic() < deadline, "no spare engine process"
+        time.sleep(0.1)
+
+
 def test_sigkill_of_the_engine_while_32_clients_stream(
     fault_server: Server, slow_model_dir: Path
 ) -> None:
@@ -74,6 +92,7 @@ def test_sigkill_of_the_engine_while_32_clients_stream(
     model = str(slow_model_dir)
     before = srv.get("admin/status").json()
     loaded_before = sorted(m["id"] for m in before["models"])
+    spare = wait_for_spare(srv, before["pid"])
 
     async def main() -> tuple[float, list[dict[str, object]], list[dict[str, object]]]:
         firsts = [asyncio.Event() for _ in range(STREAMS)]
@@ -108,9 +127,8 @@ def test_sigkill_of_the_engine_while_32_clients_stream(
         assert_openai_error(w["body"], "engine_restarted")
         assert float(w["ended"]) - killed < 2.0, w  # type: ignore[arg-type]
 
-    # /ready says so, then is back within 20 s with the same models
-    # The issue's target is 20 s; the bound here is looser because a restart re-imports mlx-lm
-    # (transformers) and reloads the model, 13 s of imports alone on a 2-core host at load 14.
+    # /ready says so, then is back within 20 s with the same models: the spare engine process
+    # (engine_standby) has its libraries imported already, so a restart only reloads the model.
     # docs/reliability.md records the measured times.
     saw_not_ready = False
     deadline = time.monotonic() + RECOVERY_BOUND
@@ -127,6 +145,8 @@ def test_sigkill_of_the_engine_while_32_clients_stream(
     print(f"engine back {recovered:.1f} s after the SIGKILL")
     after = srv.get("admin/status").json()
     assert after["pid"] != before["pid"] and after["restarts"] == before["restarts"] + 1
+    assert after["pid"] == spare  # the spare took over; a new spare waits for the next crash
+    wait_for_spare(srv, after["pid"])
     assert sorted(m["id"] for m in after["models"]) == loaded_before
     assert srv.metric("impetus:engine_restarts_total") == before["restarts"] + 1
 
