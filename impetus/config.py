@@ -264,6 +264,19 @@ class Settings(BaseSettings):
         description="keep a spare engine process with its libraries loaded (about 100 MB, no "
         "model), so that a crashed engine is replaced in the time it takes to load the models",
     )
+    # One model across several processes with MLX's distributed layer (impetus.engine.distributed)
+    ranks: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="engine processes one model is sharded over (tensor parallel), started on "
+        "this machine through mlx.launch; 1: a single engine process",
+    )
+    distributed_backend: Literal["auto", "ring", "nccl", "jaccl"] = Field(
+        "auto",
+        description="MLX distributed backend between the ranks: auto picks nccl on CUDA, "
+        "ring otherwise (as mlx.launch does)",
+    )
     # On JupyterHub every user's server loads the extension: an MLX process per server, used or
     # not, is what Jupyter's conventions (start kernels on first use) avoid.
     engine_start: Literal["auto", "eager", "lazy"] = Field(

@@ -47,7 +47,8 @@ def collect(want: str | None = None) -> dict[str, Any]:
         "import json;from impetus.engine.blas import load_optimized_blas as l;i=l('auto');"
         "import mlx.core as mx;from impetus.engine.loader import backend,device_name;"
         "print(json.dumps({'blas': str(i.path) if i else '', 'blas_detail': i.describe() if i else '',"
-        "'backend': backend(), 'device': device_name()}))"
+        "'backend': backend(), 'device': device_name(),"
+        "'distributed': [b for b in ('ring','nccl','jaccl') if mx.distributed.is_available(b)]}))"
     )
     try:
         out = subprocess.run(
@@ -80,6 +81,8 @@ def collect(want: str | None = None) -> dict[str, Any]:
         "home": str(s.home),
         "model_dir": str(s.models_path),
         "memory_budget_gib": round(s.memory_budget / 2**30, 1),
+        "ranks": s.ranks,
+        "distributed_backend": s.distributed_backend,
         "jupyterlab": _version("jupyterlab"),
         "node": shutil.which("node"),
     }
@@ -122,6 +125,11 @@ def run(args: argparse.Namespace) -> int:
         (
             "minilm wheel",
             info["embedded_models"]["minilm"] or "missing: impetus models pull minilm",
+        ),
+        (
+            "engine ranks",
+            f"{info['ranks']} ({info['distributed_backend']} backend; this MLX has "
+            f"{', '.join(engine.get('distributed', [])) or 'no distributed backend'})",
         ),
         ("model dir", info["model_dir"]),
         ("memory budget", f"{info['memory_budget_gib']} GiB"),

@@ -49,6 +49,7 @@ __all__ = [
     "Load",
     "Message",
     "ModelState",
+    "RanksInfo",
     "Ping",
     "Reply",
     "SamplingParams",
@@ -305,16 +306,28 @@ class Reply(_Frame, tag="reply"):
 
 
 class Hello(_Frame, tag="hello"):
-    """The engine process's first message: it is up and listening."""
+    """The engine process's first message: it is up and listening. `ranks`: the group of
+    processes it leads when a model runs across several (impetus.engine.distributed)."""
 
     pid: int
     blas: str = ""
+    ranks: RanksInfo | None = None
 
 
 Message = Event | Reply | Hello
 
 
 # ---------------------------------------------------------------- status
+
+
+class RanksInfo(_Record):
+    """The processes (ranks) of MLX's distributed layer that run every model together; rank 0 is
+    the engine the api talks to."""
+
+    size: int
+    backend: str  # the mx.distributed backend: ring | nccl | mpi | jaccl
+    pids: list[int]  # by rank
+    launcher: str  # impetus (`--ranks N`, local) | external (mlx.launch ran impetus serve)
 
 
 class ModelState(_Record):
@@ -333,6 +346,7 @@ class ModelState(_Record):
     load_seconds: float = 0.0
     supports_tools: bool = False
     supports_thinking: bool = False  # a reasoning model: its output has think markers
+    ranks: int = 1  # processes its weights are sharded over (tensor parallel)
 
 
 class EngineStats(_Record):
@@ -381,6 +395,7 @@ class EngineStatus(_Record):
     models: list[ModelState] = []
     stats: EngineStats = msgspec.field(default_factory=EngineStats)
     accelerator: AcceleratorInfo | None = None
+    ranks: RanksInfo | None = None  # None: one process
 
 
 class EmbedResult(_Record):

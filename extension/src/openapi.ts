@@ -760,6 +760,8 @@ export interface components {
             pid?: number | null;
             /** @default 0 */
             process_rss?: number;
+            /** @default null */
+            ranks?: components["schemas"]["RanksInfo"] | null;
             /** @default 0 */
             restarts?: number;
             /** @enum {unknown} */
@@ -2132,6 +2134,11 @@ export interface components {
              * @default impetus
              */
             owned_by?: string;
+            /**
+             * Ranks
+             * @default null
+             */
+            ranks?: number | null;
         } & {
             [key: string]: unknown;
         };
@@ -2239,6 +2246,8 @@ export interface components {
             path: string;
             /** @default false */
             pinned?: boolean;
+            /** @default 1 */
+            ranks?: number;
             source_dtype: string;
             /** @default false */
             supports_thinking?: boolean;
@@ -2495,10 +2504,31 @@ export interface components {
              */
             stream?: boolean;
         };
+        /**
+         * RanksInfo
+         * @description The processes (ranks) of MLX's distributed layer that run every model together; rank 0 is
+         *         the engine the api talks to.
+         */
+        RanksInfo: {
+            backend: string;
+            launcher: string;
+            pids: number[];
+            size: number;
+        };
         /** Ready */
         Ready: {
+            /**
+             * Distributed Backend
+             * @default null
+             */
+            distributed_backend?: string | null;
             /** Models */
             models: string[];
+            /**
+             * Ranks
+             * @default 1
+             */
+            ranks?: number;
             /**
              * Status
              * @default ready

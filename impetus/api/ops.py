@@ -47,7 +47,14 @@ class ReadyHandler(ImpetusHandler):
                 code="not_ready",
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
-        self.write_json(Ready(models=models))
+        ranks = self.service.engine.ranks
+        self.write_json(
+            Ready(
+                models=models,
+                ranks=ranks.size if ranks else 1,
+                distributed_backend=ranks.backend if ranks else None,
+            )
+        )
 
 
 class MetricsHandler(ImpetusHandler):

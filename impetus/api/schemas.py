@@ -396,6 +396,7 @@ class ModelCard(_Response):
     loaded: bool = False
     kind: str | None = None
     context_length: int | None = None
+    ranks: int | None = None  # a loaded model: the engine processes it is sharded over
 
 
 class ModelList(_Response):
@@ -422,6 +423,8 @@ class Health(_Response):
 class Ready(_Response):
     status: Literal["ready"] = "ready"
     models: list[str]
+    ranks: int = 1  # engine processes serving each model together (impetus serve --ranks)
+    distributed_backend: str | None = None  # MLX's backend between them (ring, nccl), if several
 
 
 # ---------------------------------------------------------------- admin

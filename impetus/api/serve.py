@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from impetus.config import Settings, SettingsError, env_name, is_byte_field, parse_size
+from impetus.engine import distributed
 
 log = logging.getLogger("impetus.serve")
 
@@ -169,6 +171,16 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as e:
         print(f"impetus serve: invalid settings: {e}", file=sys.stderr)
         return 2
+    try:
+        distributed.check_settings(settings)
+    except ValueError as e:
+        print(f"impetus serve: {e}", file=sys.stderr)
+        return 2
+    if distributed.launched_rank():
+        # a rank other than 0 of a group started by mlx.launch: rank 0 serves HTTP, this
+        # process is only its engine's follower
+        argv = distributed.follower_argv(settings)
+        os.execve(argv[0], argv, settings.env_for_engine())
     problem = check_auth(settings)
     if problem:
         print(f"impetus serve: {problem}", file=sys.stderr)

@@ -206,6 +206,7 @@ class ImpetusService:
                 loaded=True,
                 kind=m.kind,
                 context_length=m.context_length,
+                ranks=m.ranks,
             )
         for entry in await self.registry_entries():
             if entry.id not in cards and entry.downloaded:

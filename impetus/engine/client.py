@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -26,6 +27,7 @@ import zmq
 import zmq.asyncio
 
 from impetus.config import Settings
+from impetus.engine import distributed
 from impetus.protocol import (
     Call,
     Cancel,
@@ -46,6 +48,7 @@ from impetus.protocol import (
     Message,
     ModelState,
     Ping,
+    RanksInfo,
     Reply,
     Shutdown,
     Start,
@@ -165,6 +168,7 @@ class AsyncEngine:
         self._wanted: dict[str, Load] = {}  # models to bring back after a restart
         self._spare: asyncio.subprocess.Process | None = None  # engine_standby
         self.blas = ""
+        self.ranks: RanksInfo | None = None  # the group of ranks rank 0's Hello named
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -185,8 +189,9 @@ class AsyncEngine:
 
     async def _launch(self) -> asyncio.subprocess.Process:
         """An engine process that loads its libraries and then waits for a line on its standard
-        input before it connects (a spare must not take commands while another engine runs)."""
-        return await asyncio.create_subprocess_exec(
+        input before it connects (a spare must not take commands while another engine runs).
+        With `ranks` > 1, mlx.launch running one per rank: it forwards that line to every rank."""
+        engine = [
             sys.executable,
             "-m",
             "impetus.engine.process",
@@ -196,7 +201,17 @@ class AsyncEngine:
             f"ipc://{self._dir}/evt",
             "--settings",
             self.settings.model_dump_json(),
-            env=self.settings.env_for_engine(),
+            "--api-pid",
+            str(os.getpid()),
+        ]
+        env = self.settings.env_for_engine()
+        if self.settings.ranks > 1:
+            env["IMPETUS_RANKS_LAUNCHER"] = "impetus"
+        return await asyncio.create_subprocess_exec(
+            *distributed.engine_argv(self.settings, engine),
+            env=env,
+            # a pipe also keeps mlx.launch's poll of its input asleep (/dev/null would be always
+            # readable: a busy loop)
             stdin=asyncio.subprocess.PIPE,
         )
 
@@ -210,7 +225,10 @@ class AsyncEngine:
     async def _start_spare(self) -> None:
         """Start the next spare (engine_standby): it imports MLX, mlx-lm and transformers now,
         which on a busy machine takes most of a restart's time, then waits to be needed."""
-        if not self.settings.engine_standby or self._closing:
+        # Not for a group of ranks: mlx.launch does not pass the end of its input on to the
+        # ranks, so a spare group could not be told to exit, and the ring ports chosen at its
+        # launch would have to stay free until it is used.
+        if not self.settings.engine_standby or self.settings.ranks > 1 or self._closing:
             return
         if self._spare is None or self._spare.returncode is not None:
             self._spare = await self._launch()
@@ -252,8 +270,7 @@ class AsyncEngine:
         if self._hello not in done:
             waiter.cancel()
             if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+                await self._kill_group(proc)
             self.state = "failed"
             self.last_error = f"the engine process exited with code {proc.returncode} during start-up (see its log)"
             from impetus.install import check_backend
@@ -266,6 +283,7 @@ class AsyncEngine:
         hello = self._hello.result()
         self.pid = hello.pid
         self.blas = hello.blas
+        self.ranks = hello.ranks
         if ready:
             self.state = "ready"
             self._ready.set()
@@ -281,10 +299,7 @@ class AsyncEngine:
             try:
                 await asyncio.wait_for(proc.wait(), timeout=grace)
             except TimeoutError:
-                # it may exit between the timeout and the kill: then there is nothing to kill
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+                await self._kill_group(proc)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -314,7 +329,12 @@ class AsyncEngine:
             self.restarts += 1
             self.state = "restarting"
             self._ready.clear()
-            self.last_error = f"the engine process exited with code {code}"
+            if self.settings.ranks > 1:
+                # mlx.launch ends (with its own exit code) once any rank exits with an error
+                self.last_error = f"a rank of the engine group ({self.settings.ranks} ranks) exited"
+                await self._kill_group(proc)  # a rank blocked in a collective may linger
+            else:
+                self.last_error = f"the engine process exited with code {code}"
             log.error("%s; restarting it", self.last_error)
             err = EngineError(
                 "engine_restarted", f"{self.last_error} during this request; it is being restarted"
@@ -547,6 +567,18 @@ class AsyncEngine:
             return False
 
     async def kill(self) -> None:
-        """Kill the engine process (tests of supervision; the watcher restarts it)."""
-        if self._proc is not None and self._proc.returncode is None:
-            os.kill(self._proc.pid, 9)
+        """Kill the engine process, rank 0 of a group (tests of supervision; the watcher
+        restarts it)."""
+        if self._proc is not None and self._proc.returncode is None and self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    async def _kill_group(self, proc: asyncio.subprocess.Process) -> None:
+        """Kill the engine process, or every rank of a group and their launcher (killed alone,
+        mlx.launch would leave its ranks running)."""
+        pids = list(self.ranks.pids) if self.ranks is not None else []
+        for pid in [*pids, proc.pid]:
+            # one may exit between the check and the kill: then there is nothing to kill
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await proc.wait()

@@ -21,6 +21,7 @@ from mlx_lm.models.cache import LRUPromptCache
 
 from impetus.config import Settings
 from impetus.engine import constrained
+from impetus.engine.distributed import Group
 from impetus.engine.loader import (
     LoadedChatModel,
     backend,
@@ -62,9 +63,10 @@ class Embedding:
 
 
 class EngineCore:
-    def __init__(self, settings: Settings, blas: str = "") -> None:
+    def __init__(self, settings: Settings, blas: str = "", group: Group | None = None) -> None:
         self.settings = settings
         self.blas = blas
+        self.group = group  # the ranks every chat model is sharded over (None: this process alone)
         self.runners: dict[str, ModelRunner] = {}
         self.embeddings: dict[str, Embedding] = {}
         self.keep_alive: dict[str, float] = {}  # model id -> seconds (<0: pinned)
@@ -139,7 +141,9 @@ class EngineCore:
                     f"{canonical} needs about {need >> 20} MiB; at most {max(free + evictable, 0) >> 20} MiB of the budget can be freed",
                 )
         else:
-            target, need = plan(canonical, path, dtype or self.settings.dtype, free + evictable)
+            target, need = plan(
+                canonical, path, dtype or self.settings.dtype, free + evictable, self.ranks
+            )
         if (
             need > free
         ):  # only now that it is known to fit: unload idle models, least recently used first
@@ -152,7 +156,7 @@ class EngineCore:
             except Exception as e:
                 raise EngineError("model_load_failed", f"could not load {canonical}: {e}") from e
         else:
-            loaded = load_chat_model(canonical, path, target)
+            loaded = load_chat_model(canonical, path, target, self.group)
             self.runners[canonical] = self.runner(loaded)
         self.keep_alive[canonical] = self.settings.keep_alive if keep_alive is None else keep_alive
         return canonical
@@ -213,7 +217,13 @@ class EngineCore:
         mx.clear_cache()
         return True
 
-    def expire_idle(self) -> list[str]:
+    @property
+    def ranks(self) -> int:
+        return self.group.size if self.group is not None else 1
+
+    def expired(self) -> list[str]:
+        """The models idle for longer than their keep-alive (the caller unloads them: in a group
+        of ranks, rank 0 decides by its clock and every rank unloads the same ones)."""
         now = time.time()
         gone = []
         for mid, ka in list(self.keep_alive.items()):
@@ -225,9 +235,6 @@ class EngineCore:
             emb = self.embeddings.get(mid)
             if emb is not None and now - emb.last_used > ka:
                 gone.append(mid)
-        for mid in gone:
-            log.info("unloading %s: idle for longer than its keep-alive", mid)
-            self.unload(mid)
         return gone
 
     # ---- requests --------------------------------------------------------------------------
@@ -308,6 +315,7 @@ class EngineCore:
                     load_seconds=lm.load_seconds,
                     supports_tools=bool(lm.tokenizer.has_tool_calling),
                     supports_thinking=bool(lm.tokenizer.has_thinking),
+                    ranks=self.ranks,
                 )
             )
         for mid, e in self.embeddings.items():
@@ -355,6 +363,7 @@ class EngineCore:
             models=self.model_states(),
             stats=self.stats,
             accelerator=self.telemetry.read(),
+            ranks=self.group.info() if self.group is not None else None,
         )
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from impetus.engine.distributed import Group
 from impetus.models import folder
 from impetus.models.backend import detect_backend, serving_dtype_for_backend
 from impetus.protocol import EngineError
@@ -112,18 +113,21 @@ class LoadedChatModel:
     memory_bytes: int
     load_seconds: float
     loaded_at: float = field(default_factory=time.time)
+    ranks: int = 1  # processes its weights are sharded over
 
 
-def plan(model_id: str, path: Path, dtype: str, room: int) -> tuple[str, int]:
+def plan(model_id: str, path: Path, dtype: str, room: int, ranks: int = 1) -> tuple[str, int]:
     """(serving dtype, bytes it will take) for a model that may use up to `room` bytes.
 
     The fastest dtype for the backend if it fits, else the stored weights, else out_of_memory.
+    Over several ranks each holds about 1/ranks of the weights (the layers' projections are
+    split; embeddings and norms, a small share, are whole on every rank).
     """
     config = read_config(path)
     target = serving_dtype(dtype, backend(), bool(config.get("quantization")))
-    estimate = estimate_bytes(path, config, target)
+    estimate = estimate_bytes(path, config, target) // ranks
     if estimate > room and target != "native" and dtype in ("auto", ""):
-        native = estimate_bytes(path, config, "native")
+        native = estimate_bytes(path, config, "native") // ranks
         if native <= room:
             log.info(
                 "%s: a %s copy (%d MiB) does not fit the budget; serving its stored weights",
@@ -140,13 +144,19 @@ def plan(model_id: str, path: Path, dtype: str, room: int) -> tuple[str, int]:
     return target, estimate
 
 
-def load_chat_model(model_id: str, path: Path, target: str) -> LoadedChatModel:
-    """Load a model folder and convert it to `target` (a dtype name or "native"); see `plan`."""
+def load_chat_model(
+    model_id: str, path: Path, target: str, group: Group | None = None
+) -> LoadedChatModel:
+    """Load a model folder and convert it to `target` (a dtype name or "native"); see `plan`.
+
+    With a group of ranks, each rank keeps its tensor-parallel shard (`shard_across`)."""
     from mlx_lm.utils import dequantize_model, load
 
     t0 = time.perf_counter()
     config = read_config(path)
     quantized = bool(config.get("quantization"))
+    if group is not None:
+        check_shardable(model_id, config, group.size)
     try:
         model, tokenizer = load(str(path), lazy=True)[:2]
     except EngineError:
@@ -157,20 +167,23 @@ def load_chat_model(model_id: str, path: Path, target: str) -> LoadedChatModel:
     source_dtype = _param_dtype(model)
     if quantized:
         source_dtype = f"q{config['quantization'].get('bits', '?')}"
+    if target in DTYPES and quantized:
+        dequantize_model(model)  # before sharding: the dense layers are what `shard` splits
+    if group is not None:
+        shard_across(model_id, config, model, group)
     if target in DTYPES:
-        if quantized:
-            dequantize_model(model)
         model.set_dtype(DTYPES[target])
     mx.eval(model.parameters())
     memory = sum(v.nbytes for _, v in _arrays(model))
     served = target if target in DTYPES else source_dtype
     log.info(
-        "%s: serving in %s (stored as %s) on %s, %d MiB%s",
+        "%s: serving in %s (stored as %s) on %s, %d MiB%s%s",
         model_id,
         served,
         source_dtype,
         backend(),
         memory >> 20,
+        f" (rank {group.rank}'s shard of {group.size})" if group is not None else "",
         ""
         if backend() != "cuda"
         else f"; attention kernels: {'cuDNN' if os.environ.get(CUDNN_SDPA_VAR) != '0' else 'MLX'}"
@@ -193,6 +206,7 @@ def load_chat_model(model_id: str, path: Path, target: str) -> LoadedChatModel:
         vocab_size=vocab,
         memory_bytes=memory,
         load_seconds=0.0,
+        ranks=group.size if group is not None else 1,
     )
     t_warm = time.perf_counter()
     warm_up(loaded)
@@ -201,12 +215,54 @@ def load_chat_model(model_id: str, path: Path, target: str) -> LoadedChatModel:
     return loaded
 
 
+def check_shardable(model_id: str, config: dict[str, Any], ranks: int) -> None:
+    """Refuse, before reading any weight, a model whose attention heads do not divide over the
+    ranks: mlx-lm's `shard` splits every projection evenly and divides the head counts without
+    checking, so an uneven split would load and then compute garbage."""
+    arch = config.get("model_type", "unknown")
+    text_config = config.get("text_config")
+    text = text_config if isinstance(text_config, dict) else config
+    heads = text.get("num_attention_heads")
+    kv_heads = text.get("num_key_value_heads") or heads
+    for name, count in (("attention heads", heads), ("key-value heads", kv_heads)):
+        if isinstance(count, int) and count % ranks:
+            raise EngineError(
+                "model_load_failed",
+                f"{model_id} ({arch}) has {count} {name}, which do not divide over {ranks} ranks "
+                f"for tensor parallelism; serve it on a number of ranks that divides {count}",
+            )
+
+
+def shard_across(model_id: str, config: dict[str, Any], model: nn.Module, group: Group) -> None:
+    """Keep this rank's tensor-parallel shard of a lazily loaded model (mlx-lm's `shard`).
+
+    `model.shard(group)` on the lazy model, not mlx-lm's `sharded_load`: its barrier runs on the
+    CPU stream, which fails under NCCL on CUDA ("There is no Stream(gpu, 1)"), while sharding
+    the lazy arrays works on every backend, and only this rank's slices are ever read."""
+    arch = config.get("model_type", "unknown")
+    if not hasattr(model, "shard"):
+        raise EngineError(
+            "model_load_failed",
+            f"{model_id}: mlx-lm has no tensor parallelism for the {arch} architecture "
+            f"(its model class has no shard method), so it cannot run across {group.size} "
+            "ranks; serve it with one rank",
+        )
+    try:
+        model.shard(group.group)
+    except Exception as e:
+        raise EngineError(
+            "model_load_failed",
+            f"{model_id} ({arch}) could not be sharded over {group.size} ranks: {e}",
+        ) from e
+
+
 KV_STEP = 256  # mlx-lm's KVCache grows in steps of this many tokens
 
 
-def kv_bytes_per_token(model: nn.Module, dtype: str) -> int:
-    """Bytes of keys and values one token takes in every layer's cache; 0 if the model's
-    arguments do not say (then the engine cannot reserve KV memory for it)."""
+def kv_bytes_per_token(model: nn.Module, dtype: str, ranks: int = 1) -> int:
+    """Bytes of keys and values one token takes in every layer's cache (of this rank: the
+    key-value heads are split over the ranks); 0 if the model's arguments do not say (then the
+    engine cannot reserve KV memory for it)."""
     args = getattr(model, "args", None)
     layers = getattr(model, "layers", None)
     heads = getattr(args, "num_attention_heads", None)
@@ -216,7 +272,7 @@ def kv_bytes_per_token(model: nn.Module, dtype: str) -> int:
     kv_heads = getattr(args, "num_key_value_heads", None) or heads
     head_dim = getattr(args, "head_dim", None) or (hidden // heads if hidden else 0)
     size = DTYPES[dtype].size if dtype in DTYPES else 2  # quantized weights: 16-bit activations
-    return int(2 * len(layers) * kv_heads * head_dim * size)
+    return int(2 * len(layers) * kv_heads * head_dim * size) // ranks
 
 
 def _arrays(model: nn.Module) -> list[tuple[str, mx.array]]:

@@ -21,6 +21,7 @@ import zmq
 from msgspec import Raw
 
 from impetus.config import Settings
+from impetus.engine.distributed import Group, RankFailure, Turn, step_digest
 from impetus.protocol import (
     Call,
     Cancel,
@@ -58,66 +59,139 @@ def _load_blas(settings: Settings) -> str:
 
 
 class Server:
-    def __init__(self, settings: Settings, cmd: str, evt: str, blas: str) -> None:
+    """The loop of one engine process. In a group of ranks (impetus.engine.distributed) rank 0
+    runs it with the sockets and shares each turn's commands; the other ranks run the same loop
+    on the shared turns, without sockets, and drop the events they produce."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        cmd: str | None,
+        evt: str | None,
+        blas: str,
+        group: Group | None = None,
+        api_pid: int | None = None,
+    ) -> None:
         from impetus.engine.core import EngineCore  # imports MLX: only after the BLAS is in place
 
-        self.core = EngineCore(settings, blas=blas)
+        self.group = group
+        self.leader = group is None or group.leader
+        self.core = EngineCore(settings, blas=blas, group=group)
         self.ctx = zmq.Context()
-        self.pull = self.ctx.socket(zmq.PULL)
-        self.pull.connect(cmd)
-        self.push = self.ctx.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.LINGER, 2000)
-        self.push.connect(evt)
+        self.pull: zmq.Socket[bytes] | None = None
+        self.push: zmq.Socket[bytes] | None = None
+        if self.leader:
+            assert cmd and evt, "rank 0 needs the api's sockets"
+            self.pull = self.ctx.socket(zmq.PULL)
+            self.pull.connect(cmd)
+            self.push = self.ctx.socket(zmq.PUSH)
+            self.push.setsockopt(zmq.LINGER, 2000)
+            self.push.connect(evt)
         self.parent = os.getppid()
+        # under mlx.launch the parent is the launcher, which outlives a killed api: watch both
+        self.api_pid = api_pid
         self.running = True
         self.out: list[Message] = []
+        self.digest = 0  # of the last step's tokens (compared between ranks)
 
     def send(self) -> None:
         if self.core.outbox:
             self.out.extend(self.core.outbox)
             self.core.outbox.clear()
-        if self.out:
+        if self.out and self.push is not None:
             self.push.send(encode(self.out))
-            self.out = []
+        elif self.out:
+            # a follower's events go nowhere; its errors are logged (rank 0 reports them too)
+            for msg in self.out:
+                error = msg.error if isinstance(msg, Failed | Reply) else None
+                if error is not None:
+                    log.warning(
+                        "rank %s: %s: %s",
+                        self.group.rank if self.group else 0,
+                        error.code,
+                        error.message,
+                    )
+        self.out = []
 
     def run(self) -> None:
-        self.out.append(Hello(pid=os.getpid(), blas=self.core.blas))
-        self.send()
+        if self.leader:
+            ranks = self.group.info() if self.group else None
+            self.out.append(Hello(pid=os.getpid(), blas=self.core.blas, ranks=ranks))
+            self.send()
         last_housekeeping = time.monotonic()
         while self.running:
-            timeout = 0 if self.core.busy else IDLE_POLL_MS
-            while self.pull.poll(timeout):
-                raw = self.pull.recv()
-                try:
-                    cmd = decode_command(raw)
-                except msgspec.ValidationError as e:
-                    self.refuse(raw, str(e))
-                else:
-                    try:
-                        self.handle(cmd)
-                    except Exception:  # a failing command must not take the engine down
-                        log.exception("could not handle %s", type(cmd).__name__)
-                timeout = 0
+            commands: list[bytes] = []
+            expire: list[str] = []
+            stop = False
+            if self.pull is not None:
+                timeout = 0 if self.core.busy else IDLE_POLL_MS
+                while self.pull.poll(timeout):
+                    commands.append(self.pull.recv())
+                    timeout = 0
+                now = time.monotonic()
+                if now - last_housekeeping > 1.0:
+                    last_housekeeping = now
+                    if self.parent_gone():
+                        log.warning("parent process went away; engine exiting")
+                        stop = True
+                    expire = self.core.expired()
+            if self.group is not None:
+                turn = self.group.share(Turn(commands, expire, stop), self.digest)
+                commands, expire, stop = turn.commands, turn.expire, turn.stop
+            for raw in commands:
+                self.take(raw)
+            for mid in expire:
+                log.info("unloading %s: idle for longer than its keep-alive", mid)
+                self.core.unload(mid)
+            if stop:
+                break
             if self.core.busy:
                 try:
-                    self.out.extend(self.core.step())
+                    events = self.core.step()
                 except Exception as e:
+                    if self.group is not None:
+                        # the other ranks are inside the same step's collectives: the group
+                        # cannot go on, and the api restarts it
+                        raise RankFailure(f"rank {self.group.rank}: batch step failed: {e}") from e
                     # an MLX failure must not take the other requests' replies with it
                     log.exception("batch step failed")
                     self.fail_running(f"generation failed: {e}")
+                else:
+                    if self.group is not None:
+                        self.digest = step_digest(events)
+                    self.out.extend(events)
             self.send()
-            now = time.monotonic()
-            if now - last_housekeeping > 1.0:
-                last_housekeeping = now
-                if os.getppid() != self.parent:
-                    log.warning("parent process went away; engine exiting")
-                    break
-                self.core.expire_idle()
         self.core.close()
         self.send()
-        self.push.close(linger=1000)
-        self.pull.close(linger=0)
+        if self.push is not None:
+            self.push.close(linger=1000)
+        if self.pull is not None:
+            self.pull.close(linger=0)
         self.ctx.term()
+
+    def parent_gone(self) -> bool:
+        if os.getppid() != self.parent:
+            return True
+        if self.api_pid is not None:
+            try:
+                os.kill(self.api_pid, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                pass
+        return False
+
+    def take(self, raw: bytes) -> None:
+        """One raw command off the socket (or out of rank 0's turn)."""
+        try:
+            cmd = decode_command(raw)
+        except msgspec.ValidationError as e:
+            self.refuse(raw, str(e))
+        else:
+            try:
+                self.handle(cmd)
+            except Exception:  # a failing command must not take the engine down
+                log.exception("could not handle %s", type(cmd).__name__)
 
     def fail_running(self, message: str) -> None:
         for mid, runner in list(self.core.runners.items()):
@@ -195,9 +269,16 @@ class Server:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="impetus-engine")
-    parser.add_argument("--cmd", required=True)
-    parser.add_argument("--evt", required=True)
+    parser.add_argument("--cmd", help="the api's command socket (rank 0 only)")
+    parser.add_argument("--evt", help="the api's event socket (rank 0 only)")
     parser.add_argument("--settings", required=True, help="Settings as JSON")
+    parser.add_argument("--api-pid", type=int, help="exit when this process is gone")
+    parser.add_argument(
+        "--now",
+        action="store_true",
+        help="start at once instead of waiting for a line on stdin (a follower rank started by "
+        "an outside launcher: no api tells it to go)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("IMPETUS_LOG_LEVEL", "INFO"),
@@ -210,10 +291,17 @@ def main(argv: list[str] | None = None) -> int:
 
     # The api starts this process as a spare (engine_standby) and writes a line when it needs
     # it: only then does it connect, as the one engine. End of input: not needed, exit.
-    if not sys.stdin.readline():
+    if not args.now and not sys.stdin.readline():
         return 0
     try:
-        Server(settings, args.cmd, args.evt, blas).run()
+        group = Group.join(settings)
+        if (group is None or group.leader) and not (args.cmd and args.evt):
+            parser.error("--cmd and --evt are required (except on ranks other than 0)")
+        Server(settings, args.cmd, args.evt, blas, group, args.api_pid).run()
+    except RankFailure as e:
+        # the launcher stops the other ranks when one exits with an error
+        log.error("%s", e)
+        return 3
     except Exception:
         traceback.print_exc()
         return 1

@@ -192,7 +192,7 @@ class ModelRunner:
         self.requests: dict[str, Active] = {}
         self.by_uid: dict[int, Choice] = {}
         self.last_used = time.time()
-        self.kv_per_token = kv_bytes_per_token(loaded.model, loaded.dtype)
+        self.kv_per_token = kv_bytes_per_token(loaded.model, loaded.dtype, loaded.ranks)
         # (KV bytes the budget leaves after every loaded model's weights, bytes reserved by the
         # requests running on every model); set by the engine core, None: no KV accounting
         self.kv_room: Callable[[], tuple[int, int]] | None = None

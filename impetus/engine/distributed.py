@@ -1,0 +1,268 @@
+"""One model across several engine processes ("ranks") with MLX's distributed layer.
+
+Every rank is an engine process (impetus.engine.process) holding a tensor-parallel shard of each
+chat model (`model.shard(group)`, mlx-lm's sharding). Rank 0 is the engine the api talks to: it
+owns the ZMQ link and sends the events. The other ranks follow it turn by turn: each loop turn,
+rank 0 shares a `Turn` (the commands it took off its socket, as received, and its own
+housekeeping decisions) and every rank applies the same commands to its own `EngineCore` and runs
+the same batch step. The engine is deterministic given its commands (tokenization, admission,
+prompt-cache lookups, the BatchGenerator's order), so the collectives inside the sharded model
+line up, and the batch, the prompt cache and cancellation behave as with one rank. Logits are
+the same on every rank (the sharded layers end in an all-sum), and the random state is seeded
+alike on every rank, so sampling picks the same token everywhere; a digest of each step's tokens
+travels with the next turn and a rank whose tokens differ stops the group rather than serve
+garbage.
+
+How the ranks start:
+* `impetus serve --ranks N` (or the extension's `ranks` setting): `AsyncEngine` runs the engine
+  under MLX's own launcher (mlx.launch, local host repeated N times), which writes the ring
+  hostfile or the NCCL variables and, when one rank exits with an error, stops the others; the
+  api sees the group end like a single engine process ending, fails the requests in flight and
+  starts the group again.
+* `mlx.launch --hosts ... impetus serve ...` (several machines): rank 0's `impetus serve` serves
+  HTTP and starts its engine, which joins the group from the launcher's variables; the other
+  ranks' `impetus serve` become followers (`follower_argv`). A failed rank ends the job
+  (mlx.launch stops every rank); whatever runs mlx.launch restarts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import zlib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
+
+import msgspec
+
+from impetus.config import Settings
+from impetus.protocol import Delta, Event, RanksInfo
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+
+log = logging.getLogger("impetus.engine")
+
+# mlx.launch's entry point, run as its console script runs it (the script may not be on PATH)
+LAUNCHER = "from mlx._distributed_utils.launch import main; main()"
+# set by every MLX launcher (mlx.launch, and impetus through it) for each rank it starts
+RANK_VAR = "MLX_RANK"
+
+
+class RankFailure(RuntimeError):
+    """The group cannot go on (a peer is gone, or a rank's tokens differ from rank 0's): the
+    rank exits, the launcher stops the others, and the api restarts the group."""
+
+
+def launched_rank() -> int | None:
+    """This process's rank when an MLX launcher started it, else None."""
+    value = os.environ.get(RANK_VAR)
+    return int(value) if value not in (None, "") else None
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse `ranks` > 1 inside a process that a launcher already made a rank: the group is the
+    launcher's then, and a second one inside it would fight over its variables."""
+    if settings.ranks > 1 and launched_rank() is not None:
+        raise ValueError(
+            f"ranks={settings.ranks} cannot be used under an MLX launcher ({RANK_VAR} is set): "
+            "the launcher already starts one impetus per rank"
+        )
+
+
+def _free_port_run(n: int) -> int:
+    """The first of `n` consecutive loopback ports that are free now (the ring backend listens
+    on one port per rank, counting up from the starting port)."""
+    for _ in range(64):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + n > 65535:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError(f"no run of {n} free loopback ports")
+
+
+def engine_argv(settings: Settings, engine: list[str]) -> list[str]:
+    """The command that starts the engine: itself for one rank, else mlx.launch running it once
+    per rank on this machine (ring on loopback ports, or NCCL with one GPU a rank)."""
+    if settings.ranks <= 1:
+        return engine
+    argv = [
+        sys.executable,
+        "-c",
+        LAUNCHER,
+        "--hosts",
+        "127.0.0.1",
+        "--repeat-hosts",
+        str(settings.ranks),
+        "--starting-port",
+        str(_free_port_run(settings.ranks)),
+        "--nccl-port",
+        str(_free_port_run(1)),
+    ]
+    if settings.distributed_backend != "auto":
+        argv += ["--backend", settings.distributed_backend]
+    return [*argv, "--", *engine]
+
+
+def follower_argv(settings: Settings) -> list[str]:
+    """The engine of a rank other than 0 started by an outside launcher: no api, no socket."""
+    return [
+        sys.executable,
+        "-m",
+        "impetus.engine.process",
+        "--settings",
+        settings.model_dump_json(),
+        "--now",
+    ]
+
+
+def backend_from_launcher(setting: str) -> str:
+    """The backend to initialise: the setting, else the one whose variables the launcher set
+    (mlx.launch writes MLX_HOSTFILE for ring, NCCL_HOST_IP for nccl, the JACCL variables for
+    jaccl), else ring (mlx.launch's own default off CUDA)."""
+    if setting != "auto":
+        return setting
+    if os.environ.get("MLX_HOSTFILE"):
+        return "ring"
+    if os.environ.get("NCCL_HOST_IP"):
+        return "nccl"
+    if os.environ.get("MLX_JACCL_COORDINATOR") or os.environ.get("MLX_IBV_DEVICES"):
+        return "jaccl"
+    return "ring"
+
+
+class Turn(msgspec.Struct, array_like=True):
+    """What rank 0 shares each loop turn: the raw commands every rank applies, in order, and the
+    decisions that depend on rank 0's clock or parent (models idle past their keep-alive, stop)."""
+
+    commands: list[bytes] = []
+    expire: list[str] = []
+    stop: bool = False
+
+
+_turn_decoder = msgspec.msgpack.Decoder(Turn)
+_encoder = msgspec.msgpack.Encoder()
+
+
+def step_digest(events: Iterable[Event]) -> int:
+    """A checksum of the tokens one step produced (request id and token ids, in order): equal
+    on every rank as long as the ranks agree."""
+    crc = 0
+    for ev in events:
+        if isinstance(ev, Delta):
+            crc = zlib.crc32(ev.rid.encode(), crc)
+            crc = zlib.crc32(b"".join(t.to_bytes(4, "little") for t in ev.token_ids), crc)
+    return crc
+
+
+class Group:
+    """This process's place in the group of ranks, and the one collective the engine adds: the
+    turn broadcast (an all-sum where only rank 0 contributes, as mlx-lm's server shares its
+    requests)."""
+
+    def __init__(self, group: mx.distributed.Group, backend: str, launcher: str) -> None:
+        import mlx.core as mx
+        from mlx_lm.generate import generation_stream
+
+        self.mx = mx
+        # Collectives run in the order their stream executes them, and each stream has its own
+        # thread: the turn's all-sums must share mlx-lm's generation stream with the model's own
+        # (whose step may still be running asynchronously), or two ranks could interleave the
+        # two streams differently and pair one rank's turn with the other's activations.
+        self.stream = generation_stream
+        self.group = group
+        self.rank: int = group.rank()
+        self.size: int = group.size()
+        self.backend = backend
+        self.launcher = launcher
+        self.pids = self._gather_pids()
+        # the same random state on every rank: samplers without a seed of their own draw from it
+        seed = self.mx.distributed.all_sum(
+            self.mx.array(int.from_bytes(os.urandom(4), "little") >> 1 if self.rank == 0 else 0),
+            group=self.group,
+            stream=self.stream,
+        )
+        self.mx.random.seed(cast(int, seed.item()))
+
+    @classmethod
+    def join(cls, settings: Settings) -> Group | None:
+        """The group of this process when a launcher started it as one of several ranks."""
+        if launched_rank() is None:
+            return None
+        import mlx.core as mx
+
+        backend = backend_from_launcher(settings.distributed_backend)
+        group = mx.distributed.init(strict=True, backend=backend)
+        if group.size() == 1:
+            return None
+        # through impetus (`--ranks`): the api process passed IMPETUS_RANKS_LAUNCHER
+        launcher = os.environ.get("IMPETUS_RANKS_LAUNCHER", "external")
+        g = cls(group, backend, launcher)
+        log.info("rank %d of %d (%s backend), pid %d", g.rank, g.size, backend, os.getpid())
+        return g
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    def info(self) -> RanksInfo:
+        return RanksInfo(
+            size=self.size, backend=self.backend, pids=self.pids, launcher=self.launcher
+        )
+
+    def _gather_pids(self) -> list[int]:
+        mx = self.mx
+        mine = mx.zeros(self.size, dtype=mx.int64)
+        mine[self.rank] = os.getpid()
+        pids = mx.distributed.all_sum(mine, group=self.group, stream=self.stream)
+        return [int(p) for p in cast(list[int], pids.tolist())]
+
+    def share(self, turn: Turn | None, digest: int) -> Turn:
+        """Rank 0 passes its turn, the others None; every rank gets rank 0's turn. `digest` is the
+        digest of the rank's previous step: a follower whose digest differs from rank 0's raises.
+
+        One all-sum of a two-number header (payload size, rank 0's digest) every turn, and a
+        second one of the payload only when there are commands, so an idle or plain decoding
+        turn costs one small collective."""
+        mx = self.mx
+        try:
+            payload = _encoder.encode(turn) if self.leader and turn is not None else b""
+            if self.leader and turn is not None and not (turn.commands or turn.expire or turn.stop):
+                payload = b""
+            header = mx.array([len(payload), digest] if self.leader else [0, 0], dtype=mx.int64)
+            summed = mx.distributed.all_sum(header, group=self.group, stream=self.stream)
+            size, lead_digest = cast(list[int], summed.tolist())
+            if size:
+                data = (
+                    mx.array(bytearray(payload), dtype=mx.uint8)
+                    if self.leader
+                    else mx.zeros(size, dtype=mx.uint8)
+                )
+                data = mx.distributed.all_sum(data, group=self.group, stream=self.stream)
+                mx.eval(data)
+                if not self.leader:
+                    payload = bytes(memoryview(data))
+        except RuntimeError as e:  # the ring backend: "connection to a peer was lost"
+            raise RankFailure(f"rank {self.rank}: the group broke ({e})") from e
+        if not self.leader and lead_digest != digest:
+            raise RankFailure(
+                f"rank {self.rank}: its last step's tokens differ from rank 0's; stopping the group"
+            )
+        if self.leader:
+            return turn if turn is not None else Turn()
+        return _turn_decoder.decode(payload) if payload else Turn()

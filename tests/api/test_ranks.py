@@ -1,0 +1,162 @@
+"""One model across two engine ranks (`impetus serve --ranks 2`: mlx.launch, ring backend on
+loopback, tensor parallel) against one rank, through a real server and the OpenAI SDK.
+
+The tiny model has 4 attention heads and 2 key-value heads, so it splits over two ranks. Greedy
+text is compared between the two servers; the ranks' agreement on sampled tokens is checked by
+the engine itself (a rank whose tokens differ stops the group, which would show as a restart).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.api.conftest import Server
+
+PROMPTS = ["Hello", "What is the capital of France?", "Numbers: 0 1 2", "def main():"]
+
+
+@pytest.fixture(scope="module")
+def two(server_factory: Callable[..., Server], tiny_model_dir: Path) -> Server:
+    return server_factory("--model", str(tiny_model_dir), "--ranks", "2")
+
+
+@pytest.fixture(scope="module")
+def one(server_factory: Callable[..., Server], tiny_model_dir: Path) -> Server:
+    return server_factory("--model", str(tiny_model_dir))
+
+
+def greedy(srv: Server, model: str, prompt: str, max_tokens: int = 12) -> tuple[str, int]:
+    r = srv.openai().chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
+    assert r.usage is not None and r.usage.completion_tokens == max_tokens
+    return r.choices[0].message.content or "", r.usage.completion_tokens
+
+
+def restarts(srv: Server) -> int:
+    return int(srv.get("admin/status").json()["restarts"])
+
+
+def test_the_group_is_reported(two: Server, model: str) -> None:
+    st = two.get("admin/status").json()
+    assert st["ranks"]["size"] == 2 and st["ranks"]["backend"] == "ring"
+    assert st["ranks"]["launcher"] == "impetus" and st["pid"] == st["ranks"]["pids"][0]
+    assert len(set(st["ranks"]["pids"])) == 2
+    ready = two.get("ready", key=None).json()
+    assert ready["ranks"] == 2 and ready["distributed_backend"] == "ring"
+    cards = {m.id: m for m in two.openai().models.list().data}
+    assert cards[model].model_extra["ranks"] == 2  # type: ignore[index]
+
+
+def test_same_greedy_text_as_one_rank(one: Server, two: Server, model: str) -> None:
+    for prompt in PROMPTS[:2]:
+        assert greedy(two, model, prompt) == greedy(one, model, prompt)
+
+
+def test_concurrent_requests_batch_like_one_rank(one: Server, two: Server, model: str) -> None:
+    solo = [greedy(one, model, p) for p in PROMPTS]
+    got: dict[int, tuple[str, int]] = {}
+
+    def run(i: int) -> None:
+        got[i] = greedy(two, model, PROMPTS[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(PROMPTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [got[i] for i in range(len(PROMPTS))] == solo
+    # sampled requests beside them: the ranks must draw the same tokens (else the group stops)
+    for seed in (None, 7):
+        r = two.openai().chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Hello"}],
+            max_tokens=8,
+            temperature=1.0,
+            seed=seed,
+            n=2,
+        )
+        assert len(r.choices) == 2
+    assert restarts(two) == 0
+
+
+def test_prompt_cache_reuse_across_ranks(one: Server, two: Server, model: str) -> None:
+    def turns(srv: Server) -> tuple[list[str], int]:
+        messages: list[dict[str, str]] = [{"role": "user", "content": "The quick brown fox"}]
+        texts = []
+        cached = 0
+        for follow_up in ("jumps over", "the lazy dog"):
+            r = srv.openai().chat.completions.create(
+                model=model,
+                messages=messages,
+                max_tokens=6,
+                temperature=0,  # type: ignore[arg-type]
+            )
+            text = r.choices[0].message.content or ""
+            texts.append(text)
+            assert r.usage is not None and r.usage.prompt_tokens_details is not None
+            cached = r.usage.prompt_tokens_details.cached_tokens or 0
+            messages += [
+                {"role": "assistant", "content": text},
+                {"role": "user", "content": follow_up},
+            ]
+        return texts, cached
+
+    texts, cached = turns(two)
+    assert cached > 0  # the second turn prefilled only its new tokens, on both ranks
+    assert (texts, cached) == turns(one)
+
+
+def test_cancel_frees_the_slot_on_every_rank(two: Server, model: str) -> None:
+    stream = two.openai().chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Tell me a long story."}],
+        max_tokens=400,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    next(iter(stream))
+    stream.close()  # the client goes away: the api cancels the generation
+    deadline = time.monotonic() + 30
+    while two.get("admin/status").json()["stats"]["running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert two.get("admin/status").json()["stats"]["running"] == 0
+    # the followers removed it too: the next steps still line up
+    assert greedy(two, model, "Hello", 4)[1] == 4
+    assert restarts(two) == 0
+
+
+def test_a_killed_follower_rank_is_recovered(one: Server, two: Server, model: str) -> None:
+    before = two.get("admin/status").json()
+    follower = before["ranks"]["pids"][1]
+    stream = two.openai().chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Tell me a long story."}],
+        max_tokens=400,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    chunks: Iterator[object] = iter(stream)
+    next(chunks)
+    os.kill(follower, signal.SIGKILL)
+    with pytest.raises(openai.APIError) as failed:
+        for _ in chunks:
+            pass
+    assert "rank of the engine group" in str(failed.value.message)
+    two.wait_ready(timeout=180)
+    after = two.get("admin/status").json()
+    assert after["restarts"] == before["restarts"] + 1
+    assert after["ranks"]["size"] == 2 and follower not in after["ranks"]["pids"]
+    assert greedy(two, model, PROMPTS[0]) == greedy(one, model, PROMPTS[0])
