@@ -11,8 +11,9 @@ What impetus keeps, and what each part is worth:
 - Models (`MODELS/...`): downloads and GGUF conversions can be rebuilt (`impetus models pull`),
   so by default only their manifests (`impetus.json`: where each came from) are kept, and
   restore lists what to rebuild. `--with-models` puts the whole folders in (large).
-- Safe to lose, never archived: partial downloads (`MODELS/.downloads`), lock files, the
-  Hugging Face cache, logs.
+- Safe to lose, never archived: the Hugging Face cache (where hub pulls go, shared with mlx-lm
+  and the `hf` tools: pull again), lock files, partial downloads of earlier versions
+  (`MODELS/.downloads`), logs.
 
 The archive is a gzip'd tar with `impetus-backup.json` first: format version, impetus version,
 and the SHA-256 of every member. Backup writes a temporary file beside FILE and renames it into

@@ -6,7 +6,10 @@ It serves repos built from folders on disk, with the hub's metadata where the hu
   for weight files, LFS records (sha256); `/api/models/{repo}/tree/{rev}[/{path}]` lists files as
   the hub's tree API does; `/api/models?search=` lists repos;
 * `/{repo}/resolve/{rev}/{file}` answers HEAD and GET with ETag / X-Repo-Commit headers,
-  redirects LFS files to a "CDN" path like the real hub, and honours `Range: bytes=N-[M]` with 206;
+  redirects LFS files to a "CDN" path on another host name (`localhost`, the same server) with
+  X-Linked-Etag / X-Linked-Size like the real hub, and honours `Range: bytes=N-[M]` with 206: what
+  huggingface-hub's own download code (`hf_hub_download`, `snapshot_download`) needs;
+* no Xet: files carry no Xet hash, so huggingface-hub fetches them over plain HTTP;
 * unknown repos, revisions and files get 404 with the hub's `X-Error-Code`.
 
 Knobs a test can turn while it runs: `rate` (bytes per second per file body, None for full speed;
@@ -264,11 +267,14 @@ class _Handler(BaseHTTPRequestHandler):
             if name not in repo.files:
                 return self._missing("EntryNotFound", f"{name} not found")
             if repo.is_lfs(name):  # the hub redirects LFS files to its CDN
+                # on another host, as the hub's CDN is: huggingface-hub follows redirects within
+                # the hub only, so it reads the file's metadata from the X-Linked-* headers here
+                port = self.server.server_address[1]
                 return self._send(
                     302,
                     b"",
                     {
-                        "Location": f"/cdn/{repo.id}/{repo.sha}/{name}",
+                        "Location": f"http://localhost:{port}/cdn/{repo.id}/{repo.sha}/{name}",
                         "X-Repo-Commit": repo.sha,
                         "X-Linked-Size": str(len(repo.files[name])),
                         "X-Linked-Etag": f'"{repo.etag(name)}"',

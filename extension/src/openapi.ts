@@ -2444,6 +2444,12 @@ export interface components {
              */
             bytes_total?: number | null;
             /**
+             * Code
+             * @description on an error event, its error code (model_not_found, download_failed, ...)
+             * @default null
+             */
+            code?: string | null;
+            /**
              * Eta
              * @description seconds left at the current speed
              * @default null
@@ -3506,7 +3512,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
-            /** @description Invalid parameters (`param` names which) */
+            /** @description Not a model impetus can run (before any download) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3533,8 +3539,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Unknown model */
+            /** @description Unknown model or hub repo */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The hub cannot be reached */
+            502: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4196,7 +4211,7 @@ export interface operations {
                     "application/x-ndjson": string;
                 };
             };
-            /** @description Invalid parameters (`param` names which) */
+            /** @description Not a model impetus can run */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4216,6 +4231,24 @@ export interface operations {
             };
             /** @description Not allowed (an inference-only key on an admin endpoint, a foreign origin) */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description Unknown model or hub repo */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OllamaError"];
+                };
+            };
+            /** @description The pull was cancelled */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tornado.iostream import StreamClosedError
 
@@ -32,7 +32,7 @@ from impetus.api.schemas import (
 )
 from impetus.models import hub, registry
 from impetus.models.types import DeleteResult, PullProgress, SearchResult
-from impetus.protocol import EngineError, ModelState
+from impetus.protocol import EngineError, ErrorCode, ModelState
 
 if TYPE_CHECKING:
     from impetus.api.service import ImpetusService
@@ -142,6 +142,24 @@ def unfollow_pull(job: PullJob, queue: asyncio.Queue[PullProgress]) -> None:
         job.subscribers.remove(queue)
 
 
+async def first_event(job: PullJob, queue: asyncio.Queue[PullProgress]) -> PullProgress:
+    """The pull's state so far, or its first event. A pull that fails before any progress (an
+    unknown repo, not an MLX model, the hub unreachable) is answered with an HTTP error in the
+    protocol's own shape (`failed_at_once`) rather than a stream that starts with 200."""
+    return job.last if job.last is not None else await queue.get()
+
+
+def pull_error(ev: PullProgress) -> APIError:
+    """The HTTP error of a pull's final "error" or "cancelled" event (404 for an unknown repo)."""
+    code = "cancelled" if ev.status == "cancelled" else (ev.code or "download_failed")
+    return APIError.from_engine(EngineError(cast(ErrorCode, code), ev.message or ev.status))
+
+
+def failed_at_once(ev: PullProgress) -> APIError | None:
+    """The HTTP error of a pull whose first event is its failure, else None."""
+    return pull_error(ev) if ev.status == "error" and ev.id else None
+
+
 # ---------------------------------------------------------------- handlers
 
 
@@ -222,7 +240,11 @@ class PullHandler(ImpetusHandler):
         body=PullRequest,
         stream=PullProgress,
         stream_note="`data: <progress JSON>` events until done, error or cancelled, then `data: [DONE]`",
-        errors={404: "Unknown model"},
+        errors={
+            400: "Not a model impetus can run (before any download)",
+            404: "Unknown model or hub repo",
+            502: "The hub cannot be reached",
+        },
         example={"id": "smollm2-135m", "load": True},
     )
     async def post(self) -> None:
@@ -230,13 +252,18 @@ class PullHandler(ImpetusHandler):
         job, queue = follow_pull(self.service, req.id, req.load)
         self._queue, self._job = queue, job
         try:
+            first = await first_event(job, queue)
+            if not first.id:  # the client left
+                return
+            error = failed_at_once(first)
+            if error is not None:
+                raise error
             sse.start(self)
-            if job.last is not None:
-                await sse.send(self, job.last.model_dump(mode="json"))
-                if job.last.status in FINAL:
-                    await sse.send(self, sse.DONE)
-                    await sse.finish(self)
-                    return
+            await sse.send(self, first.model_dump(mode="json"))
+            if first.status in FINAL:
+                await sse.send(self, sse.DONE)
+                await sse.finish(self)
+                return
             while True:
                 ev = await queue.get()
                 if self.request.connection is None or self._finished:

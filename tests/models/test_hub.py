@@ -1,5 +1,7 @@
-"""Hub downloads against a local server that plays the Hugging Face hub (HF_ENDPOINT): progress,
-resume within and across calls, cancel, checksums, 404, repos that are not MLX models, search."""
+"""Hub downloads against a local server that plays the Hugging Face hub (HF_ENDPOINT): into the
+Hugging Face cache through huggingface-hub's own download code, seen by the other hub tools and
+seeing theirs; progress, resume after a dropped connection, cancel, checksums, 404, repos that are
+not MLX models, the free-space check, search, and downloads of earlier impetus versions."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from impetus.config import Settings
+from impetus.models import folder as mf
+from impetus.models import hf_cache, registry
 from impetus.models import hub as hubmod
-from impetus.models import registry
 from impetus.models.errors import ModelError
 from impetus.models.types import PullProgress
 from tests.fake_hub import FakeHub, Repo
@@ -21,20 +24,32 @@ REPO = "impetus-test/tiny-llama"
 WEIGHTS = "model.safetensors"
 
 
-def _downloads(settings: Settings) -> Path:
-    return settings.models_path / hubmod.DOWNLOADS_DIR
+def _storage() -> Path:
+    return hf_cache.cache_dir() / "models--impetus-test--tiny-llama"
+
+
+def _snapshot(hub: FakeHub, repo_id: str = REPO) -> Path:
+    return _storage() / "snapshots" / hub.repos[repo_id].sha
+
+
+def _listed(settings: Settings) -> list[str]:
+    return [e.id for e in registry.list_entries(settings, backend="cpu") if e.id == REPO]
 
 
 def _visible(settings: Settings) -> list[str]:
-    """What a user (or the registry) sees in the model directory."""
+    """What a user sees in impetus's own model directory (hub downloads no longer go there)."""
     if not settings.models_path.exists():
         return []
     return sorted(p.name for p in settings.models_path.iterdir() if not p.name.startswith("."))
 
 
+def _blobs() -> list[Path]:
+    return sorted((_storage() / "blobs").glob("*")) if (_storage() / "blobs").is_dir() else []
+
+
 def _assert_same_files(a: Path, b: Path) -> None:
     names = sorted(p.name for p in b.iterdir())
-    assert sorted(p.name for p in a.iterdir() if p.name != "impetus.json") == names
+    assert sorted(p.name for p in a.iterdir()) == names
     for n in names:
         assert (a / n).read_bytes() == (b / n).read_bytes(), n
 
@@ -42,16 +57,19 @@ def _assert_same_files(a: Path, b: Path) -> None:
 def test_full_download_with_progress(settings: Settings, hub: FakeHub, tiny_folder: Path) -> None:
     events: list[PullProgress] = []
     resolved = registry.pull(REPO, settings, progress=events.append, min_interval=0)
-    dest = settings.models_path / "impetus-test" / "tiny-llama"
+    snap = _snapshot(hub)
     assert (resolved.id, resolved.source, resolved.path, resolved.kind) == (
         REPO,
-        "hub",
-        dest,
+        "hf-cache",
+        snap,
         "chat",
     )
-    _assert_same_files(dest, tiny_folder)
-    manifest = json.loads((dest / "impetus.json").read_text())
-    assert manifest["source"] == {"type": "hub", "repo": REPO, "revision": hub.repos[REPO].sha}
+    _assert_same_files(snap, tiny_folder)
+    # the cache's own layout: content-addressed blobs, links in the snapshot, refs/main
+    assert (_storage() / "refs" / "main").read_text() == hub.repos[REPO].sha
+    assert all((snap / n).is_symlink() for n in (WEIGHTS, "config.json"))
+    assert (snap / WEIGHTS).resolve().parent == _storage() / "blobs"
+    assert _visible(settings) == []  # nothing in impetus's own folder
 
     total = sum(p.stat().st_size for p in tiny_folder.iterdir())
     statuses = [e.status for e in events]
@@ -63,14 +81,66 @@ def test_full_download_with_progress(settings: Settings, hub: FakeHub, tiny_fold
     assert len(weight_events) >= 4  # ~1.4 MB in 256 KB chunks: progress inside the big file
     assert events[0].file == "config.json"  # fetched first, to refuse non-MLX models early
     assert any(e.speed > 0 and e.eta is not None for e in events[:-1])
-    assert not list(_downloads(settings).iterdir())  # the staging folder became the model
 
     entry = registry.describe(REPO, settings, backend="cpu")
-    assert (entry.source, entry.path, entry.downloaded) == ("hub", str(dest), True)
+    assert (entry.source, entry.path, entry.downloaded) == ("hf-cache", str(snap), True)
     # a second pull finds it complete: nothing is fetched again
     before = dict(hub.body_bytes)
-    registry.pull(REPO, settings)
+    again: list[PullProgress] = []
+    registry.pull(REPO, settings, progress=again.append)
     assert hub.body_bytes == before
+    assert again[0].message == "already downloaded" and again[0].bytes_done == total
+
+
+def test_the_hub_tools_see_a_pulled_model(
+    settings: Settings, hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `hf cache scan`, `mlx_lm.manage` (scan_cache_dir) and `mlx_lm.server --model ORG/NAME`
+    (snapshot_download, offline here) find after an impetus pull."""
+    import huggingface_hub
+    import mlx_lm.utils
+
+    assert hubmod.ALLOW_PATTERNS == mlx_lm.utils.DEFAULT_ALLOW_PATTERNS
+    snap = registry.pull(REPO, settings).path
+    cache = hf_cache.cache_dir()
+    info = huggingface_hub.scan_cache_dir(cache)
+    assert info.warnings == []
+    [repo] = [r for r in info.repos if r.repo_id == REPO]
+    [rev] = repo.revisions
+    assert (rev.commit_hash, rev.refs, rev.snapshot_path) == (
+        hub.repos[REPO].sha,
+        frozenset({"main"}),
+        snap,
+    )
+    assert {f.file_name for f in rev.files} == {p.name for p in snap.iterdir()}
+
+    # offline from here: the files must be found in the cache, not fetched
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    found = huggingface_hub.snapshot_download(
+        REPO, local_files_only=True, allow_patterns=mlx_lm.utils.DEFAULT_ALLOW_PATTERNS
+    )
+    assert Path(found) == snap
+    assert mlx_lm.utils.hf_repo_to_path(REPO) == snap
+
+
+def test_a_snapshot_downloaded_by_huggingface_hub_is_listed_and_loadable(
+    settings: Settings, hub: FakeHub, tiny_folder: Path
+) -> None:
+    import huggingface_hub
+
+    placed = huggingface_hub.snapshot_download(
+        REPO, cache_dir=hf_cache.cache_dir(), endpoint=hub.url, allow_patterns=hubmod.ALLOW_PATTERNS
+    )
+    assert Path(placed) == _snapshot(hub)
+    assert _listed(settings) == [REPO]
+    resolved = registry.resolve(REPO, settings)
+    assert (resolved.source, resolved.path) == ("hf-cache", Path(placed))
+    assert mf.problem(resolved.path) is None
+    # impetus's pull finds it complete: no file is fetched again
+    served = len(hub.served)
+    assert registry.pull(REPO, settings).path == Path(placed)
+    assert len(hub.served) == served
 
 
 @pytest.mark.slow
@@ -99,10 +169,9 @@ def test_dropped_connection_is_resumed_with_range(
     assert done == sorted(done)
 
 
-def test_cancel_then_resume_in_a_later_call(
+def test_cancel_leaves_no_model_and_a_second_pull_succeeds(
     settings: Settings, hub: FakeHub, tiny_folder: Path
 ) -> None:
-    size = (tiny_folder / WEIGHTS).stat().st_size
     cancel = threading.Event()
     seen: list[PullProgress] = []
 
@@ -114,23 +183,27 @@ def test_cancel_then_resume_in_a_later_call(
     with pytest.raises(ModelError) as e:
         registry.pull(REPO, settings, progress=progress, cancel=cancel, min_interval=0)
     assert e.value.code == "cancelled" and seen[-1].status == "cancelled"
-    # nothing usable is left: no model folder, no registry entry; the partial file waits, hidden
-    assert _visible(settings) == []
-    assert REPO not in {x.id for x in registry.list_entries(settings, backend="cpu")}
+    # nothing usable is left: no weights in the snapshot or the blobs, no registry entry, no ref
+    snap = _snapshot(hub)
+    assert not (snap / WEIGHTS).exists()
+    weights_blob = _storage() / "blobs" / hub.repos[REPO].etag(WEIGHTS)
+    assert not weights_blob.exists()
+    assert not (_storage() / "refs" / "main").exists()
+    assert _listed(settings) == [] and _visible(settings) == []
     with pytest.raises(ModelError):
         registry.resolve(REPO, settings)
-    partial = next(_downloads(settings).rglob(WEIGHTS + ".incomplete"))
-    have = partial.stat().st_size
-    assert 0 < have < size
 
+    # the files completed before the cancel are kept; only the rest is fetched
+    assert (snap / "config.json").is_file()
+    served = len(hub.served)
     events: list[PullProgress] = []
-    sent_before = hub.body_bytes[WEIGHTS]
     r = registry.pull(REPO, settings, progress=events.append, min_interval=0)
     _assert_same_files(r.path, tiny_folder)
-    assert hub.gets(WEIGHTS)[-1].range == f"bytes={have}-"
-    assert hub.body_bytes[WEIGHTS] - sent_before == size - have  # only the missing bytes
-    first = next(e for e in events if e.file == WEIGHTS)
-    assert first.bytes_done >= have  # progress starts from what was already there
+    fetched_again = [q.path.rsplit("/", 1)[-1] for q in hub.served[served:] if q.method == "GET"]
+    assert WEIGHTS in fetched_again and "config.json" not in fetched_again
+    first = next(e for e in events if e.status == "downloading")
+    assert first.bytes_done >= len(hub.repos[REPO].files["config.json"])
+    assert _listed(settings) == [REPO]
 
 
 def test_cancel_from_another_thread(settings: Settings, hub: FakeHub) -> None:
@@ -158,7 +231,7 @@ def test_cancel_from_another_thread(settings: Settings, hub: FakeHub) -> None:
     t.join(10)
     assert not t.is_alive()
     assert isinstance(result[0], ModelError) and result[0].code == "cancelled"
-    assert _visible(settings) == []
+    assert _listed(settings) == []
 
 
 def test_corrupted_file_is_refused(settings: Settings, hub: FakeHub) -> None:
@@ -167,17 +240,22 @@ def test_corrupted_file_is_refused(settings: Settings, hub: FakeHub) -> None:
         registry.pull(REPO, settings)
     assert e.value.code == "download_failed"
     assert WEIGHTS in e.value.message and "checksum" in e.value.message
-    assert _visible(settings) == []
-    assert list(_downloads(settings).rglob(WEIGHTS + "*")) == []  # the bad bytes are gone
+    assert _listed(settings) == []
+    # the bad bytes are gone: neither a blob nor a link in the snapshot
+    assert not (_snapshot(hub) / WEIGHTS).exists()
+    assert not (_storage() / "blobs" / hub.repos[REPO].etag(WEIGHTS)).exists()
+    assert not any(b.stat().st_size > 1_000_000 for b in _blobs())
     hub.corrupt.clear()
     assert registry.pull(REPO, settings).path.is_dir()  # and a retry works
+    assert _listed(settings) == [REPO]
 
 
 def test_corrupted_small_file_is_refused(settings: Settings, hub: FakeHub) -> None:
     hub.corrupt.add("config.json")
     with pytest.raises(ModelError, match="config.json is corrupted"):
         registry.pull(REPO, settings)
-    assert _visible(settings) == []
+    assert _listed(settings) == [] and not (_snapshot(hub) / "config.json").exists()
+    assert hub.gets(WEIGHTS) == []
 
 
 def test_unknown_repo_is_404(settings: Settings, hub: FakeHub) -> None:
@@ -185,14 +263,14 @@ def test_unknown_repo_is_404(settings: Settings, hub: FakeHub) -> None:
     with pytest.raises(ModelError) as e:
         registry.pull("impetus-test/nope", settings, progress=events.append)
     assert e.value.code == "model_not_found" and "impetus-test/nope" in e.value.message
-    assert [ev.status for ev in events] == ["error"]
-    assert not settings.models_path.exists() or _visible(settings) == []
-    assert not _downloads(settings).exists()
+    assert [(ev.status, ev.code) for ev in events] == [("error", "model_not_found")]
+    cache = hf_cache.cache_dir()
+    assert not cache.exists() or not list(cache.glob("models--*"))
 
 
 def test_unknown_revision(settings: Settings, hub: FakeHub) -> None:
     with pytest.raises(ModelError) as e:
-        hubmod.download(REPO, settings.models_path, revision="v9")
+        hubmod.download(REPO, revision="v9")
     assert e.value.code == "model_not_found" and "revision" in e.value.message
 
 
@@ -224,13 +302,13 @@ def test_unsupported_architecture_is_refused_before_the_weights(
         and "'not_a_real_arch' is not supported by mlx-lm" in e.value.message
     )
     assert hub.gets(WEIGHTS) == []  # refused before fetching the weights
-    assert _visible(settings) == [] and list(_downloads(settings).iterdir()) == []
+    assert "impetus-test/odd-arch" not in {x.id for x in registry.list_entries(settings)}
 
 
 def test_bad_repo_ids(settings: Settings) -> None:
     for bad in ["../x", "a/b/c", "org/..", "org/na--me", "org/ x", "org/name\n"]:
         with pytest.raises(ModelError) as e:
-            hubmod.download(bad, settings.models_path)
+            hubmod.download(bad)
         assert e.value.code == "invalid_request", bad
 
 
@@ -257,10 +335,13 @@ def test_search(hub: FakeHub) -> None:
 
 
 def test_delete_a_downloaded_model(settings: Settings, hub: FakeHub) -> None:
-    r = registry.pull(REPO, settings)
+    import huggingface_hub
+
+    registry.pull(REPO, settings)
     res = registry.delete(REPO, settings)
-    assert res.removed == [str(r.path)] and res.freed_bytes > 0
-    assert _visible(settings) == []  # the empty ORG folder went too
+    assert res.removed == [str(_storage())] and res.freed_bytes > 0
+    assert _listed(settings) == []
+    assert huggingface_hub.scan_cache_dir(hf_cache.cache_dir()).repos == frozenset()
 
 
 def test_not_enough_disk_space(
@@ -273,24 +354,27 @@ def test_not_enough_disk_space(
     with pytest.raises(ModelError) as e:
         registry.pull(REPO, settings)
     assert e.value.code == "download_failed" and "not enough disk space" in e.value.message
-    assert _visible(settings) == [] and hub.gets(WEIGHTS) == []
+    assert _listed(settings) == [] and hub.gets(WEIGHTS) == [] and hub.served == []
 
 
 def test_repo_already_pulled_is_not_fetched_again_but_a_new_commit_is(
     settings: Settings, hub: FakeHub, tiny_folder: Path
 ) -> None:
-    registry.pull(REPO, settings)
+    old = registry.pull(REPO, settings).path
     repo = hub.repos[REPO]
     files = dict(repo.files)
     files["README.md"] = b"# new commit\n"
+    files["generation_config.json"] = b'{"temperature": 0.5}\n'
     hub.add(Repo(REPO, files))  # the repo moves on: a new sha
     served = len(hub.served)
-    registry.pull(REPO, settings)
-    dest = settings.models_path / "impetus-test" / "tiny-llama"
-    manifest = json.loads((dest / "impetus.json").read_text())
-    assert manifest["source"]["revision"] == hub.repos[REPO].sha != repo.sha
-    assert len(hub.served) > served  # downloaded again (README.md is not fetched: not a model file)
-    assert not (dest / "README.md").exists()
+    new = registry.pull(REPO, settings).path
+    assert new == _snapshot(hub) != old
+    assert (_storage() / "refs" / "main").read_text() == hub.repos[REPO].sha != repo.sha
+    # only the new file is fetched: the others are the same blobs; README.md is not a model file
+    gets = [r.path.rsplit("/", 1)[-1] for r in hub.served[served:] if r.method == "GET"]
+    assert gets == ["generation_config.json"]
+    assert not (new / "README.md").exists()
+    assert registry.resolve(REPO, settings).path == new
 
 
 def test_concurrent_pulls_download_once(
@@ -310,7 +394,32 @@ def test_concurrent_pulls_download_once(
         t.start()
     for t in threads:
         t.join(30)
-    dest = settings.models_path / "impetus-test" / "tiny-llama"
-    assert results == [dest, dest]
+    snap = _snapshot(hub)
+    assert results == [snap, snap]
     assert len(hub.gets(WEIGHTS)) == 1  # the second waited for the first, then found it complete
-    _assert_same_files(dest, tiny_folder)
+    _assert_same_files(snap, tiny_folder)
+
+
+def test_downloads_of_earlier_versions_are_still_found(
+    settings: Settings, hub: FakeHub, tiny_folder: Path
+) -> None:
+    """Earlier impetus versions downloaded hub repos into MODELS/ORG/NAME (with an impetus.json
+    manifest of source "hub"): read-only compatibility, no migration."""
+    import shutil
+
+    legacy = settings.models_path / "impetus-test" / "tiny-llama"
+    shutil.copytree(tiny_folder, legacy)
+    manifest = {"format": 1, "source": {"type": "hub", "repo": REPO, "revision": "0" * 40}}
+    (legacy / "impetus.json").write_text(json.dumps(manifest))
+    entry = registry.describe(REPO, settings, backend="cpu")
+    assert (entry.source, entry.path) == ("hub", str(legacy))
+    assert _listed(settings) == [REPO]
+    assert registry.resolve(REPO, settings).path == legacy
+    # a pull now goes to the Hugging Face cache, which is used from then on
+    assert registry.pull(REPO, settings).path == _snapshot(hub)
+    assert registry.resolve(REPO, settings).source == "hf-cache"
+    assert legacy.is_dir()  # left alone: `impetus models rm` after the cache copy removes it
+    registry.delete(REPO, settings)
+    assert registry.resolve(REPO, settings).path == legacy
+    registry.delete(REPO, settings)
+    assert _listed(settings) == [] and not legacy.exists()

@@ -1,7 +1,8 @@
 """Disk full and permission denied while downloading (the fake hub) and while converting a GGUF.
 
-Disk full is a real small filesystem: a tmpfs mounted as the models folder (root, or a user with
-CAP_SYS_ADMIN); the test is skipped, saying why, where mounting is refused. Permission denied is a
+Disk full is a real small filesystem: a tmpfs mounted as the Hugging Face cache (where downloads
+go) or as the models folder (where conversions go), by root or a user with CAP_SYS_ADMIN; the
+test is skipped, saying why, where mounting is refused. Permission denied is a
 folder without write permission; as root (whom file modes do not stop) the writer runs in a child
 process that has dropped CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH from its capability set.
 
@@ -79,12 +80,12 @@ def listed(settings: Settings) -> list[str]:
     return [e.id for e in registry.list_entries(settings) if REPO in e.id]
 
 
-def model_files(models: Path) -> list[str]:
-    """Everything under the models folder that is not staging (.downloads) or a hidden temp."""
+def cache_files(cache: Path) -> list[str]:
+    """Everything in the Hugging Face cache but locks and other hidden files."""
     return sorted(
-        str(p.relative_to(models))
-        for p in models.rglob("*")
-        if not any(part.startswith(".") for part in p.relative_to(models).parts)
+        str(p.relative_to(cache))
+        for p in cache.rglob("*")
+        if not any(part.startswith(".") for part in p.relative_to(cache).parts)
     )
 
 
@@ -101,12 +102,17 @@ def hub(monkeypatch: pytest.MonkeyPatch, tiny_repo: Path, tmp_path: Path) -> Ite
     server.add(Repo.from_folder(REPO, tiny_repo))
     server.start()
     monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    # downloads go to the Hugging Face cache: the folder these tests fill up or lock
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     try:
         yield server
     finally:
         server.stop()
+
+
+def snapshot(cache: Path, hub: FakeHub) -> Path:
+    return cache / "models--impetus-test--tiny-llama" / "snapshots" / hub.repos[REPO].sha
 
 
 # ---- downloads ----------------------------------------------------------------------------
@@ -115,21 +121,21 @@ def hub(monkeypatch: pytest.MonkeyPatch, tiny_repo: Path, tmp_path: Path) -> Ite
 def test_download_onto_a_disk_too_small_is_refused_then_succeeds(
     hub: FakeHub, tmp_path: Path
 ) -> None:
-    with small_fs(tmp_path / "models", "512k") as models:
-        settings = Settings(home=tmp_path / "home", model_dir=models)
+    settings = Settings(home=tmp_path / "home")
+    with small_fs(tmp_path / "hf-cache", "512k") as cache:
         with pytest.raises(ModelError) as e:
             registry.pull(REPO, settings)
         assert e.value.code == "download_failed" and "not enough disk space" in e.value.message
-        assert listed(settings) == [] and model_files(models) == []
-        resize(models, "8m")  # space is back
+        assert listed(settings) == [] and cache_files(cache) == [] and hub.served == []
+        resize(cache, "8m")  # space is back
         r = registry.pull(REPO, settings)
-        assert r.path == models / REPO and listed(settings) == [REPO]
+        assert r.path == snapshot(cache, hub) and listed(settings) == [REPO]
 
 
 def test_disk_filling_up_during_a_download(hub: FakeHub, tmp_path: Path) -> None:
-    with small_fs(tmp_path / "models", "4m") as models:
-        settings = Settings(home=tmp_path / "home", model_dir=models)
-        filler = models / "filler"
+    settings = Settings(home=tmp_path / "home")
+    with small_fs(tmp_path / "hf-cache", "4m") as cache:
+        filler = cache / "filler"
 
         def fill_the_disk(ev: PullProgress) -> None:
             # another writer takes the space the download counted on, once weights flow
@@ -149,36 +155,37 @@ def test_disk_filling_up_during_a_download(hub: FakeHub, tmp_path: Path) -> None
         assert e.value.code == "download_failed", e.value
         assert "No space left on device" in e.value.message, e.value.message
         assert events[-1].status == "error" and "No space left" in events[-1].message
-        assert listed(settings) == [] and model_files(models) == ["filler"]
+        # no weights in the snapshot (huggingface-hub links only complete files): not a model
+        assert listed(settings) == [] and not (snapshot(cache, hub) / "model.safetensors").exists()
         filler.unlink()
-        served = len(hub.served)
+        served = len(hub.gets("model.safetensors"))
         r = registry.pull(REPO, settings)
-        assert r.path == models / REPO and listed(settings) == [REPO]
-        assert len(hub.served) > served
+        assert r.path == snapshot(cache, hub) and listed(settings) == [REPO]
+        assert len(hub.gets("model.safetensors")) > served
 
 
 def test_permission_denied_during_a_download(hub: FakeHub, tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    models.mkdir()
-    models.chmod(0o555)
-    settings = Settings(home=tmp_path / "home", model_dir=models)
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    cache.chmod(0o555)
+    settings = Settings(home=tmp_path / "home")
     result = run_unprivileged(
         f"""
         from impetus.config import Settings
         from impetus.models import registry
         from impetus.models.errors import ModelError
         try:
-            registry.pull({REPO!r}, Settings(home={str(tmp_path / "home")!r}, model_dir={str(models)!r}))
+            registry.pull({REPO!r}, Settings(home={str(tmp_path / "home")!r}))
             result = {{"ok": "yes"}}
         except ModelError as e:
             result = {{"code": e.code, "message": e.message}}
         """
     )
     assert result.get("code") == "download_failed", result
-    assert "Permission denied" in result["message"] and str(models) in result["message"]
-    assert model_files(models) == []
-    models.chmod(0o755)
-    assert registry.pull(REPO, settings).path == models / REPO
+    assert "Permission denied" in result["message"] and str(cache) in result["message"]
+    assert cache_files(cache) == []
+    cache.chmod(0o755)
+    assert registry.pull(REPO, settings).path == snapshot(cache, hub)
 
 
 # ---- GGUF conversion ----------------------------------------------------------------------
