@@ -60,6 +60,7 @@ def collect(want: str | None = None) -> dict[str, Any]:
     ) as e:  # report, don't crash: this is the tool people run when things are broken
         engine = {"error": str(e)}
     from impetus.config import Settings
+    from impetus.models import hf_cache
 
     s = Settings()
     return {
@@ -80,6 +81,8 @@ def collect(want: str | None = None) -> dict[str, Any]:
         },
         "home": str(s.home),
         "model_dir": str(s.models_path),
+        "hf_cache": str(hf_cache.cache_dir()),
+        "hf_xet": _version("hf-xet"),
         "memory_budget_gib": round(s.memory_budget / 2**30, 1),
         "ranks": s.ranks,
         "distributed_backend": s.distributed_backend,
@@ -132,6 +135,15 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(engine.get('distributed', [])) or 'no distributed backend'})",
         ),
         ("model dir", info["model_dir"]),
+        (
+            "hub downloads",
+            f"{info['hf_cache']} (Hugging Face cache; "
+            + (
+                f"hf_xet {info['hf_xet']})"
+                if info["hf_xet"]
+                else "hf_xet not installed: Xet-backed repos download over plain HTTP)"
+            ),
+        ),
         ("memory budget", f"{info['memory_budget_gib']} GiB"),
         ("jupyterlab", info["jupyterlab"] or f"not installed (pip install '{DISTRIBUTION}[lab]')"),
     ]

@@ -406,11 +406,11 @@ def _download_commit(
             raise
         tracker.check_cancel()  # hf_xet may also finish the file despite a cancel
         if fetched:
-            found = _verify(path.resolve(), s)
+            found = _verify(path, s)
             if found is not None:
-                target = path.resolve()
+                # the link and the blob it names (a copy where the cache has no symlinks)
                 path.unlink(missing_ok=True)
-                target.unlink(missing_ok=True)
+                blob.unlink(missing_ok=True)
                 raise ModelError(
                     "download_failed",
                     f"{s.rfilename} is corrupted: checksum {found} != {_etag(s)} "
