@@ -174,3 +174,4 @@ def test_every_proxy_hashes_the_header_the_benchmark_sends() -> None:
         assert text.index(f"hash {variable}") < text.index("    keepalive")
     notes = load("ingress.yaml")["metadata"]["annotations"]
     assert notes["nginx.ingress.kubernetes.io/upstream-hash-by"].startswith(variable + "$")
+    assert f"`{SESSION_HEADER}`" in (DEPLOY.parent / "docs" / "scale.md").read_text()
