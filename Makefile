@@ -101,10 +101,11 @@ test: install lint typecheck extension-test pytest
 
 # The core tests (engine on mlx-lm, the OpenAI API on tornado and pydantic, the Jupyter
 # extension) against the lowest versions pyproject.toml allows of the dependencies impetus builds
-# on (.ci/lowest-constraints.txt), in a second venv: a subset of three files that takes a few
-# minutes, not the whole suite.
+# on (.ci/lowest-constraints.txt), in a second venv: a subset of four files that takes a few
+# minutes, not the whole suite (test_hub: hub downloads through huggingface-hub 1.x's own code).
 LOW_VENV := .venv-lowest
-LOW_TESTS := tests/engine/test_engine.py tests/api/test_openai.py tests/jupyter/test_extension.py
+LOW_TESTS := tests/engine/test_engine.py tests/api/test_openai.py tests/jupyter/test_extension.py \
+  tests/models/test_hub.py
 test-lowest:
 	@[ -x $(LOW_VENV)/bin/python ] || $(PYTHON) -m venv $(LOW_VENV)
 	SKIP_JUPYTER_BUILDER=1 $(LOW_VENV)/bin/pip install -q -c .ci/lowest-constraints.txt \

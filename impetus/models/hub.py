@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+import httpx
 import huggingface_hub.constants
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
@@ -55,6 +56,7 @@ from huggingface_hub.utils import (
     get_session,
     hf_raise_for_status,
 )
+from tqdm import tqdm
 
 from impetus.models import folder as mf
 from impetus.models import hf_cache
@@ -62,10 +64,18 @@ from impetus.models.errors import ModelError
 from impetus.models.ids import validate_repo_id
 from impetus.models.types import HubModel, PullProgress, SearchResult
 
-try:  # huggingface-hub >= 2 speaks httpx2, 1.x httpx
-    import httpx2 as _httpx  # type: ignore[import-not-found,unused-ignore]
+# huggingface-hub >= 2 speaks httpx2, 1.x httpx; either may be installed beside the other
+_HTTP_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError,)
+_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.TransportError,)
+try:
+    import httpx2  # type: ignore[import-not-found,unused-ignore]
+
+    _HTTP_ERRORS += (httpx2.HTTPError,)
+    _TRANSPORT_ERRORS += (httpx2.TransportError,)
 except ImportError:  # pragma: no cover - depends on the installed huggingface-hub
-    import httpx as _httpx  # type: ignore[no-redef,unused-ignore]
+    pass
+# what a call to the hub raises when the hub or the network fails (and OSError: the disk)
+_HUB_ERRORS: tuple[type[Exception], ...] = (HfHubHTTPError, *_HTTP_ERRORS, OSError)
 
 ProgressCallback = Callable[[PullProgress], None]
 log = logging.getLogger("impetus.models")
@@ -73,6 +83,7 @@ log = logging.getLogger("impetus.models")
 # huggingface-hub streams bodies in chunks of DOWNLOAD_CHUNK_SIZE (10 MiB), read per call; progress
 # and cancel are only seen between chunks, so 10 MiB would mean seconds of latency on a slow link
 CHUNK_BYTES = 256 * 1024
+MAX_ATTEMPTS = 3  # tries of one file after lost connections (each resumes where the last stopped)
 if huggingface_hub.constants.DOWNLOAD_CHUNK_SIZE > CHUNK_BYTES:
     huggingface_hub.constants.DOWNLOAD_CHUNK_SIZE = CHUNK_BYTES
 
@@ -157,6 +168,13 @@ class _Tracker:
         if self.cancel is not None and self.cancel.is_set():
             raise ModelError("cancelled", "download cancelled")
 
+    def wait(self, seconds: float) -> None:
+        """Sleep, or raise "cancelled" as soon as the pull is cancelled."""
+        if self.cancel is None:
+            time.sleep(seconds)
+        elif self.cancel.wait(seconds):
+            self.check_cancel()
+
     def add(self, n: int, *, received: bool) -> None:
         with self.lock:
             self.done += n
@@ -221,25 +239,12 @@ class _Tracker:
         return _Bar
 
 
-class _Silent:
-    """A tqdm stand-in that shows nothing (for calls whose bars would only repeat ours)."""
+class _Silent(tqdm):  # type: ignore[misc,unused-ignore]
+    """A tqdm that shows nothing (for calls whose bars would only repeat impetus's progress)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.total = kwargs.get("total")
-        self.n = 0
-        self.iterable = args[0] if args else kwargs.get("iterable")
-
-    def __iter__(self) -> Any:
-        return iter(self.iterable or ())
-
-    def __enter__(self) -> _Silent:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return lambda *args, **kwargs: None
+        kwargs.pop("name", None)  # huggingface-hub's own tqdm option
+        super().__init__(*args, **{**kwargs, "disable": True})
 
 
 def _size(s: _Sibling) -> int:
@@ -315,7 +320,7 @@ def download(
     api = HfApi(endpoint=endpoint, token=token)
     try:
         info = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=30.0)
-    except (HfHubHTTPError, _httpx.HTTPError, OSError) as e:
+    except _HUB_ERRORS as e:
         raise _hub_error(repo_id, e) from e
     siblings: list[_Sibling] = list(info.siblings or [])
     files = [s for s in siblings if wanted(s.rfilename)]
@@ -336,7 +341,7 @@ def download(
             )
     except ModelError:
         raise
-    except (HfHubHTTPError, EntryNotFoundError, _httpx.HTTPError) as e:
+    except (HfHubHTTPError, EntryNotFoundError) + _HTTP_ERRORS as e:
         raise _hub_error(repo_id, e) from e
     except OSError as e:
         if e.errno is None:  # huggingface-hub's own check: a file shorter than announced
@@ -378,7 +383,6 @@ def _download_commit(
         missing,
         key=lambda s: (s.rfilename != "config.json", _is_weights(s.rfilename), _size(s)),
     )
-    bar = tracker.bar_class()
     for s in order:
         tracker.check_cancel()
         tracker.file = s.rfilename
@@ -387,24 +391,7 @@ def _download_commit(
         # a blob already in the cache (another revision's, another tool's) is not hashed again:
         # that would re-read gigabytes on every pull of a model that shares them
         fetched = not blob.is_file()
-        try:
-            path = Path(
-                hf_hub_download(
-                    repo_id,
-                    s.rfilename,
-                    revision=commit,
-                    cache_dir=cache,
-                    endpoint=endpoint,
-                    token=token,
-                    tqdm_class=cast(Any, bar),
-                )
-            )
-        except ModelError:
-            raise
-        except Exception:
-            tracker.check_cancel()  # a cancel raised inside hf_xet's callback returns as its error
-            raise
-        tracker.check_cancel()  # hf_xet may also finish the file despite a cancel
+        path = _fetch(repo_id, s.rfilename, commit, cache, endpoint, token, tracker, base)
         if fetched:
             found = _verify(path, s)
             if found is not None:
@@ -438,10 +425,53 @@ def _download_commit(
             allow_patterns=ALLOW_PATTERNS,
             tqdm_class=cast(Any, _Silent),  # its bars count files, not bytes
         )
-    except (HfHubHTTPError, _httpx.HTTPError, OSError) as e:
+    except _HUB_ERRORS as e:
         log.warning("%s: the hub's file listing was not recorded in the cache: %s", repo_id, e)
     _write_ref(storage, ref, commit)
     return snapshot
+
+
+def _fetch(
+    repo_id: str,
+    filename: str,
+    commit: str,
+    cache: Path,
+    endpoint: str | None,
+    token: str | None,
+    tracker: _Tracker,
+    base: int,
+) -> Path:
+    """One file through `hf_hub_download`, tried again after a lost connection: huggingface-hub
+    2.x resumes within its own call; 1.x gives up at once, leaving a partial file it resumes."""
+    attempt = 0
+    while True:
+        with tracker.lock:
+            tracker.done = base  # what the new attempt counts (1.x: from the resumed size)
+        try:
+            path = hf_hub_download(
+                repo_id,
+                filename,
+                revision=commit,
+                cache_dir=cache,
+                endpoint=endpoint,
+                token=token,
+                tqdm_class=cast(Any, tracker.bar_class()),
+            )
+        except ModelError:
+            raise
+        except _TRANSPORT_ERRORS as e:
+            tracker.check_cancel()
+            attempt += 1
+            if attempt == MAX_ATTEMPTS:
+                raise
+            log.warning("%s/%s: %s; trying again", repo_id, filename, e)
+            tracker.wait(2.0**attempt)
+            continue
+        except Exception:
+            tracker.check_cancel()  # a cancel raised inside hf_xet's callback returns as its error
+            raise
+        tracker.check_cancel()  # hf_xet may also finish the file despite a cancel
+        return Path(path)
 
 
 def _is_weights(name: str) -> bool:
@@ -502,7 +532,7 @@ def search(
         )
         hf_raise_for_status(r)
         items = r.json()
-    except (HfHubHTTPError, _httpx.HTTPError, OSError, ValueError) as e:
+    except _HUB_ERRORS + (ValueError,) as e:
         return SearchResult(
             query=query, error=f"the hub cannot be searched: {type(e).__name__}: {e}"
         )
