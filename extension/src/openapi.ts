@@ -2430,7 +2430,8 @@ export interface components {
         /**
          * PullProgress
          * @description One progress event of `pull`; events of one pull come in order, bytes_done never goes back
-         *     except when a server ignores a resume request and the file restarts.
+         *     except when a file starts again (a server that ignores a resume request, a download tried
+         *     again after the connection was lost several times).
          */
         PullProgress: {
             /**
