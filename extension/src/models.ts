@@ -64,11 +64,12 @@ export function modelRows(
       });
     }
   }
-  // A download started from the search box or the hub results: its row shows the progress.
+  // A download started from the search box or the hub results: its row shows the progress (hub
+  // repos go into the Hugging Face cache, the source the registry lists them with once done).
   for (const [id, pull] of pulls) {
     if (!seen.has(id) && !states.has(id)) {
       rows.push({
-        entry: { id, source: 'hub', downloaded: pull.status === 'done' },
+        entry: { id, source: 'hf-cache', downloaded: pull.status === 'done' },
         state: null,
         loaded: false,
         downloaded: pull.status === 'done',

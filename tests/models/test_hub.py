@@ -5,10 +5,13 @@ not MLX models, the free-space check, search, and downloads of earlier impetus v
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -204,6 +207,43 @@ def test_cancel_leaves_no_model_and_a_second_pull_succeeds(
     first = next(e for e in events if e.status == "downloading")
     assert first.bytes_done >= len(hub.repos[REPO].files["config.json"])
     assert _listed(settings) == [REPO]
+
+
+def test_xet_progress_counts_once_and_a_cancel_stops_it() -> None:
+    """Xet-backed files (hf_xet; no Xet server in tests) report through huggingface-hub's
+    XetDownloadProgressReporter into the same `tqdm_class` as plain downloads: the bytes written
+    count once (the network bytes reported beside them are not added) and a cancel raises from
+    the reporter's callback."""
+    xet = pytest.importorskip("huggingface_hub.utils._xet_progress_reporting")
+    reporter_class = getattr(xet, "XetDownloadProgressReporter", None)
+    if reporter_class is None or "tqdm_class" not in inspect.signature(reporter_class).parameters:
+        pytest.skip("this huggingface-hub reports Xet progress through its tqdm calls directly")
+
+    def report(written: int, received: int) -> SimpleNamespace:
+        return SimpleNamespace(
+            total_bytes=1000,
+            total_bytes_completed=written,
+            total_transfer_bytes_completed=received,
+            total_bytes_completion_rate=None,
+            total_transfer_bytes_completion_rate=None,
+        )
+
+    events: list[PullProgress] = []
+    cancel = threading.Event()
+    tracker = hubmod._Tracker(REPO, 1000, events.append, 0, cancel)
+    with reporter_class(
+        reconstruction_desc=WEIGHTS,
+        total=1000,
+        log_level=logging.INFO,
+        tqdm_class=tracker.bar_class(),
+    ) as reporter:
+        reporter.update_progress(report(400, 300))
+        reporter.update_progress(report(1000, 700))
+        assert tracker.done == 1000 and events[-1].bytes_done == 1000
+        cancel.set()
+        with pytest.raises(ModelError) as e:
+            reporter.update_progress(report(1000, 800))  # network bytes only: still checked
+        assert e.value.code == "cancelled"
 
 
 def test_cancel_from_another_thread(settings: Settings, hub: FakeHub) -> None:
