@@ -83,9 +83,12 @@ log = logging.getLogger("impetus.models")
 # huggingface-hub streams bodies in chunks of DOWNLOAD_CHUNK_SIZE (10 MiB), read per call; progress
 # and cancel are only seen between chunks, so 10 MiB would mean seconds of latency on a slow link
 CHUNK_BYTES = 256 * 1024
-MAX_ATTEMPTS = 3  # tries of one file after lost connections (each resumes where the last stopped)
 if huggingface_hub.constants.DOWNLOAD_CHUNK_SIZE > CHUNK_BYTES:
     huggingface_hub.constants.DOWNLOAD_CHUNK_SIZE = CHUNK_BYTES
+MAX_ATTEMPTS = 3  # tries of one file after lost connections (each resumes where the last stopped)
+# files hashed after their download take a second or more from this size (~300 MiB/s measured on
+# a 2-core Xeon): a progress event says so, so that the pull does not look stuck meanwhile
+VERIFY_NOTICE_BYTES = 256 * 2**20
 
 # mlx-lm's own download list (mlx_lm.utils.DEFAULT_ALLOW_PATTERNS, kept equal by a test): with the
 # same files, mlx-lm's offline check (`snapshot_download(local_files_only=True)`) finds the snapshot
@@ -393,6 +396,8 @@ def _download_commit(
         fetched = not blob.is_file()
         path = _fetch(repo_id, s.rfilename, commit, cache, endpoint, token, tracker, base)
         if fetched:
+            if _size(s) >= VERIFY_NOTICE_BYTES:  # seconds of hashing for large weights: say so
+                tracker.emit(force=True, message=f"verifying the checksum of {s.rfilename}")
             found = _verify(path, s)
             if found is not None:
                 # the link and the blob it names (a copy where the cache has no symlinks)

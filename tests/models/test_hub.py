@@ -57,7 +57,10 @@ def _assert_same_files(a: Path, b: Path) -> None:
         assert (a / n).read_bytes() == (b / n).read_bytes(), n
 
 
-def test_full_download_with_progress(settings: Settings, hub: FakeHub, tiny_folder: Path) -> None:
+def test_full_download_with_progress(
+    settings: Settings, hub: FakeHub, tiny_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hubmod, "VERIFY_NOTICE_BYTES", 1_000_000)  # the weights count as large
     events: list[PullProgress] = []
     resolved = registry.pull(REPO, settings, progress=events.append, min_interval=0)
     snap = _snapshot(hub)
@@ -84,6 +87,10 @@ def test_full_download_with_progress(settings: Settings, hub: FakeHub, tiny_fold
     assert len(weight_events) >= 4  # ~1.4 MB in 256 KB chunks: progress inside the big file
     assert events[0].file == "config.json"  # fetched first, to refuse non-MLX models early
     assert any(e.speed > 0 and e.eta is not None for e in events[:-1])
+    notices = [e for e in events if e.message.startswith("verifying")]
+    assert [(e.message, e.bytes_done) for e in notices] == [
+        ("verifying the checksum of model.safetensors", total)
+    ]
 
     entry = registry.describe(REPO, settings, backend="cpu")
     assert (entry.source, entry.path, entry.downloaded) == ("hf-cache", str(snap), True)
