@@ -39,10 +39,10 @@ from impetus.bench.streaming import (
     stream_chat,
 )
 from impetus.bench.tokens import Tokenizer, load_tokenizer
+from impetus.client.chat import SESSION_HEADER  # the conversation header deploy/nginx hashes on
 
 log = logging.getLogger("impetus.bench")
 
-SESSION_HEADER = "X-Session-Id"  # the conversation header deploy/nginx hashes on
 ProgressCallback = Callable[[int, int], None]
 ProfileCallback = Callable[[ProfileSummary], None]
 T = TypeVar("T")

@@ -59,6 +59,7 @@ class Call(Generic[R]):
     parse: Callable[[httpx.Response], R]
     json: Any = None
     params: Mapping[str, str] | None = None
+    headers: Mapping[str, str] | None = None  # beside the client's own (a conversation's id)
     timeout: httpx.Timeout | float | None = None  # None: the client's default
     stream: bool = False  # send, and hand over the response before its body is read
     # a probe (`health`): any status is an answer, and an unreachable server answers this
@@ -79,7 +80,12 @@ class Call(Generic[R]):
     def request(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
         timeout = httpx.USE_CLIENT_DEFAULT if self.timeout is None else self.timeout
         return http.build_request(
-            self.method, self.path, json=self.json, params=self.params, timeout=timeout
+            self.method,
+            self.path,
+            json=self.json,
+            params=self.params,
+            headers=self.headers,
+            timeout=timeout,
         )
 
 

@@ -117,6 +117,15 @@ class ChatAccumulator:
         return r
 
 
+# The header that names a conversation to a proxy in front of several replicas, which then keeps
+# all its turns on the replica whose prompt cache holds it (deploy/nginx, docs/scale.md).
+SESSION_HEADER = "X-Session-Id"
+
+
+def session_headers(session: str | None) -> dict[str, str] | None:
+    return {SESSION_HEADER: session} if session else None
+
+
 def chat_body(
     messages: list[dict[str, Any]],
     model: str,

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from impetus.client.calls import Call, R, api_call, streaming
-from impetus.client.chat import chat_body
+from impetus.client.chat import chat_body, session_headers
 from impetus.client.discovery import Endpoint, default_endpoint
 from impetus.client.errors import ImpetusError
 from impetus.client.server import DEFAULT_MODEL
@@ -174,20 +174,46 @@ class _Api(Generic[T, H]):
     # -- inference
     @streaming(ChatStream, AsyncChatStream)
     def chat_stream(
-        self, messages: list[dict[str, Any]], model: str | None = None, **params: Any
+        self,
+        messages: list[dict[str, Any]],
+        model: str | None = None,
+        *,
+        session: str | None = None,
+        **params: Any,
     ) -> Call[httpx.Response]:
-        """Iterate the stream for text deltas; its `.result` has usage and timings."""
+        """Iterate the stream for text deltas; its `.result` has usage and timings. `session`:
+        the conversation's id, sent as X-Session-Id so that a proxy in front of several
+        replicas keeps its turns where its prompt cache is."""
         body = chat_body(messages, self._model(model), stream=True, **params)
         return Call(
-            "POST", "v1/chat/completions", _raw, json=body, timeout=STREAM_TIMEOUT, stream=True
+            "POST",
+            "v1/chat/completions",
+            _raw,
+            json=body,
+            headers=session_headers(session),
+            timeout=STREAM_TIMEOUT,
+            stream=True,
         )
 
     @api_call
     def chat(
-        self, messages: list[dict[str, Any]], model: str | None = None, **params: Any
+        self,
+        messages: list[dict[str, Any]],
+        model: str | None = None,
+        *,
+        session: str | None = None,
+        **params: Any,
     ) -> Call[dict[str, Any]]:
+        """One whole chat completion; `session` as for `chat_stream`."""
         body = chat_body(messages, self._model(model), stream=False, **params)
-        return Call("POST", "v1/chat/completions", _object, json=body, timeout=STREAM_TIMEOUT)
+        return Call(
+            "POST",
+            "v1/chat/completions",
+            _object,
+            json=body,
+            headers=session_headers(session),
+            timeout=STREAM_TIMEOUT,
+        )
 
     @api_call
     def completions(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import uuid
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -73,6 +74,9 @@ class ChatSession:
         self.params = {k: v for k, v in (params or {}).items() if v is not None}
         self.out = out
         self.history: list[dict[str, str]] = []
+        # sent with every turn: behind a proxy over several replicas, the conversation stays on
+        # the one whose prompt cache holds it (docs/scale.md); a new one after /clear
+        self.session = uuid.uuid4().hex
 
     def messages(self) -> list[dict[str, str]]:
         start = [{"role": "system", "content": self.system}] if self.system else []
@@ -86,6 +90,7 @@ class ChatSession:
             return False
         if name == "clear":
             self.history.clear()
+            self.session = uuid.uuid4().hex
             self.say("conversation cleared")
         elif name == "model":
             if not arg:
@@ -111,7 +116,9 @@ class ChatSession:
     def ask(self, text: str) -> None:
         """Send one user message and stream the answer; Ctrl-C stops it (the engine cancels)."""
         self.history.append({"role": "user", "content": text})
-        stream = self.client.chat_stream(self.messages(), self.model, **self.params)
+        stream = self.client.chat_stream(
+            self.messages(), self.model, session=self.session, **self.params
+        )
         parts: list[str] = []
         try:
             for delta in stream:

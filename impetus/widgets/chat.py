@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import json
 import math
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,9 @@ class Chat(anywidget.AnyWidget):
         self._stream: AsyncChatStream | None = None
         self._cancel_requested = False
         self.last_result: ChatResult | None = None
+        # the conversation's id, sent with each turn (X-Session-Id): behind a proxy over
+        # several replicas, it stays on the one whose prompt cache holds it (docs/scale.md)
+        self.session = uuid.uuid4().hex
         if messages:
             self.load_messages(messages)
         self.on_msg(self._on_frontend_msg)
@@ -92,6 +96,7 @@ class Chat(anywidget.AnyWidget):
 
     def load_messages(self, messages: list[dict[str, Any]]) -> None:
         """Replace the conversation (a system message sets the system prompt)."""
+        self.session = uuid.uuid4().hex
         history = []
         for m in messages:
             if m.get("role") == "system":
@@ -184,6 +189,7 @@ class Chat(anywidget.AnyWidget):
         self.wait(30.0)
         self.history = []
         self.last_result = None
+        self.session = uuid.uuid4().hex
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(
@@ -305,6 +311,7 @@ class Chat(anywidget.AnyWidget):
             self._stream = await client.chat_stream(
                 self.messages,
                 model=self.model or None,
+                session=self.session,
                 temperature=self.temperature,
                 top_p=self.top_p,
                 max_tokens=self.max_tokens,

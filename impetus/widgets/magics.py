@@ -20,6 +20,7 @@ import json
 import re
 import shlex
 import time
+import uuid
 from html import escape
 from typing import Any
 
@@ -86,10 +87,12 @@ class Conversation:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.model: str | None = None
+        self.session = uuid.uuid4().hex  # X-Session-Id of its turns (docs/scale.md)
 
     def start(self, system: str | None, model: str | None) -> None:
         self.messages = [{"role": "system", "content": system}] if system else []
         self.model = model
+        self.session = uuid.uuid4().hex
 
 
 @magics_class
@@ -176,7 +179,7 @@ class ImpetusMagics(Magics):
             }
         messages = [*conv.messages, {"role": "user", "content": prompt}]
         result = self._stream_answer(client, messages, model, params, as_json=schema is not None,
-                                     quiet=args.quiet)  # fmt: skip
+                                     quiet=args.quiet, session=conv.session)  # fmt: skip
         if result.finish_reason == "cancelled" and not result.text:
             return
         conv.messages = [*messages, {"role": "assistant", "content": result.text}]
@@ -202,13 +205,14 @@ class ImpetusMagics(Magics):
         *,
         as_json: bool,
         quiet: bool,
+        session: str,
     ) -> ChatResult:
         def render(text: str, footer: str = "") -> Markdown:
             body = f"```json\n{text}\n```" if as_json else text
             return Markdown(body + (f"\n\n<sub>{escape(footer)}</sub>" if footer else ""))
 
         handle = display(Markdown("*…*"), display_id=True)
-        stream = client.chat_stream(messages, model=model, **params)
+        stream = client.chat_stream(messages, model=model, session=session, **params)
         parts: list[str] = []
         shown = 0.0
         try:

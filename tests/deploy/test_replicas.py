@@ -6,6 +6,8 @@ nothing cached. Each replica names itself in the X-Impetus-Instance response hea
 from __future__ import annotations
 
 import asyncio
+import io
+import re
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +17,9 @@ import openai
 import pytest
 
 from impetus.bench.serve import SESSION_HEADER, MultiTurnConfig, run_multiturn
+from impetus.client import Endpoint, ImpetusClient
+from impetus.client.terminal import ChatSession
+from impetus.widgets import Chat
 from tests.api.conftest import ADMIN_KEY, Server
 from tests.deploy.nginx import DEPLOY, Nginx, free_port, render_upstream, rewrite
 
@@ -170,3 +175,30 @@ def test_bench_multiturn_sends_each_conversation_in_its_header(
     (results,) = record.results
     assert len(results) == 16 and all(r.success for r in results)
     assert all((r.cached_tokens or 0) >= 48 for r in results if r.turn == 1)
+
+
+def test_impetus_chat_clients_keep_their_conversation_on_one_replica(
+    hashed: str, tiny_model_dir: Path
+) -> None:
+    """`impetus chat` (terminal), the Chat widget and the client library send their
+    conversation's id: behind the hashing proxy, the second turn finds the first cached."""
+    endpoint = Endpoint(hashed, ADMIN_KEY)
+    model = str(tiny_model_dir)
+    out = io.StringIO()
+    terminal = ChatSession(
+        ImpetusClient(endpoint=endpoint), model, params={"max_tokens": 4}, out=out
+    )
+    terminal.ask("Tell me about prompt caches.")
+    terminal.ask("And replicas?")
+    # each answer's stats line: "prompt N tokens (M cached)"
+    (p1, _), (_, c2) = re.findall(r"prompt (\d+) tokens \((\d+) cached\)", out.getvalue())
+    assert int(c2) >= int(p1), out.getvalue()
+
+    chat = Chat(model=model, client=endpoint, temperature=0.0, max_tokens=4)
+    try:
+        chat.ask("What is a replica?", timeout=60)
+        chat.ask("And a rank?", timeout=60)
+        one, two = chat.history[1]["stats"], chat.history[3]["stats"]
+        assert two["cached_tokens"] >= one["prompt_tokens"], two
+    finally:
+        chat.close()
