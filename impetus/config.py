@@ -215,8 +215,9 @@ class Settings(BaseSettings):
     )
     model_dir: Path | None = Field(
         None,
-        description="where converted / downloaded models live (default: HOME/models when HOME is "
-        "set, else the user cache folder, $XDG_CACHE_HOME/impetus/models)",
+        description="where converted models and your own MLX folders live; hub downloads go to the "
+        "Hugging Face cache (default: HOME/models when HOME is set, else the user cache folder, "
+        "$XDG_CACHE_HOME/impetus/models)",
     )
     models: StrList = Field(default_factory=list, description="models to load at start-up")
     dtype: DType = Field(

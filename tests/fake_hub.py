@@ -15,7 +15,8 @@ It serves repos built from folders on disk, with the hub's metadata where the hu
 Knobs a test can turn while it runs: `rate` (bytes per second per file body, None for full speed;
 `rates` per repo) so that a download lasts long enough to watch or cancel; `cut_after[name] = n`
 (the next GET of `name` sends its headers and only `n` bytes, then drops the connection) and
-`corrupt` (files whose bytes are altered in flight).
+`corrupt` (files whose bytes are altered in flight), `gated` (repos answered 403 GatedRepo, as the
+hub answers a gated repo whose terms were not accepted).
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class FakeHub:
     rates: dict[str, float] = field(default_factory=dict)  # repo id -> its own rate
     cut_after: dict[str, int] = field(default_factory=dict)
     corrupt: set[str] = field(default_factory=set)
+    gated: set[str] = field(default_factory=set)  # repo ids whose terms the caller has not accepted
     requests: list[Request] = field(default_factory=list)
     served: list[Request] = field(default_factory=list)  # the requests that got a file body
     body_bytes: dict[str, int] = field(default_factory=dict)  # file name -> body bytes sent
@@ -289,6 +291,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _repo(self, repo_id: str, revision: str | None) -> Repo | None:
         """The repo, or None once a 404 has been sent."""
         repo = self.owner.repos.get(repo_id)
+        if repo_id in self.owner.gated:
+            message = f"Access to model {repo_id} is restricted: you must accept its conditions"
+            body = json.dumps({"error": message}).encode()
+            headers = {"X-Error-Code": "GatedRepo", "X-Error-Message": message}
+            self._send(403, body, {"Content-Type": "application/json", **headers})
+            return None
         if repo is None:
             self._missing("RepoNotFound", f"Repository {repo_id} not found")
         elif revision not in (None, "main", repo.sha):

@@ -315,6 +315,14 @@ def test_unknown_repo_is_404(settings: Settings, hub: FakeHub) -> None:
     assert not cache.exists() or not list(cache.glob("models--*"))
 
 
+def test_gated_repo(settings: Settings, hub: FakeHub) -> None:
+    hub.gated.add(REPO)
+    with pytest.raises(ModelError) as e:
+        registry.pull(REPO, settings)
+    assert e.value.code == "download_failed" and "is gated" in e.value.message
+    assert "HF_TOKEN" in e.value.message and hub.served == [] and _listed(settings) == []
+
+
 def test_unknown_revision(settings: Settings, hub: FakeHub) -> None:
     with pytest.raises(ModelError) as e:
         hubmod.download(REPO, revision="v9")
