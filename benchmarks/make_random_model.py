@@ -39,6 +39,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rope_theta": 500000.0,
         "tie_word_embeddings": False,
     },
+    # meta-llama/Meta-Llama-3-70B-Instruct's shape: ~140 GB in bf16, more than one 80 GB card
+    # (benchmarks/ranks_scaling.sh serves it across the GPUs of one machine); building it holds
+    # the whole model in host memory once
+    "llama3-70b": {
+        "hidden_size": 8192,
+        "num_hidden_layers": 80,
+        "intermediate_size": 28672,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "max_position_embeddings": 8192,
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": False,
+    },
     # meta-llama/Llama-3.2-1B-Instruct's shape (its rope scaling left out: no effect on speed)
     "llama3.2-1b": {
         "hidden_size": 2048,

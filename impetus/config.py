@@ -271,7 +271,7 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description="engine processes one model is sharded over (tensor parallel), started on "
-        "this machine through mlx.launch; 1: a single engine process",
+        "this machine as mlx.launch starts ranks; 1: a single engine process",
     )
     distributed_backend: Literal["auto", "ring", "nccl", "jaccl"] = Field(
         "auto",

@@ -119,3 +119,30 @@ def build_tiny_llama(
     mx.save_safetensors(str(dest / "model.safetensors"), params, metadata={"format": "mlx"})
     (dest / "config.json").write_text(json.dumps(config, indent=2))
     return dest
+
+
+def build_tiny_gpt2(dest: Path, *, seed: int = 0) -> Path:
+    """A tiny random GPT-2: an architecture mlx-lm has no tensor parallelism for (no `shard`)."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import gpt2
+
+    dest.mkdir(parents=True, exist_ok=True)
+    vocab = build_tokenizer(dest)
+    config = {
+        "model_type": "gpt2",
+        "n_ctx": 128,
+        "n_embd": 32,
+        "n_head": 2,
+        "n_layer": 1,
+        "n_positions": 128,
+        "layer_norm_epsilon": 1e-5,
+        "vocab_size": vocab,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+    }
+    mx.random.seed(seed)
+    model = gpt2.Model(gpt2.ModelArgs.from_dict(config))
+    mx.save_safetensors(str(dest / "model.safetensors"), dict(tree_flatten(model.parameters())))
+    (dest / "config.json").write_text(json.dumps(config, indent=2))
+    return dest

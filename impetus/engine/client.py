@@ -62,6 +62,8 @@ from impetus.protocol import (
 log = logging.getLogger("impetus.engine")
 
 T = TypeVar("T")
+# one engine process, or the ranks of a group on this machine supervised as one
+EngineProcess = asyncio.subprocess.Process | distributed.LocalRanks
 # Called with the generation and each of its Start, Done and Failed events (not the per-token
 # deltas: nothing that listens needs them, and the per-token path stays one queue put).
 Listener = Callable[["Generation", Event], None]
@@ -152,7 +154,7 @@ class AsyncEngine:
         self.restarts = 0
         self.last_error: str | None = None
         self.pid: int | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: EngineProcess | None = None
         self._ctx = zmq.asyncio.Context()
         self._dir = tempfile.mkdtemp(prefix="impetus-engine-")
         self._cmd: zmq.asyncio.Socket | None = None
@@ -166,7 +168,7 @@ class AsyncEngine:
         self._closing = False
         self._ready = asyncio.Event()
         self._wanted: dict[str, Load] = {}  # models to bring back after a restart
-        self._spare: asyncio.subprocess.Process | None = None  # engine_standby
+        self._spare: EngineProcess | None = None  # engine_standby
         self.blas = ""
         self.ranks: RanksInfo | None = None  # the group of ranks rank 0's Hello named
 
@@ -187,10 +189,10 @@ class AsyncEngine:
         finally:
             await self._start_spare()  # after the models: its imports do not slow their load
 
-    async def _launch(self) -> asyncio.subprocess.Process:
+    async def _launch(self) -> EngineProcess:
         """An engine process that loads its libraries and then waits for a line on its standard
         input before it connects (a spare must not take commands while another engine runs).
-        With `ranks` > 1, mlx.launch running one per rank: it forwards that line to every rank."""
+        With `ranks` > 1, one per rank (`LocalRanks`), each getting that line."""
         engine = [
             sys.executable,
             "-m",
@@ -206,16 +208,10 @@ class AsyncEngine:
         ]
         env = self.settings.env_for_engine()
         if self.settings.ranks > 1:
-            env["IMPETUS_RANKS_LAUNCHER"] = "impetus"
-        return await asyncio.create_subprocess_exec(
-            *distributed.engine_argv(self.settings, engine),
-            env=env,
-            # a pipe also keeps mlx.launch's poll of its input asleep (/dev/null would be always
-            # readable: a busy loop)
-            stdin=asyncio.subprocess.PIPE,
-        )
+            return await distributed.LocalRanks.start(self.settings, engine, env)
+        return await asyncio.create_subprocess_exec(*engine, env=env, stdin=asyncio.subprocess.PIPE)
 
-    async def _take_spare(self) -> asyncio.subprocess.Process:
+    async def _take_spare(self) -> EngineProcess:
         """The spare engine process if one is alive, else a new process."""
         spare, self._spare = self._spare, None
         if spare is not None and spare.returncode is None:
@@ -225,9 +221,9 @@ class AsyncEngine:
     async def _start_spare(self) -> None:
         """Start the next spare (engine_standby): it imports MLX, mlx-lm and transformers now,
         which on a busy machine takes most of a restart's time, then waits to be needed."""
-        # Not for a group of ranks: mlx.launch does not pass the end of its input on to the
-        # ranks, so a spare group could not be told to exit, and the ring ports chosen at its
-        # launch would have to stay free until it is used.
+        # Not for a group of ranks: the ring ports chosen at a spare group's launch would have to
+        # stay free until it is used, and a group's restart is dominated by its rendezvous and
+        # the models' load, not by imports.
         if not self.settings.engine_standby or self.settings.ranks > 1 or self._closing:
             return
         if self._spare is None or self._spare.returncode is not None:
@@ -329,10 +325,12 @@ class AsyncEngine:
             self.restarts += 1
             self.state = "restarting"
             self._ready.clear()
-            if self.settings.ranks > 1:
-                # mlx.launch ends (with its own exit code) once any rank exits with an error
-                self.last_error = f"a rank of the engine group ({self.settings.ranks} ranks) exited"
-                await self._kill_group(proc)  # a rank blocked in a collective may linger
+            if isinstance(proc, distributed.LocalRanks) and proc.ended is not None:
+                rank, code = proc.ended
+                self.last_error = (
+                    f"rank {rank} of the engine group ({len(proc.procs)} ranks) exited "
+                    f"with code {code}"
+                )
             else:
                 self.last_error = f"the engine process exited with code {code}"
             log.error("%s; restarting it", self.last_error)
@@ -573,12 +571,9 @@ class AsyncEngine:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
 
-    async def _kill_group(self, proc: asyncio.subprocess.Process) -> None:
-        """Kill the engine process, or every rank of a group and their launcher (killed alone,
-        mlx.launch would leave its ranks running)."""
-        pids = list(self.ranks.pids) if self.ranks is not None else []
-        for pid in [*pids, proc.pid]:
-            # one may exit between the check and the kill: then there is nothing to kill
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    async def _kill_group(self, proc: EngineProcess) -> None:
+        """Kill the engine process, or every rank of a group."""
+        # it may exit between the check and the kill: then there is nothing to kill
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
         await proc.wait()

@@ -14,11 +14,10 @@ travels with the next turn and a rank whose tokens differ stops the group rather
 garbage.
 
 How the ranks start:
-* `impetus serve --ranks N` (or the extension's `ranks` setting): `AsyncEngine` runs the engine
-  under MLX's own launcher (mlx.launch, local host repeated N times), which writes the ring
-  hostfile or the NCCL variables and, when one rank exits with an error, stops the others; the
-  api sees the group end like a single engine process ending, fails the requests in flight and
-  starts the group again.
+* `impetus serve --ranks N` (or the extension's `ranks` setting): `AsyncEngine` starts N engine
+  processes on this machine with the environment mlx.launch would give them (`LocalRanks`) and
+  supervises them as one: when a rank ends, the others are killed, the requests in flight fail
+  and the group is started again, as a single engine process is.
 * `mlx.launch --hosts ... impetus serve ...` (several machines): rank 0's `impetus serve` serves
   HTTP and starts its engine, which joins the group from the launcher's variables; the other
   ranks' `impetus serve` become followers (`follower_argv`). A failed rank ends the job
@@ -27,12 +26,17 @@ How the ranks start:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 import os
 import socket
 import sys
+import tempfile
 import zlib
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import msgspec
@@ -45,9 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("impetus.engine")
 
-# mlx.launch's entry point, run as its console script runs it (the script may not be on PATH)
-LAUNCHER = "from mlx._distributed_utils.launch import main; main()"
-# set by every MLX launcher (mlx.launch, and impetus through it) for each rank it starts
+# set by every MLX launcher (mlx.launch, and impetus for its local ranks) for each rank
 RANK_VAR = "MLX_RANK"
 
 
@@ -96,27 +98,116 @@ def _free_port_run(n: int) -> int:
     raise RuntimeError(f"no run of {n} free loopback ports")
 
 
-def engine_argv(settings: Settings, engine: list[str]) -> list[str]:
-    """The command that starts the engine: itself for one rank, else mlx.launch running it once
-    per rank on this machine (ring on loopback ports, or NCCL with one GPU a rank)."""
-    if settings.ranks <= 1:
-        return engine
-    argv = [
-        sys.executable,
-        "-c",
-        LAUNCHER,
-        "--hosts",
-        "127.0.0.1",
-        "--repeat-hosts",
-        str(settings.ranks),
-        "--starting-port",
-        str(_free_port_run(settings.ranks)),
-        "--nccl-port",
-        str(_free_port_run(1)),
+def rank_environments(
+    settings: Settings, env: dict[str, str], hostfile: Path
+) -> list[dict[str, str]]:
+    """Each local rank's environment, as mlx.launch writes it for one host repeated `ranks`
+    times (its launch_ring and launch_nccl): MLX_RANK; for ring a hostfile of one loopback
+    address a rank (written to `hostfile`); for NCCL the rendezvous address and port, the world
+    size and one GPU a rank. Both sets are written; the ranks initialise the backend of
+    `distributed_backend`, or on `auto` NCCL where CUDA is available, else ring (mlx.launch's
+    rule), which the api process cannot tell without importing MLX."""
+    n = settings.ranks
+    if settings.distributed_backend == "jaccl":
+        raise ValueError(
+            "the jaccl backend needs RDMA devices named in a hostfile: start impetus serve "
+            "under mlx.launch for it, not with --ranks"
+        )
+    ring = _free_port_run(n)
+    hostfile.write_text(json.dumps([[f"127.0.0.1:{ring + r}"] for r in range(n)]))
+    nccl = _free_port_run(1)
+    return [
+        dict(
+            env,
+            MLX_RANK=str(r),
+            MLX_HOSTFILE=str(hostfile),
+            MLX_WORLD_SIZE=str(n),
+            NCCL_HOST_IP="127.0.0.1",
+            NCCL_PORT=str(nccl),
+            CUDA_VISIBLE_DEVICES=str(r),
+            IMPETUS_RANKS_LAUNCHER="impetus",
+        )
+        for r in range(n)
     ]
-    if settings.distributed_backend != "auto":
-        argv += ["--backend", settings.distributed_backend]
-    return [*argv, "--", *engine]
+
+
+class _Inputs:
+    """The standard inputs of every rank as one (the api writes one "go" line to its engine)."""
+
+    def __init__(self, writers: list[asyncio.StreamWriter]) -> None:
+        self.writers = writers
+
+    def write(self, data: bytes) -> None:
+        for w in self.writers:
+            w.write(data)
+
+    async def drain(self) -> None:
+        await asyncio.gather(*(w.drain() for w in self.writers))
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+
+class LocalRanks:
+    """The engine processes of a group on this machine, which `AsyncEngine` supervises as it
+    does one engine process: it has ended when any rank has ended, and the rest are killed then
+    (a rank whose peer died may wait in a collective). Not mlx.launch: its per-rank relay
+    threads poll the ranks' always-writable input pipes without sleeping, a core's worth of
+    busy loop beside the engine."""
+
+    def __init__(self, procs: list[asyncio.subprocess.Process], hostfile: Path) -> None:
+        self.procs = procs
+        self.hostfile = hostfile
+        self.pid = procs[0].pid  # rank 0: the engine the api talks to
+        self.stdin = _Inputs([p.stdin for p in procs if p.stdin is not None])
+        self.ended: tuple[int, int] | None = None  # (rank, exit code) of the first to end
+        self._watcher: asyncio.Task[int] | None = None
+
+    @classmethod
+    async def start(cls, settings: Settings, argv: list[str], env: dict[str, str]) -> LocalRanks:
+        fd, name = tempfile.mkstemp(prefix="impetus-ranks-", suffix=".json")
+        os.close(fd)
+        hostfile = Path(name)
+        procs = [
+            await asyncio.create_subprocess_exec(*argv, env=e, stdin=asyncio.subprocess.PIPE)
+            for e in rank_environments(settings, env, hostfile)
+        ]
+        return cls(procs, hostfile)
+
+    @property
+    def returncode(self) -> int | None:
+        if self._watcher is not None and self._watcher.done():
+            return self._watcher.result()
+        return None
+
+    async def wait(self) -> int:
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch())
+        return await asyncio.shield(self._watcher)
+
+    async def _watch(self) -> int:
+        waits = {asyncio.ensure_future(p.wait()): r for r, p in enumerate(self.procs)}
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        # of ranks seen ending together, the one a signal killed is the cause (the others
+        # exit on the broken connection it left)
+        first = min(done, key=lambda f: (f.result() >= 0, waits[f]))
+        self.ended = (waits[first], first.result())
+        if self.ended[1] != 0:
+            self.kill()
+        else:  # a shutdown: the others end on the same turn
+            _, late = await asyncio.wait(waits, timeout=10)
+            if late:
+                self.kill()
+        await asyncio.gather(*waits)
+        self.hostfile.unlink(missing_ok=True)
+        return self.ended[1]
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
 
 
 def follower_argv(settings: Settings) -> list[str]:
@@ -132,15 +223,18 @@ def follower_argv(settings: Settings) -> list[str]:
 
 
 def backend_from_launcher(setting: str) -> str:
-    """The backend to initialise: the setting, else the one whose variables the launcher set
-    (mlx.launch writes MLX_HOSTFILE for ring, NCCL_HOST_IP for nccl, the JACCL variables for
-    jaccl), else ring (mlx.launch's own default off CUDA)."""
+    """The backend to initialise: the setting, else the one whose variables the launcher set:
+    NCCL where CUDA is available and NCCL_HOST_IP is set, ring with MLX_HOSTFILE, jaccl with
+    its variables (mlx.launch writes one set; impetus's own local ranks get both NCCL and ring,
+    and CUDA decides, as in mlx.launch), else ring."""
     if setting != "auto":
         return setting
+    import mlx.core as mx
+
+    if os.environ.get("NCCL_HOST_IP") and mx.cuda.is_available():
+        return "nccl"
     if os.environ.get("MLX_HOSTFILE"):
         return "ring"
-    if os.environ.get("NCCL_HOST_IP"):
-        return "nccl"
     if os.environ.get("MLX_JACCL_COORDINATOR") or os.environ.get("MLX_IBV_DEVICES"):
         return "jaccl"
     return "ring"

@@ -19,6 +19,7 @@ import openai
 import pytest
 
 from tests.api.conftest import Server
+from tests.tiny_model import build_tiny_gpt2
 
 PROMPTS = ["Hello", "What is the capital of France?", "Numbers: 0 1 2", "def main():"]
 
@@ -138,6 +139,37 @@ def test_cancel_frees_the_slot_on_every_rank(two: Server, model: str) -> None:
     assert restarts(two) == 0
 
 
+def test_a_model_mlx_lm_cannot_shard_is_refused_naming_its_architecture(
+    two: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    gpt2 = build_tiny_gpt2(tmp_path_factory.mktemp("models") / "tiny-gpt2")
+    with pytest.raises(openai.InternalServerError) as refused:
+        two.openai().chat.completions.create(
+            model=str(gpt2), messages=[{"role": "user", "content": "Hello"}], max_tokens=2
+        )
+    assert refused.value.code == "model_load_failed"
+    assert "no tensor parallelism for the gpt2 architecture" in refused.value.message
+    assert "2 ranks" in refused.value.message
+    r = two.post("admin/models/load", {"id": str(gpt2)})  # the admin path says the same
+    assert r.status_code == 500 and "gpt2" in r.json()["error"]["message"]
+    assert restarts(two) == 0
+
+
+@pytest.mark.slow
+def test_heads_that_do_not_divide_over_the_ranks_are_refused(two: Server) -> None:
+    """The embedded SmolLM2-135M has 9 attention heads and 3 key-value heads: not for 2 ranks
+    (mlx-lm's shard would split them unevenly without a word); 3 ranks serve it
+    (test_ranks_default_model.py)."""
+    with pytest.raises(openai.InternalServerError) as refused:
+        two.openai().chat.completions.create(
+            model="smollm2-135m", messages=[{"role": "user", "content": "Hello"}], max_tokens=2
+        )
+    assert refused.value.code == "model_load_failed"
+    message = refused.value.message
+    assert "(llama) has 9 attention heads" in message and "2 ranks" in message
+    assert restarts(two) == 0
+
+
 def test_a_killed_follower_rank_is_recovered(one: Server, two: Server, model: str) -> None:
     before = two.get("admin/status").json()
     follower = before["ranks"]["pids"][1]
@@ -154,7 +186,7 @@ def test_a_killed_follower_rank_is_recovered(one: Server, two: Server, model: st
     with pytest.raises(openai.APIError) as failed:
         for _ in chunks:
             pass
-    assert "rank of the engine group" in str(failed.value.message)
+    assert "rank 1 of the engine group (2 ranks) exited with code -9" in failed.value.message
     two.wait_ready(timeout=180)
     after = two.get("admin/status").json()
     assert after["restarts"] == before["restarts"] + 1
