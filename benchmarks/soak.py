@@ -1,7 +1,7 @@
 """Soak: mixed load against a real `impetus serve` for N minutes, memory watched over time.
 
     python benchmarks/soak.py --minutes 30 --out soak.json          # what docs/reliability.md records
-    python benchmarks/soak.py --minutes 1.5 --clients 6             # the CI form (tests/reliability)
+    python benchmarks/soak.py --minutes 2 --clients 8 --sample-every 3  # the CI form (tests/reliability)
 
 It starts `impetus serve` itself (its own IMPETUS_HOME, a tiny random Llama unless --model names
 a folder, a second copy of it that is loaded and unloaded over and over, and the embedded MiniLM
