@@ -1,17 +1,24 @@
 """Property-based fuzzing of every operation in a real server's /openapi.json (schemathesis).
 
-Checks on every response: no 5xx, status codes, content types and bodies as the document
-declares them, and every error in OpenAI's shape. Bounded for CI (IMPETUS_FUZZ_EXAMPLES examples
-per operation, 8 by default); benchmarks/fuzz.sh runs the same test with many more.
+Every operation of the document: OpenAI's, Anthropic's (`v1/messages*`), the Responses API
+(`v1/responses*`), Ollama's (`api/*`), admin and ops. Checks on every response: no 5xx, status
+codes, content types and bodies as the document declares them, and every error in its protocol's
+own shape. Bounded for CI (IMPETUS_FUZZ_EXAMPLES examples per operation, 8 by default);
+benchmarks/fuzz.sh runs the same test with many more.
+
+The server's hub (HF_ENDPOINT) is a local fake with no repositories: a fuzzed pull never leaves
+the machine, and every id it names is a repository the hub does not have.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")  # the dev extra installs it
@@ -31,46 +38,106 @@ CHECKS = [
     schemathesis.checks.response_headers_conformance,
     schemathesis.checks.response_schema_conformance,
 ]
-# The Anthropic (v1/messages) and Ollama (api/) routes answer errors in their own shapes: not
-# fuzzed here yet (docs/reliability.md says what a first run found there).
-OTHER_PROTOCOLS = ("/v1/messages", "/api/", "/v1/responses")
 EXAMPLES = int(os.environ.get("IMPETUS_FUZZ_EXAMPLES", "8"))
+# The one 5xx tolerated, and counted apart: `POST api/pull` with stream false for a repo the hub
+# does not have answers 502 `download_failed` where Ollama's 404 belongs (the pull's progress
+# carries no "not found" code to map). The "hub" change (pull into the Hugging Face cache, an
+# error code on PullProgress) fixes it; remove this exemption with that fix.
+KNOWN_PULL_502 = ("POST /api/pull", 502)
+DEFAULT_MODEL = "smollm2-135m"
+UNKNOWN_REPO = ("unknown model", "not found", "does not exist")
 ERROR_FIELDS = {"message", "type", "param", "code"}
 
 
-@schemathesis.check
-def openai_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
-    """Every 4xx / 5xx answer of the API is `{"error": {message, type, param, code}}`."""
+def protocol_of(path: str) -> str:
+    """Whose error shape an operation answers in: anthropic, ollama or openai (the Responses
+    API, admin and ops routes answer OpenAI's)."""
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if path.startswith("/api/"):
+        return "ollama"
+    return "openai"
+
+
+def error_shape(protocol: str, response: Any) -> None:
+    """Every 4xx / 5xx answer is in its protocol's own error shape: OpenAI's
+    `{"error": {message, type, param, code}}`, Anthropic's
+    `{"type": "error", "error": {"type", "message"}}`, Ollama's `{"error": "..."}`."""
     if response.status_code < 400:
-        return None
+        return
     body = response.json()
-    assert isinstance(body, dict) and set(body) == {"error"}, f"not an OpenAI error: {body!r}"
-    assert set(body["error"]) == ERROR_FIELDS, f"error fields: {sorted(body['error'])}"
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    return True
+    assert isinstance(body, dict), f"not a JSON object: {body!r}"
+    if protocol == "anthropic":
+        assert set(body) == {"type", "error"} and body["type"] == "error", (
+            f"not Anthropic's: {body!r}"
+        )
+        assert set(body["error"]) == {"type", "message"}, f"error fields: {sorted(body['error'])}"
+        assert isinstance(body["error"]["type"], str) and body["error"]["type"]
+        message = body["error"]["message"]
+    elif protocol == "ollama":
+        assert set(body) == {"error"} and isinstance(body["error"], str), f"not Ollama's: {body!r}"
+        message = body["error"]
+    else:
+        assert set(body) == {"error"}, f"not an OpenAI error: {body!r}"
+        assert set(body["error"]) == ERROR_FIELDS, f"error fields: {sorted(body['error'])}"
+        message = body["error"]["message"]
+    assert isinstance(message, str) and message, body
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(server_factory: Callable[..., Server], tiny_model_dir: Path) -> Server:
-    # small generations: a fuzzed request may ask for n=128 and the whole context
+def empty_hub() -> Iterator[str]:
+    """A hub with no repositories: every pulled id is unknown there, nothing is downloaded."""
+    from tests.fake_hub import FakeHub
+
+    hub = FakeHub().start()
+    yield hub.url
+    hub.stop()
+
+
+@pytest.fixture(scope="module")
+def fuzz_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random Llama with a 128-token context: a fuzzed request may ask for n=128 and
+    the whole context, and the generations it asks for bound the run's time."""
+    from tests.tiny_model import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "fuzz-llama", context=128)
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(
+    server_factory: Callable[..., Server], fuzz_model_dir: Path, empty_hub: str
+) -> Server:
     return server_factory(
-        "--model", str(tiny_model_dir), "--max-tokens-default", "8", "--max-queue", "64"
+        "--model", str(fuzz_model_dir), "--max-tokens-default", "8", "--max-queue", "64",
+        env={"HF_ENDPOINT": empty_hub, "HF_HUB_DISABLE_TELEMETRY": "1"},
     )  # fmt: skip
 
 
-def test_openapi_operations(fuzz_server: Server) -> None:
+def with_model(doc: Any, model: str) -> Any:
+    """The document with its examples' model id (the embedded SmolLM2: 135M parameters, seconds
+    per request on a 2-core machine, hundreds of MB) replaced by the fuzz server's tiny model."""
+    if isinstance(doc, dict):
+        return {k: with_model(v, model) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [with_model(v, model) for v in doc]
+    return model if doc == DEFAULT_MODEL else doc
+
+
+def test_openapi_operations(fuzz_server: Server, fuzz_model_dir: Path) -> None:
     """Each operation of the document, EXAMPLES generated requests (schemathesis' pytest plugin
     does not run under pytest 9: hypothesis drives each operation's strategy directly)."""
-    schema = schemathesis.openapi.from_url(fuzz_server.url("openapi.json"))
+    doc = httpx.get(fuzz_server.url("openapi.json"), timeout=30).json()
+    schema = schemathesis.openapi.from_dict(with_model(doc, str(fuzz_model_dir)))
     headers = {"Authorization": f"Bearer {fuzz_server.key}"}  # every operation, not only its 401
     tried: dict[str, int] = {}
     statuses: dict[int, int] = {}
     failures: list[str] = []
     server_errors: list[str] = []
+    known: list[str] = []
+    took: dict[str, float] = {}
     for result in schema.get_all_operations():
         op = result.ok()
-        if op.path.startswith(OTHER_PROTOCOLS):
-            continue
+        protocol = protocol_of(op.path)
         label = f"{op.method.upper()} {op.path}"
         tried[label] = 0
 
@@ -88,19 +155,26 @@ def test_openapi_operations(fuzz_server: Server) -> None:
                 base_url=fuzz_server.base_url.rstrip("/"), headers=headers, timeout=120
             )
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            if (label, response.status_code) == KNOWN_PULL_502 and any(  # noqa: B023
+                w in response.json()["error"].lower() for w in UNKNOWN_REPO
+            ):
+                known.append(response.json()["error"])
+                error_shape(protocol, response)  # noqa: B023 - Ollama's shape even so
+                return
             if response.status_code >= 500:
                 server_errors.append(
                     f"{label} {case.query!r} {case.body!r:.1000} -> {response.text[:300]}"  # noqa: B023
                 )
             try:
                 case.validate_response(response, headers=headers, checks=CHECKS)
-                openai_error_shape(None, response, case)
+                error_shape(protocol, response)  # noqa: B023
             except Exception as e:  # collect every operation's failure, then report them all
                 failures.append(
                     f"{label}: {case.as_curl_command(headers)}\n  {type(e).__name__}: {str(e)[:600]}"  # noqa: B023
                 )
                 raise
 
+        t0 = time.monotonic()
         try:
             run()
         except BaseException as e:  # a check failed (recorded above) or the strategy itself did
@@ -108,25 +182,33 @@ def test_openapi_operations(fuzz_server: Server) -> None:
                 raise
             if tried[label] == 0:
                 failures.append(f"{label}: no request generated: {type(e).__name__}: {e}")
+        took[label] = time.monotonic() - t0
     total = sum(tried.values())
+    by_protocol: dict[str, int] = {}
+    for label, n in tried.items():
+        p = protocol_of(label.split(" ", 1)[1])
+        by_protocol[p] = by_protocol.get(p, 0) + n
     print(
-        f"\nfuzz: {total} requests over {len(tried)} operations; statuses {dict(sorted(statuses.items()))}"
+        f"\nfuzz: {total} requests over {len(tried)} operations ({by_protocol}); "
+        f"statuses {dict(sorted(statuses.items()))}; 5xx: {len(server_errors)}; "
+        f"known api/pull unknown-repo 502: {len(known)}; check failures: {len(failures)}"
     )
-    assert len(tried) >= 20 and total >= len(tried), failures[:3]
+    slowest = sorted(took.items(), key=lambda kv: -kv[1])[:6]
+    print("fuzz: slowest operations " + ", ".join(f"{k} {v:.1f} s" for k, v in slowest))
+    assert len(tried) >= 35 and total >= len(tried), failures[:3]
+    assert {"openai", "anthropic", "ollama"} <= set(by_protocol), by_protocol
     assert not server_errors, "\n".join(server_errors[:5]) + "\n" + fuzz_server.log_text()
     assert not failures, "\n".join(failures[:10])
 
 
 def test_an_unpaired_surrogate_is_a_400_not_a_500(
-    fuzz_server: Server, tiny_model_dir: Path
+    fuzz_server: Server, fuzz_model_dir: Path
 ) -> None:
     """Found by the fuzzer: JSON may escape half a surrogate pair; it used to reach the engine's
     wire encoder and answer 500."""
-    import httpx
-
     raw = (
         '{"model": "'
-        + str(tiny_model_dir)
+        + str(fuzz_model_dir)
         + '", "messages": [{"role": "user", "content": "a\\udc00b"}]}'
     )
     r = httpx.post(
@@ -142,12 +224,12 @@ def test_an_unpaired_surrogate_is_a_400_not_a_500(
 
 
 def test_an_integer_past_64_bits_is_a_400_not_a_500(
-    fuzz_server: Server, tiny_model_dir: Path
+    fuzz_server: Server, fuzz_model_dir: Path
 ) -> None:
     """Found by the fuzzer: a huge integer in a free-form field passed validation and failed in
     the engine's wire encoder (500)."""
     body = {
-        "model": str(tiny_model_dir),
+        "model": str(fuzz_model_dir),
         "messages": [{"role": "user", "content": "hi", "x": 2**70}],
     }
     r = fuzz_server.post("v1/chat/completions", body)
