@@ -170,11 +170,13 @@ async def test_security_matrix_in_jupyter(jp_fetch: Any, jp_serverapp: Any) -> N
         "cookie_without_xsrf": {"Cookie": cookie},
     }
     cases = [
-        (c.method, "impetus/" + c.path, c.scope, matrix.body_for(c.method)) for c in matrix.cases()
+        (c.method, "impetus/" + c.path, c.scope, matrix.body_for(c.method), "impetus/" + c.label)
+        for c in matrix.cases()
     ]
-    cases += [(m, p, "jupyter", b) for m, p, b in JUPYTER_API]
-    wrong, rows = [], []
-    for method, path, scope, body in cases:
+    cases += [(m, p, "jupyter", b, p) for m, p, b in JUPYTER_API]
+    wrong: list[str] = []
+    rows: list[list[str]] = []
+    for method, path, scope, body, label in cases:
         cells = []
         for name, headers in creds.items():
             async with httpx.AsyncClient(timeout=60) as c:  # no cookie jar carried over
@@ -190,6 +192,8 @@ async def test_security_matrix_in_jupyter(jp_fetch: Any, jp_serverapp: Any) -> N
             if path.startswith("impetus/") and r.status_code in (401, 403):
                 matrix.assert_error_shape(path, r.json())
             cells.append(got if got == matrix.ALLOWED else str(r.status_code))
-        rows.append(f"| {method} {path} | {scope} | " + " | ".join(cells) + " |")
-    print("\n| route | scope | " + " | ".join(creds) + " |\n" + "\n".join(rows))
+        rows.append([f"{method} {label}", scope, *cells])
+    text = matrix.table(["route", "scope", *(c.replace("_", " ") for c in creds)], rows)
+    print("\n" + text)
     assert not wrong, "\n".join(wrong)
+    matrix.check_doc("jupyter", text)
