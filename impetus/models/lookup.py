@@ -52,6 +52,12 @@ def find(model_id: str, settings: Settings, allow_paths: bool) -> Found:
                 f"paths are not accepted as model ids here: {model_id!r}",
                 param="model",
             )
+        if "\0" in model_id:  # the OS cannot take it: a ValueError from the first stat
+            raise ModelError(
+                "invalid_request",
+                f"a model path cannot hold a NUL byte: {model_id!r}",
+                param="model",
+            )
         try:
             p = Path(model_id).expanduser().resolve()
         except RuntimeError as e:  # "~name" of a user this machine does not have
