@@ -3513,7 +3513,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
-            /** @description Not a model impetus can run (before any download) */
+            /** @description Not a model impetus can run (refused before any download) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3542,15 +3542,6 @@ export interface operations {
             };
             /** @description Unknown model or hub repo */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
-                };
-            };
-            /** @description The hub cannot be reached */
-            502: {
                 headers: {
                     [name: string]: unknown;
                 };

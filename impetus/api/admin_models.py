@@ -143,9 +143,9 @@ def unfollow_pull(job: PullJob, queue: asyncio.Queue[PullProgress]) -> None:
 
 
 async def first_event(job: PullJob, queue: asyncio.Queue[PullProgress]) -> PullProgress:
-    """The pull's state so far, or its first event. A pull that fails before any progress (an
-    unknown repo, not an MLX model, the hub unreachable) is answered with an HTTP error in the
-    protocol's own shape (`failed_at_once`) rather than a stream that starts with 200."""
+    """The pull's state so far, or its first event. A pull refused before any progress (an
+    unknown repo, not an MLX model) is answered with an HTTP error in the protocol's own shape
+    (`failed_at_once`) rather than a stream that starts with 200."""
     return job.last if job.last is not None else await queue.get()
 
 
@@ -156,8 +156,13 @@ def pull_error(ev: PullProgress) -> APIError:
 
 
 def failed_at_once(ev: PullProgress) -> APIError | None:
-    """The HTTP error of a pull whose first event is its failure, else None."""
-    return pull_error(ev) if ev.status == "error" and ev.id else None
+    """The HTTP error of a pull whose first event refuses the request (a 4xx: an unknown id or
+    repo, not a model impetus can run), else None: a failure of the hub or the network stays an
+    "error" event of the stream, as a failure later in the download is."""
+    if ev.status != "error" or not ev.id:
+        return None
+    error = pull_error(ev)
+    return error if error.status < 500 else None
 
 
 # ---------------------------------------------------------------- handlers
@@ -241,9 +246,8 @@ class PullHandler(ImpetusHandler):
         stream=PullProgress,
         stream_note="`data: <progress JSON>` events until done, error or cancelled, then `data: [DONE]`",
         errors={
-            400: "Not a model impetus can run (before any download)",
+            400: "Not a model impetus can run (refused before any download)",
             404: "Unknown model or hub repo",
-            502: "The hub cannot be reached",
         },
         example={"id": "smollm2-135m", "load": True},
     )

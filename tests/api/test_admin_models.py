@@ -172,7 +172,7 @@ def test_pull_cancel(hub_server: Server, fake_hub: FakeHub) -> None:
     )
 
 
-def test_pull_errors(hub_server: Server) -> None:
+def test_pull_errors(hub_server: Server, fake_hub: FakeHub) -> None:
     assert_openai_error(
         hub_server.post("admin/models/pull", {"id": "../../etc"}), 400, code="invalid_request"
     )
@@ -180,6 +180,13 @@ def test_pull_errors(hub_server: Server) -> None:
     r = hub_server.post("admin/models/pull", {"id": "impetus-test/does-not-exist"})
     assert_openai_error(r, 404, code="model_not_found")
     assert "impetus-test/does-not-exist" in r.json()["error"]["message"]
+    # a failure of the hub (here a gated repo) is the stream's error event, with its code
+    fake_hub.gated.add("impetus-test/gated")
+    events = pull_events(hub_server, {"id": "impetus-test/gated"})
+    assert events[-1] == "[DONE]" and events[-2]["status"] == "error"
+    assert events[-2]["code"] == "download_failed" and "gated" in events[-2]["message"]
+    r = hub_server.post("api/pull", {"model": "impetus-test/gated", "stream": False})
+    assert r.status_code == 502 and "gated" in r.json()["error"]  # Ollama's shape
 
 
 def test_search(hub_server: Server) -> None:
