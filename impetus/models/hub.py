@@ -14,13 +14,18 @@ What impetus adds around that path:
   fetched first and checked, and the byte total is known before the first byte;
 * progress: a `tqdm_class` that huggingface-hub feeds with byte counts turns them into PullProgress
   events (bytes done / total over the whole pull, the current file, speed, ETA);
-* cancel: that class raises when the pull is cancelled, between two chunks; huggingface-hub then
-  drops its temporary `.incomplete` file and links nothing, so a cancelled file never appears in
-  the snapshot; files completed before the cancel stay in the cache and are not fetched again;
+* cancel: that class raises when the pull is cancelled, between two chunks (256 KiB); the file's
+  temporary `.incomplete` download is never linked into the snapshot (huggingface-hub 2.x deletes
+  it, 1.x keeps it and resumes it next time); files completed before the cancel stay in the
+  cache and are not fetched again;
+* a lost connection: huggingface-hub 2.x resumes within its call; a file whose call still fails
+  on the network is tried again (MAX_ATTEMPTS);
 * checksums: huggingface-hub checks each file's size, not its content; impetus hashes every blob
   this pull downloaded (sha256 for LFS files, the git blob sha1 for the others, as listed by the
   hub) and on a mismatch removes the blob and its snapshot link;
-* a free-space check of the cache before the download starts.
+* a free-space check of the cache before the download starts;
+* once every file is in place, `snapshot_download` records the commit's file listing in the cache
+  (what huggingface-hub's and mlx-lm's offline completeness check reads), then `refs/main`.
 
 Files are fetched one after the other (config.json first, the weights last, largest last), so that
 a pull cut short leaves a snapshot without weights, which no tool takes for a loadable model.
