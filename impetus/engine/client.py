@@ -223,8 +223,10 @@ class AsyncEngine:
         which on a busy machine takes most of a restart's time, then waits to be needed."""
         # Not for a group of ranks: the ring ports chosen at a spare group's launch would have to
         # stay free until it is used, and a group's restart is dominated by its rendezvous and
-        # the models' load, not by imports.
-        if not self.settings.engine_standby or self.settings.ranks > 1 or self._closing:
+        # the models' load, not by imports. Under an outside launcher (rank 0 of mlx.launch) a
+        # dead rank ends the whole job, so a spare would never be used.
+        grouped = self.settings.ranks > 1 or distributed.launched_rank() is not None
+        if not self.settings.engine_standby or grouped or self._closing:
             return
         if self._spare is None or self._spare.returncode is not None:
             self._spare = await self._launch()

@@ -74,7 +74,7 @@ def check_settings(settings: Settings) -> None:
         )
 
 
-def _free_port_run(n: int) -> int:
+def free_port_run(n: int) -> int:
     """The first of `n` consecutive loopback ports that are free now (the ring backend listens
     on one port per rank, counting up from the starting port)."""
     for _ in range(64):
@@ -113,9 +113,9 @@ def rank_environments(
             "the jaccl backend needs RDMA devices named in a hostfile: start impetus serve "
             "under mlx.launch for it, not with --ranks"
         )
-    ring = _free_port_run(n)
+    ring = free_port_run(n)
     hostfile.write_text(json.dumps([[f"127.0.0.1:{ring + r}"] for r in range(n)]))
-    nccl = _free_port_run(1)
+    nccl = free_port_run(1)
     return [
         dict(
             env,
@@ -188,9 +188,13 @@ class LocalRanks:
 
     async def _watch(self) -> int:
         waits = {asyncio.ensure_future(p.wait()): r for r, p in enumerate(self.procs)}
-        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        # of ranks seen ending together, the one a signal killed is the cause (the others
-        # exit on the broken connection it left)
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        # A rank killed by a signal takes the others out within moments (their connections to
+        # it break): among the ranks that end within half a second, the one a signal killed is
+        # the cause, whichever exit was seen first.
+        if pending:
+            await asyncio.wait(pending, timeout=0.5)
+        done = [f for f in waits if f.done()]
         first = min(done, key=lambda f: (f.result() >= 0, waits[f]))
         self.ended = (waits[first], first.result())
         if self.ended[1] != 0:

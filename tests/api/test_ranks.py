@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +20,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.api.conftest import Server
+from impetus.engine.distributed import free_port_run
+from tests.api.conftest import Server, serve_command
 from tests.tiny_model import build_tiny_gpt2
 
 PROMPTS = ["Hello", "What is the capital of France?", "Numbers: 0 1 2", "def main():"]
@@ -168,6 +171,40 @@ def test_heads_that_do_not_divide_over_the_ranks_are_refused(two: Server) -> Non
     message = refused.value.message
     assert "(llama) has 9 attention heads" in message and "2 ranks" in message
     assert restarts(two) == 0
+
+
+def test_under_mlx_launch_rank_0_serves_and_the_other_follows(
+    one: Server, model: str, tmp_path: Path
+) -> None:
+    """`mlx.launch ... impetus serve ...`, as across machines (here one host twice): rank 0's
+    serve answers HTTP, rank 1's becomes a follower engine."""
+    launch = [sys.executable, "-c", "from mlx._distributed_utils.launch import main; main()"]
+    ring_port = free_port_run(2)
+    cmd = [
+        *launch, "--backend", "ring", "-n", "2", "--starting-port", str(ring_port), "--",
+        *serve_command(
+            "--host", "127.0.0.1", "--port", "0", "--no-auth", "--home", str(tmp_path),
+            "--allow-model-paths", "--model", model,
+        ),
+    ]  # fmt: skip
+    log = tmp_path / "launch.log"
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, start_new_session=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = ""
+        while "listening on " not in line:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, log.read_text()
+        srv = Server(proc, line.split("listening on ", 1)[1].split()[0], log, None)
+        srv.wait_ready(timeout=180)
+        st = srv.get("admin/status").json()
+        assert st["ranks"]["size"] == 2 and st["ranks"]["launcher"] == "external"
+        assert greedy(srv, model, PROMPTS[1]) == greedy(one, model, PROMPTS[1])
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # mlx.launch, both impetus serve, the engines
+        proc.wait(60)
 
 
 def test_a_killed_follower_rank_is_recovered(one: Server, two: Server, model: str) -> None:
