@@ -181,13 +181,10 @@ class AsyncEngine:
             self._evt = self._ctx.socket(zmq.PULL)
             self._evt.bind(f"ipc://{self._dir}/evt")
             self._tasks.append(asyncio.create_task(self._read(), name="impetus-engine-reader"))
-        await self._spawn()
+        await self._spawn(first=True)
         self._tasks.append(asyncio.create_task(self._watch(), name="impetus-engine-watcher"))
-        try:
-            for model in self.settings.models:
-                await self.load(model, keep_alive=-1)
-        finally:
-            await self._start_spare()  # after the models: its imports do not slow their load
+        for model in self.settings.models:
+            await self.load(model, keep_alive=-1)
 
     async def _launch(self) -> EngineProcess:
         """An engine process that loads its libraries and then waits for a line on its standard
@@ -243,9 +240,11 @@ class AsyncEngine:
                     spare.kill()
                 await spare.wait()
 
-    async def _spawn(self, ready: bool = True) -> None:
+    async def _spawn(self, ready: bool = True, first: bool = False) -> None:
         """Start the engine process (the spare when there is one) and wait for its Hello;
-        `ready=False` leaves the state to the caller (a restart reloads models first)."""
+        `ready=False` leaves the state to the caller (a restart reloads models first). `first`:
+        the server's start, where the spare imports its libraries beside the engine's own
+        imports (one process each: a core each), so that it is ready when the engine is."""
         if self._cmd is not None:
             self._cmd.close(linger=0)
         self._cmd = self._ctx.socket(zmq.PUSH)
@@ -258,6 +257,8 @@ class AsyncEngine:
         proc.stdin.write(b"go\n")  # connect and say hello
         with contextlib.suppress(ConnectionError):  # it died meanwhile: the wait below says so
             await proc.stdin.drain()
+        if first:
+            await self._start_spare()
         waiter: asyncio.Future[Any] = asyncio.ensure_future(proc.wait())
         hello_fut: asyncio.Future[Any] = self._hello
         done, _ = await asyncio.wait(

@@ -269,6 +269,38 @@ def test_validation_of_sampling_ranges(engine: Engine, tiny_model_dir: Path) -> 
     assert e.value.code == "invalid_request" and "temperature" in e.value.message
 
 
+def engine_processes() -> list[int]:
+    """This process's children that are engine processes (the engine, and its spare)."""
+    import contextlib
+
+    import psutil
+
+    pids = []
+    for p in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if "impetus.engine.process" in p.cmdline():
+                pids.append(p.pid)
+    return pids
+
+
+@pytest.mark.parametrize("standby", [True, False])
+def test_engine_standby_keeps_one_spare_process(tmp_path: Path, standby: bool) -> None:
+    """engine_standby (default on): a spare engine process with its libraries imported waits
+    beside the engine (the next crash's replacement); off, the engine runs alone."""
+    with Engine(Settings(home=tmp_path, engine_standby=standby)) as e:
+        engine = e.status().pid
+        deadline = time.time() + 30
+        while standby and len(engine_processes()) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        pids = engine_processes()
+        assert engine in pids and len(pids) == (2 if standby else 1), pids
+    # stopping the engine stops the spare too (it exits at the end of its input)
+    deadline = time.time() + 30
+    while engine_processes() and time.time() < deadline:
+        time.sleep(0.1)
+    assert engine_processes() == []
+
+
 def test_crash_fails_open_requests_and_restarts(tiny_model_dir: Path, tmp_path: Path) -> None:
     with Engine(Settings(home=tmp_path)) as e:
         e.load(str(tiny_model_dir))

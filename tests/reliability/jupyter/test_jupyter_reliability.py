@@ -107,8 +107,9 @@ async def test_engine_killed_while_streaming_jupyterlab_keeps_working(
                 lab_answers += 1
             if (await c.get(base + "impetus/ready")).status_code == 200:
                 break
-            assert time.monotonic() - killed < 60
+            assert time.monotonic() - killed < 20  # the bound, as on `impetus serve`
             await asyncio.sleep(0.1)
+    print(f"engine back {time.monotonic() - killed:.1f} s after the SIGKILL (in Jupyter)")
     results = await asyncio.wait_for(asyncio.gather(*tasks), 30)
     for res in results:
         assert not res["done"] and res["error"]["code"] == "engine_restarted", res
