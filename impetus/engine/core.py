@@ -257,11 +257,17 @@ class EngineCore:
         runner = self.runners.get(mid) if mid else None
         return runner.cancel(rid) if runner else []
 
-    def embed(self, model_id: str, texts: list[str]) -> EmbedResult:
+    def embed(self, model_id: str, texts: list[str], compute: bool = True) -> EmbedResult:
+        """`compute=False`: a follower rank's part (embedding models are not sharded, and only
+        rank 0 answers): the same load and the same last use, which eviction goes by, without
+        the vectors."""
         mid = self.load(model_id)
         emb = self.embeddings.get(mid)
         if emb is None:
             raise EngineError("invalid_request", f"{mid} is not an embedding model", "model")
+        emb.last_used = time.time()
+        if not compute:
+            return EmbedResult(model=mid, vectors=[], prompt_tokens=0)
         vectors, tokens = emb.embedder.embed(texts)
         emb.last_used = time.time()
         rows = vectors.tolist() if isinstance(vectors, mx.array) else vectors

@@ -255,7 +255,7 @@ class Server:
         if isinstance(cmd, Unload):
             return core.unload(cmd.model)
         if isinstance(cmd, Embed):
-            return core.embed(cmd.model, cmd.texts)
+            return core.embed(cmd.model, cmd.texts, compute=self.leader)
         if isinstance(cmd, Tokenize):
             runner = core.runners.get(core.load(cmd.request.model))
             if runner is None:

@@ -207,6 +207,19 @@ def test_under_mlx_launch_rank_0_serves_and_the_other_follows(
         proc.wait(60)
 
 
+@pytest.mark.slow
+def test_embeddings_beside_a_sharded_model(one: Server, two: Server) -> None:
+    """Embedding models are whole on rank 0 (only it answers); the followers load them too, so
+    that every rank's memory and eviction stay the same, without computing the vectors."""
+    texts = ["The quick brown fox", "Paris is the capital of France"]
+    got = two.openai().embeddings.create(model="minilm", input=texts)
+    want = one.openai().embeddings.create(model="minilm", input=texts)
+    for a, b in zip(got.data, want.data, strict=True):
+        assert max(abs(x - y) for x, y in zip(a.embedding, b.embedding, strict=True)) < 1e-5
+    assert got.usage.prompt_tokens == want.usage.prompt_tokens
+    assert restarts(two) == 0
+
+
 def test_a_killed_follower_rank_is_recovered(one: Server, two: Server, model: str) -> None:
     before = two.get("admin/status").json()
     follower = before["ranks"]["pids"][1]
