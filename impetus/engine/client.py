@@ -176,6 +176,12 @@ class AsyncEngine:
 
     async def start(self) -> None:
         """Start the engine process (again, after a failed start) and load `settings.models`."""
+        try:
+            distributed.check_settings(self.settings)
+        except ValueError as e:
+            self.state = "failed"
+            self.last_error = str(e)
+            raise EngineError("engine_unavailable", str(e)) from e
         self.state = "starting"
         if self._evt is None:
             self._evt = self._ctx.socket(zmq.PULL)

@@ -67,6 +67,11 @@ def launched_rank() -> int | None:
 def check_settings(settings: Settings) -> None:
     """Refuse `ranks` > 1 inside a process that a launcher already made a rank: the group is the
     launcher's then, and a second one inside it would fight over its variables."""
+    if settings.ranks > 1 and settings.distributed_backend == "jaccl":
+        raise ValueError(
+            "the jaccl backend needs RDMA devices named in a hostfile: run impetus serve under "
+            "mlx.launch for it, not with ranks > 1"
+        )
     if settings.ranks > 1 and launched_rank() is not None:
         raise ValueError(
             f"ranks={settings.ranks} cannot be used under an MLX launcher ({RANK_VAR} is set): "
@@ -108,14 +113,19 @@ def rank_environments(
     `distributed_backend`, or on `auto` NCCL where CUDA is available, else ring (mlx.launch's
     rule), which the api process cannot tell without importing MLX."""
     n = settings.ranks
-    if settings.distributed_backend == "jaccl":
-        raise ValueError(
-            "the jaccl backend needs RDMA devices named in a hostfile: start impetus serve "
-            "under mlx.launch for it, not with --ranks"
-        )
     ring = free_port_run(n)
     hostfile.write_text(json.dumps([[f"127.0.0.1:{ring + r}"] for r in range(n)]))
     nccl = free_port_run(1)
+    # One GPU a rank: the r-th of those the user made visible, else GPU r (mlx.launch's choice).
+    # Fewer visible than ranks: left as set (on CPU it does not matter; on CUDA NCCL refuses
+    # two ranks on one GPU, in the engine's log).
+    visible = [d.strip() for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if len(visible) >= n:
+        gpus = visible[:n]
+    elif visible:
+        gpus = [env["CUDA_VISIBLE_DEVICES"]] * n
+    else:
+        gpus = [str(r) for r in range(n)]
     return [
         dict(
             env,
@@ -124,7 +134,7 @@ def rank_environments(
             MLX_WORLD_SIZE=str(n),
             NCCL_HOST_IP="127.0.0.1",
             NCCL_PORT=str(nccl),
-            CUDA_VISIBLE_DEVICES=str(r),
+            CUDA_VISIBLE_DEVICES=gpus[r],
             IMPETUS_RANKS_LAUNCHER="impetus",
         )
         for r in range(n)

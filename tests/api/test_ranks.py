@@ -53,6 +53,19 @@ def restarts(srv: Server) -> int:
     return int(srv.get("admin/status").json()["restarts"])
 
 
+def test_ranks_under_an_outside_launcher_are_refused(tmp_path: Path) -> None:
+    env = dict(os.environ, MLX_RANK="0")
+    r = subprocess.run(
+        serve_command("--ranks", "2", "--no-auth", "--home", str(tmp_path)),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert "ranks=2 cannot be used under an MLX launcher (MLX_RANK is set)" in r.stderr
+
+
 def test_the_group_is_reported(two: Server, model: str) -> None:
     st = two.get("admin/status").json()
     assert st["ranks"]["size"] == 2 and st["ranks"]["backend"] == "ring"
