@@ -220,6 +220,22 @@ def test_under_mlx_launch_rank_0_serves_and_the_other_follows(
         proc.wait(60)
 
 
+def test_keep_alive_unloads_on_every_rank(
+    server_factory: Callable[..., Server], model: str
+) -> None:
+    """Rank 0's clock decides that a model idled past its keep-alive; every rank unloads it in
+    the same turn, and the next request loads it on all of them again."""
+    srv = server_factory("--ranks", "2", "--keep-alive", "1", ready=False)
+    srv.wait_ready_or_engine(timeout=180)
+    first = greedy(srv, model, "Hello", 4)
+    deadline = time.monotonic() + 30
+    while srv.get("admin/status").json()["models"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert srv.get("admin/status").json()["models"] == []
+    assert greedy(srv, model, "Hello", 4) == first  # loaded again on both ranks, in step
+    assert restarts(srv) == 0
+
+
 @pytest.mark.slow
 def test_embeddings_beside_a_sharded_model(one: Server, two: Server) -> None:
     """Embedding models are whole on rank 0 (only it answers); the followers load them too, so
