@@ -147,6 +147,18 @@ class Generation:
         self.queue.put_nowait(err)
 
 
+def _encode_request(cmd: Command) -> bytes:
+    """A command on the wire. Free-form fields of a request (tools and their schemas,
+    response_format, template kwargs) may hold what MessagePack cannot carry (an integer past 64
+    bits): that is a bad request, not a crash."""
+    try:
+        return encode(cmd)
+    except (OverflowError, UnicodeEncodeError, TypeError, ValueError) as e:
+        raise EngineError(
+            "invalid_request", f"the request holds a value the engine cannot take: {e}"
+        ) from e
+
+
 class AsyncEngine:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
@@ -481,14 +493,7 @@ class AsyncEngine:
                 f"{len(self._gens)} requests are already open (limit {self.settings.max_queue}); retry shortly",
             )
         gen = Generation(self, request, queue)
-        try:
-            # free-form fields (tools, response_format, template kwargs) may hold what
-            # MessagePack cannot carry (an integer past 64 bits): a bad request, not a crash
-            raw = encode(Generate(rid=gen.id, request=request))
-        except (OverflowError, UnicodeEncodeError, TypeError, ValueError) as e:
-            raise EngineError(
-                "invalid_request", f"the request holds a value the engine cannot take: {e}"
-            ) from e
+        raw = _encode_request(Generate(rid=gen.id, request=request))
         self._gens[gen.id] = gen
         assert self._cmd is not None
         self._cmd.send(raw, copy=False)
@@ -509,9 +514,10 @@ class AsyncEngine:
         """Send a call and wait for its Reply; the result decoded as `result`."""
         if self._cmd is None:
             raise EngineError("engine_unavailable", "the engine is not started")
+        raw = _encode_request(cmd)  # before anything waits on it
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._calls[cmd.id] = fut
-        self._send(cmd)
+        self._cmd.send(raw, copy=False)
         try:
             reply = await asyncio.wait_for(fut, timeout)
         finally:

@@ -65,6 +65,12 @@ def find(model_id: str, settings: Settings, allow_paths: bool) -> Found:
         if p.is_file() and p.suffix == ".gguf":
             return Found(model_id, "gguf", settings.models_path / p.stem, gguf=p)
         if p.is_dir():
+            if not (p / "config.json").is_file():  # any folder at all, e.g. "/lib"
+                raise ModelError(
+                    "model_not_found",
+                    f"{p} is not a model folder: it has no config.json",
+                    param="model",
+                )
             return Found(model_id, "path", p)
         raise ModelError("model_not_found", f"{p} does not exist")
     validate_id(model_id)

@@ -282,3 +282,35 @@ def test_pulling_a_repo_the_hub_does_not_have_is_a_404(fuzz_server: Server) -> N
     r = fuzz_server.post("admin/models/pull", {"id": "nobody/no-such-model"})
     assert r.status_code == 404, r.text
     error_shape("openai", r)
+
+
+def test_an_integer_past_64_bits_in_a_tool_schema_is_a_400_on_count_tokens(
+    fuzz_server: Server, fuzz_model_dir: Path
+) -> None:
+    """Found by the long fuzz run: `v1/messages/count_tokens` sends its request to the engine as
+    a call, whose encoding had no guard (the generation path had one): a 500."""
+    body = {
+        "model": str(fuzz_model_dir),
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"name": "f", "input_schema": {"type": "object", "x": [-(2**80)]}}],
+    }
+    r = fuzz_server.post("v1/messages/count_tokens", body)
+    assert r.status_code == 400, r.text
+    error_shape("anthropic", r)
+    assert "cannot take" in r.json()["error"]["message"]
+
+
+def test_a_folder_that_is_not_a_model_is_not_found(
+    fuzz_server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Found by the long fuzz run: a path model id naming any folder (`/lib`) reached the
+    engine's loader, whose `model_load_failed` is a 500."""
+    folder = tmp_path_factory.mktemp("not-a-model")
+    for path, body, protocol in (
+        ("v1/responses", {"model": str(folder), "input": "hi"}, "openai"),
+        ("v1/chat/completions", {"model": str(folder), "messages": [{"role": "user", "content": "hi"}]}, "openai"),
+        ("api/generate", {"model": str(folder), "prompt": "hi", "stream": False}, "ollama"),
+    ):  # fmt: skip
+        r = fuzz_server.post(path, body)
+        assert r.status_code == 404, (path, r.text)
+        error_shape(protocol, r)
