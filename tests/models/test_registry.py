@@ -104,7 +104,8 @@ def test_path_ids(
     not_model.mkdir()
     with pytest.raises(ModelError) as e:
         registry.resolve(str(not_model), settings)
-    assert e.value.code == "model_load_failed" and "config.json" in e.value.message
+    # no model there at all (the fuzzer's "/lib"): not found, a 404, not a failed load (500)
+    assert e.value.code == "model_not_found" and "config.json" in e.value.message
 
 
 def test_unsupported_model_type(settings: Settings, tiny_folder: Path) -> None:
