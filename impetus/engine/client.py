@@ -249,14 +249,11 @@ class AsyncEngine:
     async def _stop_spare(self) -> None:
         spare, self._spare = self._spare, None
         if spare is not None and spare.returncode is None:
-            assert spare.stdin is not None
-            spare.stdin.close()  # end of input: a waiting spare exits by itself
-            try:
-                await asyncio.wait_for(spare.wait(), 5)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    spare.kill()
-                await spare.wait()
+            # it holds no model and no request, and may still be importing (seconds): killed
+            # at once, so that it never holds up a shutdown (it may exit by itself meanwhile)
+            with contextlib.suppress(ProcessLookupError):
+                spare.kill()
+            await spare.wait()
 
     async def _spawn(self, ready: bool = True, first: bool = False) -> None:
         """Start the engine process (the spare when there is one) and wait for its Hello;
