@@ -13,37 +13,18 @@
 # table for docs/benchmarks.md: output tokens/s per stream count and the scaling efficiency
 # (tokens/s at N ranks / (N x tokens/s at 1 rank)), with the card and the date.
 set -euo pipefail
-FOLDER=$(realpath "$1")
 RANKS=${2:-1 2 4}
 LEVELS=${3:-1:8,64:128}
 PROMPT=${4:-374}
 TOKENS=${5:-128}
-PY=${PYTHON:-python3}
-WORK=$(mktemp -d)
-OUT_DIR=${OUT_DIR:-$WORK}
-NAME=$(basename "$FOLDER")
-mkdir -p "$WORK/models" "$OUT_DIR"
-ln -s "$FOLDER" "$WORK/models/$NAME"
-SERVER=""
-cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-wait_ready() {
-  for _ in $(seq 1800); do
-    curl -sf "$1" >/dev/null && return 0
-    kill -0 "$SERVER" 2>/dev/null || { echo "server exited; see its log"; return 1; }
-    sleep 1
-  done
-  echo "no answer from $1"
-  return 1
-}
+source "$(dirname "$0")/serve_setup.sh"
 
 export IMPETUS_HOME=$WORK/home
 for n in $RANKS; do
   "$PY" -m impetus.cli serve --model-dir "$WORK/models" --model "$NAME" --ranks "$n" \
     --host 127.0.0.1 --port 8101 --no-auth --keep-alive -1 2>"$OUT_DIR/ranks$n-serve.log" &
   SERVER=$!
-  wait_ready http://127.0.0.1:8101/ready
+  wait_ready http://127.0.0.1:8101/ready 1800
   for spec in ${LEVELS//,/ }; do
     "$PY" -m impetus.cli bench serve --base-url http://127.0.0.1:8101/v1 --model "$NAME" \
       --label "ranks$n" --tokenizer "$FOLDER" --concurrency "${spec%%:*}" \

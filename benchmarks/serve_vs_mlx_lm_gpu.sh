@@ -11,29 +11,10 @@
 # (`impetus bench history`); `--json` results land in $OUT_DIR (default: a temporary folder) and
 # the last lines print the side-by-side table. SIDES="impetus" runs one side only.
 set -euo pipefail
-FOLDER=$(realpath "$1")
 LEVELS=${2:-1:8,8:32,32:64,128:256}
 PROMPT=${3:-374}
 TOKENS=${4:-128}
-PY=${PYTHON:-python3}
-WORK=$(mktemp -d)
-OUT_DIR=${OUT_DIR:-$WORK}
-NAME=$(basename "$FOLDER")
-mkdir -p "$WORK/models" "$OUT_DIR"
-ln -s "$FOLDER" "$WORK/models/$NAME"
-SERVER=""
-cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-wait_ready() {
-  for _ in $(seq 600); do
-    curl -sf "$1" >/dev/null && return 0
-    kill -0 "$SERVER" 2>/dev/null || { echo "server exited; see its log"; return 1; }
-    sleep 1
-  done
-  echo "no answer from $1"
-  return 1
-}
+source "$(dirname "$0")/serve_setup.sh"
 
 bench() {  # label base-url model-id
   local label=$1 url=$2 model=$3 spec
