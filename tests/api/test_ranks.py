@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -136,14 +137,19 @@ def test_prompt_cache_reuse_across_ranks(one: Server, two: Server, model: str) -
     assert (texts, cached) == turns(one)
 
 
-def test_cancel_frees_the_slot_on_every_rank(two: Server, model: str) -> None:
-    stream = two.openai().chat.completions.create(
+def long_stream(server: Server, model: str) -> Any:
+    """A streamed chat that runs 400 tokens unless stopped (ignore_eos)."""
+    return server.openai().chat.completions.create(
         model=model,
         messages=[{"role": "user", "content": "Tell me a long story."}],
         max_tokens=400,
         stream=True,
         extra_body={"ignore_eos": True},
     )
+
+
+def test_cancel_frees_the_slot_on_every_rank(two: Server, model: str) -> None:
+    stream = long_stream(two, model)
     next(iter(stream))
     stream.close()  # the client goes away: the api cancels the generation
     deadline = time.monotonic() + 30
@@ -252,13 +258,7 @@ def test_embeddings_beside_a_sharded_model(one: Server, two: Server) -> None:
 def test_a_killed_follower_rank_is_recovered(one: Server, two: Server, model: str) -> None:
     before = two.get("admin/status").json()
     follower = before["ranks"]["pids"][1]
-    stream = two.openai().chat.completions.create(
-        model=model,
-        messages=[{"role": "user", "content": "Tell me a long story."}],
-        max_tokens=400,
-        stream=True,
-        extra_body={"ignore_eos": True},
-    )
+    stream = long_stream(two, model)
     chunks: Iterator[object] = iter(stream)
     next(chunks)
     os.kill(follower, signal.SIGKILL)
