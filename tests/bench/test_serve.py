@@ -269,7 +269,9 @@ def test_sweep_with_poisson_arrivals(impetus_url: str, model_id: str, tiny_model
         poisson=True,
         requests=6,
         prompt_tokens=[16],
-        max_tokens=4,
+        # enough decode steps that six batched streams clearly outrun one at a time even on a
+        # busy machine (with 4 tokens, a noisy run once measured no gain, and so no rates)
+        max_tokens=16,
     )
     assert config.concurrency == []  # a sweep alone: no default concurrency levels added
     record = asyncio.run(run_serve(config))
