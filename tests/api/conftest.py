@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -142,8 +142,16 @@ def start_server(
 ) -> Server:
     # the tests name their tiny models by folder path, which a server allows only when told to
     cmd = serve_command(
-        "--host", "127.0.0.1", "--port", "0", "--home", str(home), "--log-level", "info",
-        *(["--allow-model-paths"] if allow_model_paths else []), *args,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--home",
+        str(home),
+        "--log-level",
+        "info",
+        *(["--allow-model-paths"] if allow_model_paths else []),
+        *args,
     )
     if key:
         cmd += ["--api-key", key]
@@ -184,34 +192,58 @@ def tool_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
     return dest
 
 
-@pytest.fixture(scope="session")
-def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
-    started: list[Server] = []
+class ServerFactory:
+    """Starts `impetus serve` processes; each lives until the end of the test module that started
+    it (`session=True`: of the whole run). An idle server left running costs the later tests its
+    engine processes' CPU, and the suite runs on two cores."""
 
-    def make(
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.module: list[Server] = []
+        self.session: list[Server] = []
+
+    def __call__(
+        self,
         *args: str,
         key: str | None = ADMIN_KEY,
         ready: bool = True,
         env: dict[str, str] | None = None,
+        session: bool = False,
     ) -> Server:
-        home = tmp_path_factory.mktemp("serve-home")
+        home = self.tmp_path_factory.mktemp("serve-home")
         srv = start_server(list(args), home, key=key, no_auth=key is None, env=env)
-        started.append(srv)
+        (self.session if session else self.module).append(srv)
         if ready:
             srv.wait_ready()
         return srv
 
-    yield make
-    for srv in started:
-        srv.stop()
+    def stop_module_servers(self) -> None:
+        while self.module:
+            self.module.pop().stop()
 
 
 @pytest.fixture(scope="session")
-def server(
-    server_factory: Callable[..., Server], tiny_model_dir: Path, tool_model_dir: Path
-) -> Server:
+def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    factory = ServerFactory(tmp_path_factory)
+    yield factory
+    factory.stop_module_servers()
+    for srv in factory.session:
+        srv.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_module_servers(server_factory: ServerFactory) -> Iterator[None]:
+    """Autouse: the servers a module started stop when it ends (after its own fixtures)."""
+    yield
+    server_factory.stop_module_servers()
+
+
+@pytest.fixture(scope="session")
+def server(server_factory: ServerFactory, tiny_model_dir: Path, tool_model_dir: Path) -> Server:
     """The shared server: the tiny model loaded at start, the tool model loaded just in time."""
-    return server_factory("--model", str(tiny_model_dir), "--max-tokens-default", "64")
+    return server_factory(
+        "--model", str(tiny_model_dir), "--max-tokens-default", "64", session=True
+    )
 
 
 @pytest.fixture(scope="session")

@@ -78,6 +78,23 @@ def test_the_group_is_reported(two: Server, model: str) -> None:
     assert cards[model].model_extra["ranks"] == 2  # type: ignore[index]
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_an_idle_group_does_not_spin(two: Server) -> None:
+    """A follower waits for rank 0's turns inside a collective, where the ring backend polls
+    its sockets: without the idle pacing (engine/process.py) each idle follower used a whole
+    core, which an idle server must not."""
+    pids = two.get("admin/status").json()["ranks"]["pids"]
+    before = [cpu_seconds(p) for p in pids]
+    time.sleep(4.0)
+    used = [cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)]
+    assert max(used) < 1.0, f"CPU seconds used by each idle rank in 4 s: {used}"
+
+
 def test_same_greedy_text_as_one_rank(one: Server, two: Server, model: str) -> None:
     for prompt in PROMPTS[:2]:
         assert greedy(two, model, prompt) == greedy(one, model, prompt)

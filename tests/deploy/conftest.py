@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import server_factory, slow_model_dir  # noqa: F401 - fixtures
+from tests.api.conftest import (  # noqa: F401 - fixtures
+    server_factory,
+    slow_model_dir,
+    stop_module_servers,
+)
 from tests.deploy.certs import self_signed
 
 

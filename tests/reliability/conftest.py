@@ -11,5 +11,6 @@ from tests.api.conftest import (  # noqa: F401 - fixtures used by this folder's 
     server_factory,
     slow_model_dir,
     start_server,
+    stop_module_servers,
     tool_model_dir,
 )
