@@ -225,8 +225,11 @@ def lab(
 
 
 def stop_lab(proc: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C, as a user stops JupyterLab (it shuts the kernels and the engine down); killed
-    when it has not ended 30 s later."""
+    """Ctrl-C twice, as a user stops JupyterLab (it shuts the kernels and the engine down);
+    killed when it has not ended 30 s later. One Ctrl-C only asks "Shut down this Jupyter
+    server?" and, with no answer on stdin within 5 s, goes on serving."""
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(30)
