@@ -16,13 +16,18 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 FOLDER=$(impetus models info "$MODEL" --json | python -c 'import json,sys; print(json.load(sys.stdin)["path"])')
 python -m mlx_lm.convert --hf-path "$FOLDER" --mlx-path "$WORK/f32" -d --dtype float32 >/dev/null
-OPENBLAS=$(python -c 'from impetus.engine.blas import load_optimized_blas as l; i=l(); print(i.path if i else "")')
+# the OpenBLAS impetus loads, and the kernels it picks (OPENBLAS_CORETYPE, set by impetus when the
+# library's own pick is a generic fallback): mlx_lm.server's float32 copy gets both
+read -r OPENBLAS CORETYPE < <(python -c 'import os; from impetus.engine.blas import load_optimized_blas as l; i=l(); print(i.path if i else "-", os.environ.get("OPENBLAS_CORETYPE", "-"))')
+if [ "$OPENBLAS" = - ]; then OPENBLAS=; fi
+echo "OpenBLAS for both: ${OPENBLAS:-none}, OPENBLAS_CORETYPE=$CORETYPE (-: as the library picks)"
+if [ "$CORETYPE" = - ]; then CORETYPE=; fi
 
 wait_ready() { for _ in $(seq 300); do curl -sf "$1" >/dev/null && return 0; sleep 1; done; echo "no answer from $1"; exit 1; }
 
 impetus serve --host 127.0.0.1 --port 8101 --no-auth --model "$MODEL" 2>"$WORK/impetus.log" &
 python -m mlx_lm.server --host 127.0.0.1 --port 8102 --model "$FOLDER" 2>"$WORK/mlx4.log" &
-LD_PRELOAD="$OPENBLAS" python -m mlx_lm.server --host 127.0.0.1 --port 8103 --model "$WORK/f32" 2>"$WORK/mlx32.log" &
+env LD_PRELOAD="$OPENBLAS" ${CORETYPE:+OPENBLAS_CORETYPE=$CORETYPE} python -m mlx_lm.server --host 127.0.0.1 --port 8103 --model "$WORK/f32" 2>"$WORK/mlx32.log" &
 wait_ready http://127.0.0.1:8101/ready
 wait_ready http://127.0.0.1:8102/v1/models
 wait_ready http://127.0.0.1:8103/v1/models
