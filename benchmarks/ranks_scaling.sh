@@ -25,6 +25,10 @@ for n in $RANKS; do
     --host 127.0.0.1 --port 8101 --no-auth --keep-alive -1 2>"$OUT_DIR/ranks$n-serve.log" &
   SERVER=$!
   wait_ready http://127.0.0.1:8101/ready 1800
+  # the same greedy continuation at every rank count (compared at the end)
+  curl -sf http://127.0.0.1:8101/v1/completions -H 'Content-Type: application/json' \
+    -d "{\"model\": \"$NAME\", \"prompt\": \"The quick brown fox\", \"max_tokens\": 32, \"temperature\": 0, \"ignore_eos\": true}" \
+    >"$OUT_DIR/ranks$n-greedy.json" || echo "greedy probe failed at $n ranks"
   for spec in ${LEVELS//,/ }; do
     "$PY" -m impetus.cli bench serve --base-url http://127.0.0.1:8101/v1 --model "$NAME" \
       --label "ranks$n" --tokenizer "$FOLDER" --concurrency "${spec%%:*}" \
@@ -49,6 +53,16 @@ for f in folder.glob("ranks*-c*.json"):
     runs = runs if isinstance(runs, list) else [runs]
     p = runs[0]["profiles"][0]
     rows[(int(m.group(1)), int(m.group(2)))] = (p["output_throughput"], p["failed"])
+texts = {}
+for f in sorted(folder.glob("ranks*-greedy.json")):
+    n = int(re.match(r"ranks(\d+)-greedy", f.name).group(1))
+    texts[n] = json.loads(f.read_text())["choices"][0]["text"]
+if texts:
+    same = len(set(texts.values())) == 1
+    print(f"greedy 32 tokens at ranks {sorted(texts)}: {'the same text' if same else 'texts differ'}")
+    if not same:
+        for n, t in sorted(texts.items()):
+            print(f"  {n} ranks: {t!r}")
 print("| ranks | streams | output tok/s | failed | scaling efficiency |")
 print("|---|---|---|---|---|")
 for (n, c), (tps, failed) in sorted(rows.items()):
