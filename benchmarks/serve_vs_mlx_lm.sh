@@ -14,6 +14,7 @@ BIN=$(dirname "$(command -v python)")
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
+impetus models pull "$MODEL" >/dev/null  # the MLX folder (the embedded GGUF is converted once)
 FOLDER=$(impetus models info "$MODEL" --json | python -c 'import json,sys; print(json.load(sys.stdin)["path"])')
 python -m mlx_lm.convert --hf-path "$FOLDER" --mlx-path "$WORK/f32" -d --dtype float32 >/dev/null
 # the OpenBLAS impetus loads, and the kernels it picks (OPENBLAS_CORETYPE, set by impetus when the
@@ -26,8 +27,8 @@ if [ "$CORETYPE" = - ]; then CORETYPE=; fi
 wait_ready() { for _ in $(seq 300); do curl -sf "$1" >/dev/null && return 0; sleep 1; done; echo "no answer from $1"; exit 1; }
 
 impetus serve --host 127.0.0.1 --port 8101 --no-auth --model "$MODEL" 2>"$WORK/impetus.log" &
-python -m mlx_lm.server --host 127.0.0.1 --port 8102 --model "$FOLDER" 2>"$WORK/mlx4.log" &
-env LD_PRELOAD="$OPENBLAS" ${CORETYPE:+OPENBLAS_CORETYPE=$CORETYPE} python -m mlx_lm.server --host 127.0.0.1 --port 8103 --model "$WORK/f32" 2>"$WORK/mlx32.log" &
+python -m mlx_lm server --host 127.0.0.1 --port 8102 --model "$FOLDER" 2>"$WORK/mlx4.log" &
+env LD_PRELOAD="$OPENBLAS" ${CORETYPE:+OPENBLAS_CORETYPE=$CORETYPE} python -m mlx_lm server --host 127.0.0.1 --port 8103 --model "$WORK/f32" 2>"$WORK/mlx32.log" &
 wait_ready http://127.0.0.1:8101/ready
 wait_ready http://127.0.0.1:8102/v1/models
 wait_ready http://127.0.0.1:8103/v1/models
