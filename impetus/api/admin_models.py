@@ -165,6 +165,26 @@ def failed_at_once(ev: PullProgress) -> APIError | None:
     return error if error.status < 500 else None
 
 
+class PullFollower(ImpetusHandler):
+    """A handler that follows a pull's progress (`admin/models/pull`, Ollama's `api/pull`)."""
+
+    _queue: asyncio.Queue[PullProgress] | None = None
+
+    def follow(self, model_id: str, load: bool) -> tuple[PullJob, asyncio.Queue[PullProgress]]:
+        """`follow_pull`, with the queue kept so that a client that leaves wakes the handler."""
+        job, queue = follow_pull(self.service, model_id, load)
+        self._queue = queue
+        return job, queue
+
+    def on_connection_close(self) -> None:
+        # Tornado's own fails the pending body future of a client that left mid-upload; without
+        # it the handler would wait for that body forever.
+        super().on_connection_close()
+        # the pull goes on without this follower; wake the handler so it stops writing
+        if self._queue is not None:
+            self._queue.put_nowait(PullProgress(id="", status="cancelled", message="client left"))
+
+
 # ---------------------------------------------------------------- handlers
 
 
@@ -228,16 +248,7 @@ class ModelSearchHandler(ImpetusHandler):
         self.write_json(result.model_dump(mode="json"))
 
 
-class PullHandler(ImpetusHandler):
-    _queue: asyncio.Queue[PullProgress] | None = None
-    _job: PullJob | None = None
-
-    def on_connection_close(self) -> None:
-        super().on_connection_close()  # fails the body future of a client that left mid-upload
-        # the pull goes on without this follower; wake the handler so it stops writing
-        if self._queue is not None:
-            self._queue.put_nowait(PullProgress(id="", status="cancelled", message="client left"))
-
+class PullHandler(PullFollower):
     @scope("admin")
     @operation(
         "Download / convert a model: progress as SSE",
@@ -253,8 +264,7 @@ class PullHandler(ImpetusHandler):
     )
     async def post(self) -> None:
         req = self.parse(PullRequest)
-        job, queue = follow_pull(self.service, req.id, req.load)
-        self._queue, self._job = queue, job
+        job, queue = self.follow(req.id, req.load)
         try:
             first = await first_event(job, queue)
             if not first.id:  # the client left

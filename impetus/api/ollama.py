@@ -629,15 +629,9 @@ def _progress(ev: PullProgress) -> dict[str, Any]:
     return {"error": ev.message or ev.status}
 
 
-class PullHandler(OllamaHandler):
+class PullHandler(admin_models.PullFollower, OllamaHandler):
     """impetus's own pull (the Hugging Face hub, GGUF, built-in aliases) with Ollama's progress
     lines. Writing to the model directory is an admin action, as `admin/models/pull` is."""
-
-    _queue: asyncio.Queue[PullProgress] | None = None
-
-    def on_connection_close(self) -> None:
-        if self._queue is not None:
-            self._queue.put_nowait(PullProgress(id="", status="cancelled", message="client left"))
 
     @scope("admin")
     @operation(
@@ -659,8 +653,7 @@ class PullHandler(OllamaHandler):
     async def post(self) -> None:
         req: PullRequestIn = self.parse_ollama(PullRequestIn)
         model = req.id()
-        job, queue = admin_models.follow_pull(self.service, model, load=False)
-        self._queue = queue
+        job, queue = self.follow(model, load=False)
         try:
             # a pull that fails at once (an unknown repo: 404) is an HTTP error, streamed or not
             events = [await admin_models.first_event(job, queue)]

@@ -29,6 +29,7 @@ def wait_for(server: Server, value: float, what: str, timeout: float = 30) -> No
         "v1/chat/completions",  # overrides on_connection_close (cancels its generations)
         "v1/completions",
         "admin/models/pull",  # overrides it too (wakes its progress loop)
+        "api/pull",  # Ollama's pull: the same override
         "v1/embeddings",  # Tornado's own on_connection_close
     ],
 )
