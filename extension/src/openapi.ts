@@ -2711,6 +2711,12 @@ export interface components {
         };
         /** ResponseRequest */
         ResponseRequest: {
+            /**
+             * Include Reasoning
+             * @description impetus extension (as chat completions' include_reasoning): false leaves a reasoning model's thinking (the reasoning output item) out of the response
+             * @default true
+             */
+            include_reasoning?: boolean | null;
             /** Input */
             input: string | (components["schemas"]["MessageItem"] | components["schemas"]["FunctionCallItem"] | components["schemas"]["FunctionCallOutputItem"] | components["schemas"]["ReasoningItem"])[];
             /**

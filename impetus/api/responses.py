@@ -302,7 +302,9 @@ class ResponseBuilder:
         self._emit("response.output_item.done", output_index=index, item=item)
 
     def feed(self, text: str, reasoning: str = "") -> None:
-        if reasoning:
+        # include_reasoning: false drops the thinking here, so neither the stored response nor
+        # the streamed events carry a reasoning item (usage still counts its tokens)
+        if reasoning and self.req.include_reasoning is not False:
             if self._open is None or self._open["type"] != "reasoning":
                 part: dict[str, Any] = {"type": "reasoning_text", "text": ""}
                 item: dict[str, Any] = {

@@ -115,6 +115,11 @@ class ResponseRequest(_Request):
         True, description="keep the response for GET and previous_response_id"
     )
     previous_response_id: str | None = None
+    include_reasoning: bool | None = Field(
+        True,
+        description="impetus extension (as chat completions' include_reasoning): false leaves "
+        "a reasoning model's thinking (the reasoning output item) out of the response",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -175,6 +175,35 @@ def test_reasoning_items(server: Server, think_model_dir: Path) -> None:
     )
     streamed = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")  # type: ignore[union-attr]
     assert streamed == reasoning
+    # include_reasoning: false (impetus's extension, as in chat completions) leaves the reasoning
+    # item out, stored and streamed; the rest of the output and the token counts stay as they were
+    # (the tiny model thinks through all 4 tokens here, so the rest is empty)
+    answer = [i.model_dump(exclude={"id"}) for i in r.output if i.type != "reasoning"]
+    off = c.responses.create(
+        model=model,
+        input=[{"role": "user", "content": "Hello"}],
+        max_output_tokens=4,
+        temperature=0,
+        extra_body={"include_reasoning": False},
+    )
+    assert [i.model_dump(exclude={"id"}) for i in off.output] == answer
+    assert off.usage and off.usage.output_tokens_details.reasoning_tokens > 0
+    assert c.responses.retrieve(off.id).output == off.output
+    events = list(
+        c.responses.create(
+            model=model,
+            input="Hello",
+            max_output_tokens=4,
+            temperature=0,
+            stream=True,
+            extra_body={"include_reasoning": False},
+        )
+    )
+    assert not [e.type for e in events if "reasoning" in e.type]
+    assert "reasoning" not in [
+        e.item.type for e in events if e.type == "response.output_item.added"
+    ]  # type: ignore[union-attr]
+    assert [i.model_dump(exclude={"id"}) for i in events[-1].response.output] == answer  # type: ignore[union-attr]
 
 
 def test_errors(server: Server, model: str) -> None:
