@@ -10,9 +10,10 @@ export function openaiBaseUrl(serverBaseUrl: string): string {
 }
 
 /** The protocols impetus serves from the same engine, and the client each snippet uses. */
-export type Protocol = 'openai' | 'anthropic' | 'ollama';
+export type Protocol = 'openai' | 'responses' | 'anthropic' | 'ollama';
 export const PROTOCOLS: { id: Protocol; label: string }[] = [
   { id: 'openai', label: 'OpenAI' },
+  { id: 'responses', label: 'OpenAI Responses' },
   { id: 'anthropic', label: 'Anthropic' },
   { id: 'ollama', label: 'Ollama' }
 ];
@@ -32,7 +33,8 @@ function pyString(value: string): string {
 
 const PROMPT = 'Write a haiku about Jupyter.';
 
-/** A ready-to-run snippet with the protocol's official client (openai, anthropic or ollama).
+/** A ready-to-run snippet with the protocol's official client (openai for chat completions and
+ * Responses, anthropic or ollama).
  * With no key, it reads IMPETUS_API_KEY. */
 export function pythonSnippet(
   baseUrl: string,
@@ -81,6 +83,25 @@ export function pythonSnippet(
     );
   }
   const lines = [...head, 'from openai import OpenAI'];
+  if (protocol === 'responses') {
+    return (
+      [
+        ...lines,
+        '',
+        `client = OpenAI(base_url=${pyString(baseUrl)}, api_key=${key})`,
+        'stream = client.responses.create(',
+        `    model=${pyString(model)},`,
+        `    input=${pyString(PROMPT)},`,
+        '    max_output_tokens=128,',
+        '    stream=True,',
+        ')',
+        'for event in stream:',
+        '    if event.type == "response.output_text.delta":',
+        '        print(event.delta, end="", flush=True)',
+        'print()'
+      ].join('\n') + '\n'
+    );
+  }
   lines.push(
     '',
     `client = OpenAI(base_url=${pyString(baseUrl)}, api_key=${key})`,
@@ -120,6 +141,9 @@ export function curlSnippet(
     url = `${impetusRoot(baseUrl)}/v1/messages`;
     auth = apiKey ? shellQuote(`x-api-key: ${apiKey}`) : `"x-api-key: $${KEY_ENV}"`;
     extra.push(`  -H 'anthropic-version: 2023-06-01' \\`);
+  } else if (protocol === 'responses') {
+    url = `${baseUrl}/responses`;
+    body = JSON.stringify({ model, input: PROMPT, max_output_tokens: 128 });
   } else if (protocol === 'ollama') {
     url = `${impetusRoot(baseUrl)}/api/chat`;
     body = JSON.stringify({ model, messages, options: { num_predict: 128 }, stream: false });

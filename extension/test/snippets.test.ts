@@ -51,6 +51,29 @@ describe('snippets', () => {
     expect(curlSnippet(BASE, 'm')).toContain('"Authorization: Bearer $IMPETUS_API_KEY"');
   });
 
+  it('writes a Responses snippet with the openai client', () => {
+    for (const key of ['imp-k', null]) {
+      const py = pythonSnippet(BASE, 'smollm2-135m', key, 'responses');
+      expect(py).toContain(`OpenAI(base_url="${BASE}"`);
+      expect(py).toContain('client.responses.create(');
+      expect(py).toContain('input="Write a haiku about Jupyter."');
+      pythonParses(py);
+    }
+    const words = execFileSync('bash', [
+      '-c',
+      curlSnippet(BASE, 'm', 'imp-k', 'responses').replace(/^curl /, "printf '%s\\n' ")
+    ])
+      .toString()
+      .split('\n');
+    expect(words[0]).toBe(`${BASE}/responses`);
+    expect(words).toContain('Authorization: Bearer imp-k');
+    expect(JSON.parse(words[words.indexOf('-d') + 1])).toEqual({
+      model: 'm',
+      input: 'Write a haiku about Jupyter.',
+      max_output_tokens: 128
+    });
+  }, 60_000); // two Python parses and a shell: slow on a loaded two-core machine
+
   it('writes Anthropic and Ollama snippets against the impetus root', () => {
     const root = impetusRoot(BASE);
     expect(root).toBe('http://127.0.0.1:8888/a%40b/impetus');
