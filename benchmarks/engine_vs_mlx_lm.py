@@ -33,8 +33,9 @@ from mlx_lm import batch_generate, load, stream_generate  # noqa: E402
 from mlx_lm.utils import dequantize_model  # noqa: E402
 
 from impetus.config import Settings  # noqa: E402
-from impetus.engine import Engine, GenerateRequest, SamplingParams  # noqa: E402
+from impetus.engine import Engine  # noqa: E402
 from impetus.engine.loader import DTYPES, backend, serving_dtype  # noqa: E402
+from impetus.protocol import GenerateRequest, SamplingParams  # noqa: E402
 
 
 def raw_model(path: Path) -> tuple[Any, Any, str]:

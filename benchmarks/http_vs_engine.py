@@ -24,7 +24,8 @@ from datetime import date
 import httpx
 
 from impetus.config import Settings
-from impetus.engine import Done, Engine, GenerateRequest, SamplingParams
+from impetus.engine import Engine
+from impetus.protocol import Done, GenerateRequest, SamplingParams
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,7 +43,7 @@ from impetus.api.ollama_schemas import (
     tagged,
 )
 from impetus.api.openai_handlers import GenerationHandler
-from impetus.api.openapi import GENERATION_ERRORS, operation
+from impetus.api.openapi import GENERATION_ERRORS, F, Schema, operation
 from impetus.api.schemas import ChatCompletionRequest, ParamError
 from impetus.api.streams import EventStream
 from impetus.models.types import PullProgress
@@ -58,6 +59,16 @@ def now_iso() -> str:
 
 # how every streaming Ollama endpoint answers, for the OpenAPI document
 NDJSON_NOTE = "by default (stream: false for one object), one JSON object a line; the last has done: true and the counts"
+
+
+def ollama_operation(
+    summary: str, *, lines: Schema | None = None, **details: Any
+) -> Callable[[F], F]:
+    """`operation` for an Ollama route: its errors in Ollama's shape. `lines`: the model of each
+    NDJSON line of a route that streams, which is also the shape of its whole answer."""
+    if lines is not None:
+        details.update(returns=lines, stream=lines, stream_media=NDJSON, stream_note=NDJSON_NOTE)
+    return operation(summary, tag="Ollama", error_model=s.OllamaError, **details)
 
 
 class OllamaHandler(ImpetusHandler):
@@ -338,16 +349,11 @@ class _OllamaGeneration(OllamaHandler, GenerationHandler):
 
 class ChatHandler(_OllamaGeneration):
     @scope("inference")
-    @operation(
+    @ollama_operation(
         "Ollama chat (NDJSON stream by default)",
-        tag="Ollama",
         body=ChatRequest,
-        returns=s.ChatResponse,
-        stream=s.ChatResponse,
-        stream_media=NDJSON,
-        stream_note=NDJSON_NOTE,
+        lines=s.ChatResponse,
         errors=GENERATION_ERRORS,
-        error_model=s.OllamaError,
         example={
             "model": "smollm2-135m",
             "messages": [{"role": "user", "content": "Say hello in three words."}],
@@ -377,16 +383,11 @@ class GenerateHandler(_OllamaGeneration):
     chat = False
 
     @scope("inference")
-    @operation(
+    @ollama_operation(
         "Ollama generate (NDJSON stream by default)",
-        tag="Ollama",
         body=GenerateRequestIn,
-        returns=s.GenerateResponse,
-        stream=s.GenerateResponse,
-        stream_media=NDJSON,
-        stream_note=NDJSON_NOTE,
+        lines=s.GenerateResponse,
         errors=GENERATION_ERRORS,
-        error_model=s.OllamaError,
         example={
             "model": "smollm2-135m",
             "prompt": "Once upon a time",
@@ -435,13 +436,8 @@ class GenerateHandler(_OllamaGeneration):
 
 class EmbedHandler(OllamaHandler):
     @scope("inference")
-    @operation(
-        "Ollama embeddings",
-        tag="Ollama",
-        body=EmbedRequest,
-        returns=s.EmbedResponse,
-        errors=GENERATION_ERRORS,
-        error_model=s.OllamaError,
+    @ollama_operation(
+        "Ollama embeddings", body=EmbedRequest, returns=s.EmbedResponse, errors=GENERATION_ERRORS
     )
     async def post(self) -> None:
         req: EmbedRequest = self.parse_ollama(EmbedRequest)
@@ -503,9 +499,7 @@ def _modified(entry: dict[str, Any]) -> str:
 
 class TagsHandler(OllamaHandler):
     @scope("inference")
-    @operation(
-        "Ollama: models on disk", tag="Ollama", returns=s.OllamaModelList, error_model=s.OllamaError
-    )
+    @ollama_operation("Ollama: models on disk", returns=s.OllamaModelList)
     async def get(self) -> None:
         entries = [e.model_dump(mode="json") for e in await self.service.registry_entries()]
         models = [
@@ -525,13 +519,11 @@ class TagsHandler(OllamaHandler):
 
 class ShowHandler(OllamaHandler):
     @scope("inference")
-    @operation(
+    @ollama_operation(
         "Ollama: one model's details",
-        tag="Ollama",
         body=ModelNameRequest,
         returns=s.ShowResponse,
         errors={404: "Unknown model"},
-        error_model=s.OllamaError,
     )
     async def post(self) -> None:
         req: ModelNameRequest = self.parse_ollama(ModelNameRequest)
@@ -575,9 +567,7 @@ class ShowHandler(OllamaHandler):
 
 class PsHandler(OllamaHandler):
     @scope("inference")
-    @operation(
-        "Ollama: loaded models", tag="Ollama", returns=s.OllamaModelList, error_model=s.OllamaError
-    )
+    @ollama_operation("Ollama: loaded models", returns=s.OllamaModelList)
     async def get(self) -> None:
         service = self.service
         st = await service.status() if service.engine.state == "ready" else None
@@ -634,21 +624,16 @@ class PullHandler(admin_models.PullFollower, OllamaHandler):
     lines. Writing to the model directory is an admin action, as `admin/models/pull` is."""
 
     @scope("admin")
-    @operation(
+    @ollama_operation(
         "Ollama pull: impetus's own download, Ollama's progress lines",
-        tag="Ollama",
         body=PullRequestIn,
-        returns=s.PullLine,
-        stream=s.PullLine,
-        stream_media=NDJSON,
-        stream_note=NDJSON_NOTE,
+        lines=s.PullLine,
         errors={
             400: "Not a model impetus can run",
             404: "Unknown model or hub repo",
             409: "The pull was cancelled",
             502: "Download failed",
         },
-        error_model=s.OllamaError,
     )
     async def post(self) -> None:
         req: PullRequestIn = self.parse_ollama(PullRequestIn)

@@ -83,6 +83,16 @@ def _side(name: str, load_seconds: float, dtype: str, trials: list[EngineTrial])
     )
 
 
+def _add_trial(
+    trials: list[EngineTrial], side: str, on_trial: TrialCallback | None, **fields: Any
+) -> None:
+    """Number the next measured trial of `side`, keep it and report it to `on_trial`."""
+    trial = EngineTrial(trial=len(trials), **fields)
+    trials.append(trial)
+    if on_trial is not None:
+        on_trial(side, trial)
+
+
 def bench_engine_side(
     engine: Engine,
     config: EngineBenchConfig,
@@ -123,8 +133,10 @@ def bench_engine_side(
             warnings.append(
                 f"engine trial {len(trials)}: {usage.cached_tokens} prompt tokens came from the cache"
             )
-        trial = EngineTrial(
-            trial=len(trials),
+        _add_trial(
+            trials,
+            "impetus",
+            on_trial,
             prompt_tokens=usage.prompt_tokens,
             generation_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
@@ -133,9 +145,6 @@ def bench_engine_side(
             peak_memory=engine.status().peak_memory,
             wall=wall,
         )
-        trials.append(trial)
-        if on_trial is not None:
-            on_trial("impetus", trial)
     return _side("impetus", load_seconds, dtype, trials)
 
 
@@ -174,8 +183,10 @@ def bench_raw_side(
             raise RuntimeError("mlx_lm.stream_generate produced nothing")
         if i < config.warmup:
             continue
-        trial = EngineTrial(
-            trial=len(trials),
+        _add_trial(
+            trials,
+            "mlx_lm",
+            on_trial,
             prompt_tokens=response.prompt_tokens,
             generation_tokens=response.generation_tokens,
             prompt_tps=response.prompt_tps,
@@ -183,9 +194,6 @@ def bench_raw_side(
             peak_memory=int(mx.get_peak_memory()),
             wall=wall,
         )
-        trials.append(trial)
-        if on_trial is not None:
-            on_trial("mlx_lm", trial)
     return _side("mlx_lm", load_seconds, dtype, trials)
 
 

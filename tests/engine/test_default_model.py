@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from impetus.config import Settings
-from impetus.engine import Engine, GenerateRequest
-from impetus.protocol import convert
+from impetus.engine import Engine
+from impetus.protocol import GenerateRequest, convert
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ import msgspec
 import pytest
 
 from impetus.config import Settings
-from impetus.engine import Engine, EngineError, GenerateRequest, SamplingParams
-from impetus.protocol import convert
+from impetus.engine import Engine
+from impetus.protocol import EngineError, GenerateRequest, SamplingParams, convert
 from tests.api.tools import ANSWER_SCHEMA
 
 CHAT = [{"role": "user", "content": "Hello, how are you?"}]

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from impetus.config import Settings
-from impetus.engine import Engine, EngineError, GenerateRequest
+from impetus.engine import Engine
 from impetus.engine.scheduler import TextGate, finite_logprob
-from impetus.protocol import convert
+from impetus.protocol import EngineError, GenerateRequest, convert
 from tests.tiny_model import build_tiny_llama
 
 
