@@ -184,16 +184,7 @@ class _Api(Generic[T, H]):
         """Iterate the stream for text deltas; its `.result` has usage and timings. `session`:
         the conversation's id, sent as X-Session-Id so that a proxy in front of several
         replicas keeps its turns where its prompt cache is."""
-        body = chat_body(messages, self._model(model), stream=True, **params)
-        return Call(
-            "POST",
-            "v1/chat/completions",
-            _raw,
-            json=body,
-            headers=session_headers(session),
-            timeout=STREAM_TIMEOUT,
-            stream=True,
-        )
+        return self._chat_call(_raw, messages, model, session, params, stream=True)
 
     @api_call
     def chat(
@@ -205,14 +196,28 @@ class _Api(Generic[T, H]):
         **params: Any,
     ) -> Call[dict[str, Any]]:
         """One whole chat completion; `session` as for `chat_stream`."""
-        body = chat_body(messages, self._model(model), stream=False, **params)
+        return self._chat_call(_object, messages, model, session, params, stream=False)
+
+    def _chat_call(
+        self,
+        parse: Callable[[httpx.Response], R],
+        messages: list[dict[str, Any]],
+        model: str | None,
+        session: str | None,
+        params: dict[str, Any],
+        *,
+        stream: bool,
+    ) -> Call[R]:
+        """The chat completion request of `chat_stream` (stream) and `chat` (whole)."""
+        body = chat_body(messages, self._model(model), stream=stream, **params)
         return Call(
             "POST",
             "v1/chat/completions",
-            _object,
+            parse,
             json=body,
             headers=session_headers(session),
             timeout=STREAM_TIMEOUT,
+            stream=stream,
         )
 
     @api_call
