@@ -17,6 +17,7 @@ import argparse
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,56 @@ def prompts(vocab: int, n: int, length: int, seed: int) -> list[list[int]]:
     return [[rng.randrange(100, vocab - 100) for _ in range(length)] for _ in range(n)]
 
 
+class TimedNext:
+    """A BatchGenerator's `next()`, summing the time spent inside it (MLX's part of a step)."""
+
+    def __init__(self, gen: BatchGenerator) -> None:
+        self.inner = gen.next
+        self.seconds = 0.0
+
+    def __call__(self) -> Any:
+        a = time.perf_counter()
+        r = self.inner()
+        self.seconds += time.perf_counter() - a
+        return r
+
+
+def closed_loop(
+    ps: list[list[int]],
+    clients: int,
+    admit: Callable[[list[int]], None],
+    step: Callable[[], tuple[int, int]],
+) -> tuple[int, int, float]:
+    """Keep `clients` requests in flight (each one's end admits the next prompt) until `ps` is
+    done; `step` runs one batch step: (tokens out, requests finished). (tokens, steps, wall)."""
+    queue = list(ps)
+    live = 0
+    out = 0
+    steps = 0
+    t0 = time.perf_counter()
+    while queue or live:
+        while queue and live < clients:
+            admit(queue.pop())
+            live += 1
+        produced, finished = step()
+        steps += 1
+        out += produced
+        live -= finished
+    return out, steps, time.perf_counter() - t0
+
+
+def figures(loop: tuple[int, int, float], t_next: float, prompt_time: float) -> dict[str, float]:
+    out, steps, wall = loop
+    return {
+        "tok_s": out / wall,
+        "steps": steps,
+        "step_ms": wall / steps * 1e3,
+        "next_ms": t_next / steps * 1e3,
+        "own_ms": (wall - t_next) / steps * 1e3,
+        "prefill_share": prompt_time / wall,
+    }
+
+
 def run_raw(
     model: Any, settings: Settings, ps: list[list[int]], clients: int, tokens: int
 ) -> dict[str, float]:
@@ -51,33 +102,19 @@ def run_raw(
         prefill_batch_size=settings.prefill_batch,
         prefill_step_size=settings.prefill_step,
     )
-    queue = list(ps)
-    live = 0
-    out = 0
-    steps = 0
-    t_next = 0.0
-    t0 = time.perf_counter()
-    while queue or live:
-        while queue and live < clients:
-            gen.insert([queue.pop()], max_tokens=[tokens])
-            live += 1
-        a = time.perf_counter()
-        _, gr = gen.next()
-        t_next += time.perf_counter() - a
-        steps += 1
-        out += len(gr)
-        live -= sum(1 for r in gr if r.finish_reason)
-    wall = time.perf_counter() - t0
+    timed = TimedNext(gen)
+
+    def admit(prompt: list[int]) -> None:
+        gen.insert([prompt], max_tokens=[tokens])
+
+    def step() -> tuple[int, int]:
+        _, gr = timed()
+        return len(gr), sum(1 for r in gr if r.finish_reason)
+
+    loop = closed_loop(ps, clients, admit, step)
     c = gen._counters
     gen.close()
-    return {
-        "tok_s": out / wall,
-        "steps": steps,
-        "step_ms": wall / steps * 1e3,
-        "next_ms": t_next / steps * 1e3,
-        "own_ms": (wall - t_next) / steps * 1e3,
-        "prefill_share": c.prompt_time / wall,
-    }
+    return figures(loop, timed.seconds, c.prompt_time)
 
 
 def run_engine(
@@ -89,50 +126,31 @@ def run_engine(
         LRUPromptCache(max_size=256, max_bytes=settings.prompt_cache_bytes),
         EngineStats(),
     )
-    t_next = 0.0
-    inner = runner.gen.next
+    timed = TimedNext(runner.gen)
+    runner.gen.next = timed  # type: ignore[method-assign]
+    admitted = 0
 
-    def timed_next() -> Any:
-        nonlocal t_next
-        a = time.perf_counter()
-        r = inner()
-        t_next += time.perf_counter() - a
-        return r
+    def admit(prompt: list[int]) -> None:
+        nonlocal admitted
+        admitted += 1
+        req = GenerateRequest(
+            model=loaded.id,
+            prompt=prompt,
+            max_tokens=tokens,
+            ignore_eos=True,
+            sampling=SamplingParams(temperature=0.0),
+        )
+        runner.admit(f"r{admitted}", req, time.perf_counter())
 
-    runner.gen.next = timed_next  # type: ignore[method-assign]
-    queue = list(ps)
-    live = 0
-    out = 0
-    steps = 0
-    n = 0
-    t0 = time.perf_counter()
-    while queue or live:
-        while queue and live < clients:
-            n += 1
-            req = GenerateRequest(
-                model=loaded.id,
-                prompt=queue.pop(),
-                max_tokens=tokens,
-                ignore_eos=True,
-                sampling=SamplingParams(temperature=0.0),
-            )
-            runner.admit(f"r{n}", req, time.perf_counter())
-            live += 1
+    def step() -> tuple[int, int]:
         events = runner.step()
-        steps += 1
-        out += sum(len(e.token_ids) for e in events if isinstance(e, Delta))
-        live -= sum(1 for e in events if isinstance(e, Done))
-    wall = time.perf_counter() - t0
+        out = sum(len(e.token_ids) for e in events if isinstance(e, Delta))
+        return out, sum(1 for e in events if isinstance(e, Done))
+
+    loop = closed_loop(ps, clients, admit, step)
     c = runner.gen._counters
     runner.close()
-    return {
-        "tok_s": out / wall,
-        "steps": steps,
-        "step_ms": wall / steps * 1e3,
-        "next_ms": t_next / steps * 1e3,
-        "own_ms": (wall - t_next) / steps * 1e3,
-        "prefill_share": c.prompt_time / wall,
-    }
+    return figures(loop, timed.seconds, c.prompt_time)
 
 
 def main() -> int:
