@@ -154,10 +154,7 @@ class GenerationHandler(ImpetusHandler):
         disconnected), with the error already reported where there is someone to tell."""
         while (item := await self._next(events)) is not None:
             acc.add(*item)
-        if events.aborted:
-            err = self._aborted_error(events)
-            if err is not None:
-                await self._fail(err)
+        if await self._aborted(events):
             return False
         return not (self._disconnected or self._finished)
 
@@ -179,10 +176,7 @@ class GenerationHandler(ImpetusHandler):
                 starts += 1
         if self._finished or self._disconnected:
             return None
-        if events.aborted:
-            err = self._aborted_error(events)
-            if err is not None:
-                await self._fail(err)
+        if await self._aborted(events):
             return None
         return pending
 
@@ -190,12 +184,7 @@ class GenerationHandler(ImpetusHandler):
         """After the last event: True if the stream ended normally and may be closed as such."""
         if self._finished:  # an engine error was sent as an event
             return False
-        if events.aborted:
-            err = self._aborted_error(events)
-            if err is not None:
-                await self._fail(err)
-            return False
-        return True
+        return not await self._aborted(events)
 
     async def _next(self, events: EventStream) -> tuple[int, Start | Delta | Done] | None:
         try:
@@ -204,12 +193,18 @@ class GenerationHandler(ImpetusHandler):
             await self._fail(APIError.from_engine(e))
             return None
 
-    def _aborted_error(self, events: EventStream) -> APIError | None:
+    async def _aborted(self, events: EventStream) -> bool:
+        """True when the request's generations were aborted, a shutdown reported to the client
+        (a disconnect has nobody to tell; a timeout is reported by run())."""
+        if not events.aborted:
+            return False
         if events.aborted == "shutdown":
-            return APIError(
-                503, "The server shut down before this request finished.", code="shutting_down"
+            await self._fail(
+                APIError(
+                    503, "The server shut down before this request finished.", code="shutting_down"
+                )
             )
-        return None  # disconnect: nobody to tell; timeout: reported by run()
+        return True
 
     async def _whole(
         self,
