@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from tornado.iostream import StreamClosedError
 
 from impetus import __version__
@@ -69,6 +69,20 @@ def ollama_operation(
     if lines is not None:
         details.update(returns=lines, stream=lines, stream_media=NDJSON, stream_note=NDJSON_NOTE)
     return operation(summary, tag="Ollama", error_model=s.OllamaError, **details)
+
+
+def generation_operation(
+    summary: str, body: type[BaseModel], lines: Schema, **example: Any
+) -> Callable[[F], F]:
+    """`ollama_operation` for a generation route (chat, generate): the engine's errors, and an
+    example body of the built-in model, a few tokens long, with the route's own `example` input."""
+    return ollama_operation(
+        summary,
+        body=body,
+        lines=lines,
+        errors=GENERATION_ERRORS,
+        example={"model": "smollm2-135m", **example, "options": {"num_predict": 32}},
+    )
 
 
 class OllamaHandler(ImpetusHandler):
@@ -349,16 +363,11 @@ class _OllamaGeneration(OllamaHandler, GenerationHandler):
 
 class ChatHandler(_OllamaGeneration):
     @scope("inference")
-    @ollama_operation(
+    @generation_operation(
         "Ollama chat (NDJSON stream by default)",
-        body=ChatRequest,
-        lines=s.ChatResponse,
-        errors=GENERATION_ERRORS,
-        example={
-            "model": "smollm2-135m",
-            "messages": [{"role": "user", "content": "Say hello in three words."}],
-            "options": {"num_predict": 32},
-        },
+        ChatRequest,
+        s.ChatResponse,
+        messages=[{"role": "user", "content": "Say hello in three words."}],
     )
     async def post(self) -> None:
         req: ChatRequest = self.parse_ollama(ChatRequest)
@@ -383,16 +392,11 @@ class GenerateHandler(_OllamaGeneration):
     chat = False
 
     @scope("inference")
-    @ollama_operation(
+    @generation_operation(
         "Ollama generate (NDJSON stream by default)",
-        body=GenerateRequestIn,
-        lines=s.GenerateResponse,
-        errors=GENERATION_ERRORS,
-        example={
-            "model": "smollm2-135m",
-            "prompt": "Once upon a time",
-            "options": {"num_predict": 32},
-        },
+        GenerateRequestIn,
+        s.GenerateResponse,
+        prompt="Once upon a time",
     )
     async def post(self) -> None:
         req: GenerateRequestIn = self.parse_ollama(GenerateRequestIn)
