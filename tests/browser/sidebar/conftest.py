@@ -225,12 +225,11 @@ def lab(
 
 
 def stop_lab(proc: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C twice, as a user stops JupyterLab (it shuts the kernels and the engine down);
-    killed when it has not ended 30 s later. One Ctrl-C only asks "Shut down this Jupyter
-    server?" and, with no answer on stdin within 5 s, goes on serving."""
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    """SIGTERM, as a service manager stops JupyterLab (it shuts the kernels and the engine down
+    as Ctrl-C does); killed when it has not ended 30 s later. Not Ctrl-C: one only asks "Shut
+    down this Jupyter server?" and goes on serving, and a suite started in the background by a
+    non-interactive shell has SIGINT ignored in all its children."""
+    proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(30)
     except subprocess.TimeoutExpired:
