@@ -27,6 +27,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import msgspec  # noqa: E402
+
+from impetus.api.schemas import AdminStatus  # noqa: E402
 from impetus.client import parse_metrics  # noqa: E402
 from impetus.widgets.dashboard import Sampler  # noqa: E402
 
@@ -79,9 +82,12 @@ def main() -> int:
         t0 = time.monotonic()
         while time.monotonic() - t0 < args.seconds:
             started = time.monotonic()
-            status = httpx.get(base + "admin/status", timeout=10).json()
+            raw = httpx.get(base + "admin/status", timeout=10).content
+            status = json.loads(raw)
             text = httpx.get(base + "metrics", timeout=10).text
-            row = sampler.row(status, parse_metrics(text), local=True)
+            row = sampler.row(
+                msgspec.json.decode(raw, type=AdminStatus), parse_metrics(text), local=True
+            )
             polls.append(
                 {
                     "t": time.time(),

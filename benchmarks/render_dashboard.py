@@ -22,11 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import msgspec  # noqa: E402
 from bokeh.embed import file_html  # noqa: E402
 from bokeh.layouts import column, gridplot  # noqa: E402
 from bokeh.models import ColumnDataSource, Div  # noqa: E402
 from bokeh.resources import INLINE  # noqa: E402
 
+from impetus.api.schemas import AdminStatus  # noqa: E402
 from impetus.widgets.dashboard import (  # noqa: E402
     ACCEL_CHART,
     COLUMNS,
@@ -35,6 +37,11 @@ from impetus.widgets.dashboard import (  # noqa: E402
     accelerator_title,
     dashboard_figures,
 )
+
+
+def _status(recorded: dict) -> AdminStatus:  # type: ignore[type-arg]
+    """A recorded status in the client's type (nvml_check.py's carry no api `endpoint`)."""
+    return msgspec.convert({"endpoint": "", **recorded}, AdminStatus)
 
 
 def main() -> int:
@@ -52,11 +59,14 @@ def main() -> int:
             rows.append(dict(p["row"], t=datetime.fromisoformat(p["row"]["t"])))
         else:  # nvml_check.py: the accelerator's readings alone
             rows.append(
-                dict(sampler.row(p["status"], {}, local=False), t=datetime.fromtimestamp(p["t"]))
+                dict(
+                    sampler.row(_status(p["status"]), {}, local=False),
+                    t=datetime.fromtimestamp(p["t"]),
+                )
             )
     source = ColumnDataSource({c: [r.get(c, float("nan")) for r in rows] for c in COLUMNS})
     figures = dashboard_figures(source)
-    last = polls[-1]["status"]
+    last = _status(polls[-1]["status"])
     figures[ACCEL_CHART].title.text = accelerator_title(last)
     header = Div(
         text=_summary_html(last, rows[-1])

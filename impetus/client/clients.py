@@ -2,24 +2,44 @@
 
 Every endpoint is written once on `_Api` (see `calls`); the two clients differ only in how a
 `Call` is sent. Every call has a timeout: a notebook must never hang on a server that went away.
+
+Answers of the admin and ops routes are decoded into the types the server encodes them from
+(`impetus.protocol` for the engine's status and model states, `impetus.models.types` for
+registry entries, `impetus.api.schemas` for the rest), so a field renamed there is renamed for
+every client; fields a newer server adds are ignored. OpenAI's `/v1` answers stay OpenAI's JSON
+(`openai()` gives the official SDK's typed objects).
 """
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
+import msgspec
+from pydantic import BaseModel
 
+from impetus.api.schemas import (
+    AdminStatus,
+    ModelCard,
+    ModelList,
+    ModelRegistry,
+    PullCancelled,
+    Ready,
+    Unloaded,
+)
 from impetus.client.calls import Call, R, api_call, streaming
 from impetus.client.chat import chat_body, session_headers
 from impetus.client.discovery import Endpoint, default_endpoint
 from impetus.client.errors import ImpetusError
 from impetus.client.server import DEFAULT_MODEL
 from impetus.client.streams import AsyncChatStream, AsyncPullStream, ChatStream, PullStream
+from impetus.models.types import DeleteResult, HubModel, RegistryEntry, SearchResult
+from impetus.protocol import ModelState
 
 if TYPE_CHECKING:  # openai is an optional dependency: imported only by `openai()`
     import openai
@@ -31,6 +51,7 @@ STREAM_TIMEOUT = httpx.Timeout(30.0, connect=5.0, read=300.0)
 
 T = TypeVar("T", httpx.BaseTransport, httpx.AsyncBaseTransport)
 H = TypeVar("H", httpx.Client, httpx.AsyncClient)
+D = TypeVar("D")
 
 
 def _object(response: httpx.Response) -> dict[str, Any]:
@@ -40,8 +61,42 @@ def _object(response: httpx.Response) -> dict[str, Any]:
     return data if isinstance(data, dict) else {"data": data}
 
 
-def _data(response: httpx.Response) -> list[dict[str, Any]]:
-    return list(response.json().get("data", []))
+def _decoded(type: type[D]) -> Callable[[httpx.Response], D]:
+    """A parser of a JSON answer into `type` (a msgspec Struct or a pydantic model), checked as
+    it is read: a server that answers something else raises ImpetusError, not a KeyError later."""
+
+    def parse(response: httpx.Response) -> D:
+        try:
+            if isinstance(type, builtins.type) and issubclass(type, BaseModel):
+                return cast(D, type.model_validate_json(response.content))
+            return msgspec.json.decode(response.content, type=type)
+        except (ValueError, msgspec.ValidationError) as e:  # pydantic's is a ValueError
+            raise ImpetusError(
+                f"{response.request.method} {response.request.url.path}: the answer is not a"
+                f" {getattr(type, '__name__', type)}: {str(e)[:300]}",
+                status=response.status_code,
+            ) from e
+
+    return parse
+
+
+_status = _decoded(AdminStatus)
+_ready = _decoded(Ready)
+_model_state = _decoded(ModelState)
+_unloaded = _decoded(Unloaded)
+_deleted = _decoded(DeleteResult)
+_cancelled = _decoded(PullCancelled)
+_registry = _decoded(ModelRegistry)
+_served = _decoded(ModelList)
+_search = _decoded(SearchResult)
+
+
+def _registry_entries(response: httpx.Response) -> list[RegistryEntry]:
+    return _registry(response).data
+
+
+def _model_cards(response: httpx.Response) -> list[ModelCard]:
+    return _served(response).data
 
 
 def _text(response: httpx.Response) -> str:
@@ -56,15 +111,12 @@ def _no() -> bool:
     return False
 
 
-def _search_results(response: httpx.Response) -> list[dict[str, Any]]:
-    """`{"query", "models": [...], "error"}` -> the models; the hub's failure as an exception."""
-    data = response.json()
-    if not isinstance(data, dict):
-        return list(data)
-    models: list[dict[str, Any]] = list(data.get("models") or data.get("data") or [])
-    if not models and data.get("error"):
-        raise ImpetusError(str(data["error"]), code="hub_unavailable")
-    return models
+def _search_results(response: httpx.Response) -> list[HubModel]:
+    """The hub's models; its failure (no network, ...) as an exception."""
+    result = _search(response)
+    if not result.models and result.error:
+        raise ImpetusError(result.error, code="hub_unavailable")
+    return result.models
 
 
 class _Api(Generic[T, H]):
@@ -110,13 +162,15 @@ class _Api(Generic[T, H]):
         return Call("GET", "health", _ok, timeout=5.0, unreachable=_no)
 
     @api_call
-    def ready(self) -> Call[dict[str, Any]]:
+    def ready(self) -> Call[Ready]:
         """`/ready`'s body; raises ImpetusError (503) while the engine is not ready."""
-        return Call("GET", "ready", _object)
+        return Call("GET", "ready", _ready)
 
     @api_call
-    def status(self) -> Call[dict[str, Any]]:
-        return Call("GET", "admin/status", _object)
+    def status(self) -> Call[AdminStatus]:
+        """`admin/status`: the engine (state, backend, memory, models, stats, accelerator) and
+        the api layer (endpoint, requests in flight, draining)."""
+        return Call("GET", "admin/status", _status)
 
     @api_call
     def metrics(self) -> Call[str]:
@@ -125,19 +179,19 @@ class _Api(Generic[T, H]):
 
     # -- models
     @api_call
-    def models(self) -> Call[list[dict[str, Any]]]:
+    def models(self) -> Call[list[RegistryEntry]]:
         """The registry: local, cached and built-in models (`admin/models`)."""
-        return Call("GET", "admin/models", _data)
+        return Call("GET", "admin/models", _registry_entries)
 
     @api_call
-    def search_models(self, query: str) -> Call[list[dict[str, Any]]]:
+    def search_models(self, query: str) -> Call[list[HubModel]]:
         """Hugging Face hub models matching `query` (raises when the hub cannot be searched)."""
         return Call("GET", "admin/models/search", _search_results, params={"q": query})
 
     @api_call
-    def served_models(self) -> Call[list[dict[str, Any]]]:
-        """OpenAI's `v1/models`."""
-        return Call("GET", "v1/models", _data)
+    def served_models(self) -> Call[list[ModelCard]]:
+        """OpenAI's `v1/models`, with impetus's fields (loaded, kind, context_length)."""
+        return Call("GET", "v1/models", _model_cards)
 
     @streaming(PullStream, AsyncPullStream)
     def pull(self, model_id: str, *, load: bool = False) -> Call[httpx.Response]:
@@ -148,28 +202,28 @@ class _Api(Generic[T, H]):
         )
 
     @api_call
-    def cancel_pull(self, model_id: str) -> Call[dict[str, Any]]:
-        return Call("POST", "admin/models/pull/cancel", _object, json={"id": model_id})
+    def cancel_pull(self, model_id: str) -> Call[PullCancelled]:
+        return Call("POST", "admin/models/pull/cancel", _cancelled, json={"id": model_id})
 
     @api_call
     def load(
         self, model_id: str, *, dtype: str | None = None, keep_alive: float | None = None
-    ) -> Call[dict[str, Any]]:
+    ) -> Call[ModelState]:
         body: dict[str, Any] = {"id": model_id}
         if dtype is not None:
             body["dtype"] = dtype
         if keep_alive is not None:
             body["keep_alive"] = keep_alive
         # loading converts / reads weights: allow minutes, not seconds
-        return Call("POST", "admin/models/load", _object, json=body, timeout=STREAM_TIMEOUT)
+        return Call("POST", "admin/models/load", _model_state, json=body, timeout=STREAM_TIMEOUT)
 
     @api_call
-    def unload(self, model_id: str) -> Call[dict[str, Any]]:
-        return Call("POST", "admin/models/unload", _object, json={"id": model_id})
+    def unload(self, model_id: str) -> Call[Unloaded]:
+        return Call("POST", "admin/models/unload", _unloaded, json={"id": model_id})
 
     @api_call
-    def delete(self, model_id: str) -> Call[dict[str, Any]]:
-        return Call("DELETE", f"admin/models/{quote(model_id, safe='')}", _object)
+    def delete(self, model_id: str) -> Call[DeleteResult]:
+        return Call("DELETE", f"admin/models/{quote(model_id, safe='')}", _deleted)
 
     # -- inference
     @streaming(ChatStream, AsyncChatStream)
@@ -252,7 +306,7 @@ class ImpetusClient(_Api[httpx.BaseTransport, httpx.Client]):
             return call.failed(e, self.endpoint)
         return call.result(response)
 
-    def wait_ready(self, timeout: float = 120.0, poll: float = 0.25) -> dict[str, Any]:
+    def wait_ready(self, timeout: float = 120.0, poll: float = 0.25) -> Ready:
         """Block until the engine is up and a model is loaded (or raise after `timeout`)."""
         deadline = time.monotonic() + timeout
         while True:

@@ -16,6 +16,7 @@ import httpx
 from impetus.client.chat import ChatAccumulator, ChatResult
 from impetus.client.errors import ImpetusError, ServerUnavailable
 from impetus.client.sse import ServerSentEvent, aiter_events, iter_events
+from impetus.models.types import PullProgress
 
 PULL_FINAL: frozenset[str] = frozenset({"done", "error", "cancelled"})
 
@@ -120,25 +121,25 @@ class AsyncChatStream(_Chat):
 
 
 class _Pull:
-    """Progress events of a model download (dicts as documented in docs/architecture.md)."""
+    """Progress events of a model download, as `PullProgress` (the type the server sends)."""
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
-        self.last: dict[str, Any] | None = None
+        self.last: PullProgress | None = None
 
-    def _seen(self, payload: dict[str, Any]) -> bool:
-        """Record an event; True when it is the last one."""
-        self.last = payload
-        return payload.get("status") in PULL_FINAL
+    def _seen(self, payload: dict[str, Any]) -> PullProgress:
+        """Read and record an event (`self.last`)."""
+        self.last = PullProgress.model_validate(payload)
+        return self.last
 
 
 class PullStream(_Pull):
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[PullProgress]:
         try:
             for payload in _payloads(self._response):
-                final = self._seen(payload)
-                yield payload
-                if final:
+                event = self._seen(payload)
+                yield event
+                if event.status in PULL_FINAL:
                     break
         finally:
             self._response.close()
@@ -148,12 +149,12 @@ class PullStream(_Pull):
 
 
 class AsyncPullStream(_Pull):
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    async def __aiter__(self) -> AsyncIterator[PullProgress]:
         try:
             async for payload in _apayloads(self._response):
-                final = self._seen(payload)
-                yield payload
-                if final:
+                event = self._seen(payload)
+                yield event
+                if event.status in PULL_FINAL:
                     break
         finally:
             await self._response.aclose()

@@ -109,7 +109,7 @@ class ChatSession:
 
     def _served_ids(self) -> set[str] | None:
         try:
-            return {str(m.get("id")) for m in self.client.served_models()}
+            return {m.id for m in self.client.served_models()}
         except (ImpetusError, ServerUnavailable):
             return None
 
@@ -199,9 +199,9 @@ def _endpoint(args: argparse.Namespace) -> Endpoint:
 def _default_model(client: ImpetusClient) -> str:
     """The first model the server has loaded, else the embedded default."""
     with contextlib.suppress(ImpetusError, ServerUnavailable):
-        loaded = client.status().get("models") or []
+        loaded = client.status().models
         if loaded:
-            return str(loaded[0]["id"])
+            return loaded[0].id
     return DEFAULT_MODEL
 
 

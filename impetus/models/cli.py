@@ -13,11 +13,17 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO, overload
 
 from impetus.config import Settings, migrate_legacy_home
 from impetus.models.errors import ModelError
 from impetus.models.types import PullProgress, RegistryEntry
+from impetus.protocol import ModelState, to_builtins
+
+if (
+    TYPE_CHECKING
+):  # the client (httpx, the api's schemas) is imported only by commands that call a server
+    from impetus.client import ImpetusClient
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -221,7 +227,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
         client = _client(args, required=False)
         if client is not None:
             with client:
-                loaded = [str(m["id"]) for m in client.status().get("models", [])]
+                loaded = [m.id for m in client.status().models]
     except Exception:  # no server (or an old one): nothing is loaded there
         loaded = []
     try:
@@ -322,13 +328,17 @@ def cmd_pull(args: argparse.Namespace) -> int:
             except Exception as e:  # ImpetusError / ServerUnavailable
                 return _fail(e, args.json)
         if args.json:
-            print(json.dumps({"loaded": state}))
+            print(json.dumps({"loaded": to_builtins(state)}))
         else:
-            print(f"loaded {state.get('id', resolved.id)} in {client.endpoint.base_url}")
+            print(f"loaded {state.id} in {client.endpoint.base_url}")
     return 0
 
 
-def _client(args: argparse.Namespace, *, required: bool) -> Any:
+@overload
+def _client(args: argparse.Namespace, *, required: Literal[True]) -> ImpetusClient: ...
+@overload
+def _client(args: argparse.Namespace, *, required: bool) -> ImpetusClient | None: ...
+def _client(args: argparse.Namespace, *, required: bool) -> ImpetusClient | None:
     """An ImpetusClient for --url / IMPETUS_URL / this Jupyter server; never starts a server."""
     from impetus.client import Endpoint, ImpetusClient, ServerUnavailable, find_endpoint
 
@@ -357,11 +367,9 @@ def cmd_load(args: argparse.Namespace) -> int:
     except Exception as e:  # ModelError, ImpetusError, ServerUnavailable
         return _fail(e, args.json)
     if args.json:
-        print(json.dumps(state))
+        print(json.dumps(to_builtins(state)))
     else:
-        print(
-            f"loaded {state.get('id', args.id)} ({state.get('dtype', '?')}, {human_bytes(state.get('memory_bytes'))})"
-        )
+        print(f"loaded {state.id} ({state.dtype}, {human_bytes(state.memory_bytes)})")
     return 0
 
 
@@ -372,19 +380,26 @@ def cmd_unload(args: argparse.Namespace) -> int:
             res = client.unload(args.id)
     except Exception as e:  # ModelError, ImpetusError, ServerUnavailable
         return _fail(e, args.json)
-    print(json.dumps(res) if args.json else f"unloaded {args.id}")
+    print(res.model_dump_json() if args.json else f"unloaded {args.id}")
     return 0
 
 
-def until(model: dict[str, Any], now: float) -> str:
+def expires_at(model: ModelState) -> float | None:
+    """When an idle model unloads (last use + keep-alive); None: never (pinned, no keep-alive)."""
+    if model.pinned or model.keep_alive is None or model.keep_alive < 0:
+        return None
+    return model.last_used + model.keep_alive
+
+
+def until(model: ModelState, now: float) -> str:
     """When an idle model unloads, in Ollama's words: "forever", "in use" (never while serving),
     or "4 minutes from now" (last use + keep-alive)."""
-    keep_alive = model.get("keep_alive")
-    if model.get("pinned") or keep_alive is None or keep_alive < 0:
+    at = expires_at(model)
+    if at is None:
         return "forever"
-    if model.get("active_requests"):
+    if model.active_requests:
         return "in use"
-    left = float(model.get("last_used") or now) + float(keep_alive) - now
+    left = at - now
     if left <= 0:
         return "now"
     if left < 90:
@@ -403,36 +418,29 @@ def cmd_ps(args: argparse.Namespace) -> int:
             status = client.status()
     except Exception as e:  # ModelError, ImpetusError, ServerUnavailable
         return _fail(e, args.json)
-    models = status.get("models") or []
+    models = status.models
     now = time.time()
     if args.json:
-        for m in models:
-            ka = m.get("keep_alive")
-            m["expires_at"] = (
-                None
-                if m.get("pinned") or ka is None or ka < 0
-                else float(m.get("last_used") or now) + float(ka)
-            )
-        print(json.dumps(models))
+        print(json.dumps([{**to_builtins(m), "expires_at": expires_at(m)} for m in models]))
         return 0
-    if status.get("state") != "ready":
-        print(f"the engine is {status.get('state')} (no model loaded)")
+    if status.state != "ready":
+        print(f"the engine is {status.state} (no model loaded)")
         return 0
     rows = [["NAME", "KIND", "SIZE", "DTYPE", "CONTEXT", "UNTIL"]]
     for m in models:
         rows.append(
             [
-                str(m.get("id")),
-                str(m.get("kind", "")),
-                human_bytes(m.get("memory_bytes")),
-                str(m.get("dtype", "")),
-                str(m.get("context_length", "")),
+                m.id,
+                m.kind,
+                human_bytes(m.memory_bytes),
+                m.dtype,
+                str(m.context_length),
                 until(m, now),
             ]
         )
     _table(rows, sys.stdout)
-    budget = status.get("memory_budget") or 0
-    used = sum(int(m.get("memory_bytes") or 0) for m in models)
+    budget = status.memory_budget
+    used = sum(m.memory_bytes for m in models)
     if budget:
         print(f"\n{human_bytes(used)} of the {human_bytes(budget)} memory budget in use")
     return 0

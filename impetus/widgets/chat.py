@@ -21,7 +21,7 @@ import traitlets as t
 
 from impetus.client import DEFAULT_MODEL, AsyncChatStream, ChatResult, ImpetusError
 from impetus.widgets import _loop
-from impetus.widgets._base import ClientLike, Connection, get, short_error
+from impetus.widgets._base import ClientLike, Connection, short_error
 
 _HERE = Path(__file__).parent
 
@@ -273,13 +273,9 @@ class Chat(anywidget.AnyWidget):
             client = await self._conn.get()
             if not self.model:
                 status = await client.status()
-                loaded = [
-                    m["id"]
-                    for m in get(status, "models", default=[])
-                    if m.get("kind") != "embedding"
-                ]
+                loaded = [m.id for m in status.models if m.kind != "embedding"]
                 self.model = loaded[0] if loaded else DEFAULT_MODEL
-            served = [m["id"] for m in await client.served_models()]
+            served = [m.id for m in await client.served_models()]
             self.models = sorted({*served, self.model})
             self.status = f"ready · {client.endpoint.base_url}"
             self.error = ""

@@ -20,9 +20,11 @@ from bokeh.layouts import gridplot
 from bokeh.models import ColumnDataSource, Range1d
 from bokeh.plotting import figure
 
+from impetus.api.schemas import AdminStatus
 from impetus.client import ImpetusError, parse_metrics
+from impetus.protocol import EngineStatus
 from impetus.widgets import _loop
-from impetus.widgets._base import Charts, ClientLike, Connection, fmt_bytes, get, short_error
+from impetus.widgets._base import Charts, ClientLike, Connection, fmt_bytes, short_error
 
 NAN = float("nan")
 GB = 1 << 30
@@ -97,12 +99,12 @@ class Sampler:
                 self._proc = None
         return engine, system
 
-    def row(self, status: dict[str, Any], metrics: dict[str, float], local: bool) -> dict[str, Any]:
+    def row(self, status: AdminStatus, metrics: dict[str, float], local: bool) -> dict[str, Any]:
         now = time.monotonic()
-        stats = status.get("stats") or {}
+        stats = status.stats
         cur = {
-            "gen": float(stats.get("generation_tokens_total", 0)),
-            "prompt": float(stats.get("prompt_tokens_total", 0)),
+            "gen": float(stats.generation_tokens_total),
+            "prompt": float(stats.prompt_tokens_total),
             "ttft_sum": _metric(metrics, "time_to_first_token_seconds_sum") or 0.0,
             "ttft_count": _metric(metrics, "time_to_first_token_seconds_count") or 0.0,
         }
@@ -117,32 +119,28 @@ class Sampler:
                 ttft_ms = 1000.0 * (cur["ttft_sum"] - self.prev["ttft_sum"]) / dn
         self.prev, self.prev_t = cur, now
 
-        queries = stats.get("prompt_cache_queries", 0)
-        qtokens = stats.get("prompt_cache_query_tokens", 0)
-        engine_cpu, system_cpu = self.cpu(status.get("pid"), local)
-        acc = status.get("accelerator") or {}
+        queries = stats.prompt_cache_queries
+        qtokens = stats.prompt_cache_query_tokens
+        engine_cpu, system_cpu = self.cpu(status.pid, local)
+        acc = status.accelerator
         accel_pct, accel_mem, accel_engine = engine_cpu, NAN, NAN
-        if acc:  # the engine's own reading (NVML on NVIDIA; the engine's CPU on a CPU backend)
-            accel_pct = _num(acc.get("utilization_percent"))
-            if acc.get("kind") != "cpu":  # on CPU the device memory is RAM: RSS says it already
-                accel_mem = _num(acc.get("memory_used_bytes")) / GB
-                accel_engine = _num(acc.get("process_memory_bytes")) / GB
+        if acc is not None:  # the engine's own reading (NVML on NVIDIA; its CPU on a CPU backend)
+            accel_pct = _num(acc.utilization_percent)
+            if acc.kind != "cpu":  # on CPU the device memory is RAM: RSS says it already
+                accel_mem = _num(acc.memory_used_bytes) / GB
+                accel_engine = _num(acc.process_memory_bytes) / GB
         return {
             "t": datetime.now(),
             "gen_tps": gen_tps,
             "prompt_tps": prompt_tps,
             "ttft_ms": ttft_ms,
-            "running": float(stats.get("running", 0)),
-            "waiting": float(stats.get("waiting", 0)),
-            "cache_hit_pct": 100.0 * stats.get("prompt_cache_hits", 0) / queries
-            if queries
-            else NAN,
-            "cache_token_pct": 100.0 * stats.get("prompt_cache_hit_tokens", 0) / qtokens
-            if qtokens
-            else NAN,
-            "mem_used_gb": status.get("memory_used", 0) / GB,
-            "rss_gb": status.get("process_rss", 0) / GB,
-            "budget_gb": status.get("memory_budget", 0) / GB,
+            "running": float(stats.running),
+            "waiting": float(stats.waiting),
+            "cache_hit_pct": 100.0 * stats.prompt_cache_hits / queries if queries else NAN,
+            "cache_token_pct": 100.0 * stats.prompt_cache_hit_tokens / qtokens if qtokens else NAN,
+            "mem_used_gb": status.memory_used / GB,
+            "rss_gb": status.process_rss / GB,
+            "budget_gb": status.memory_budget / GB,
             "accel_mem_gb": accel_mem,
             "accel_engine_gb": accel_engine,
             "accel_pct": accel_pct,
@@ -150,19 +148,18 @@ class Sampler:
         }
 
 
-def _num(value: Any) -> float:
+def _num(value: float | None) -> float:
     return NAN if value is None else float(value)
 
 
-def accelerator_title(status: dict[str, Any]) -> str:
+def accelerator_title(status: EngineStatus) -> str:
     """The utilisation chart's title: what the numbers are, never a CPU figure called GPU."""
-    acc = status.get("accelerator")
-    if not acc:
+    acc = status.accelerator
+    if acc is None:
         return "Engine CPU (measured by this kernel; the server reports no accelerator)"
-    kind, name, what = acc.get("kind"), acc.get("name", ""), acc.get("what", "")
-    if kind == "cpu":
-        return f"CPU: {what}"
-    return f"GPU utilisation: {name} ({what})"
+    if acc.kind == "cpu":
+        return f"CPU: {acc.what}"
+    return f"GPU utilisation: {acc.name} ({acc.what})"
 
 
 def dashboard_figures(source: ColumnDataSource) -> list[Any]:
@@ -204,7 +201,7 @@ class Dashboard(w.VBox):
         self.sampler = Sampler()
         self.titled = False
         self.latest: dict[str, Any] = {}  # the last row added to the charts
-        self.last_status: dict[str, Any] = {}
+        self.last_status: AdminStatus | None = None
         self.source = ColumnDataSource({c: [] for c in COLUMNS})
         self.figures = dashboard_figures(self.source)
         self.charts = Charts(
@@ -264,8 +261,7 @@ class Dashboard(w.VBox):
         if self.figures[ACCEL_CHART].title.text != title:
             self.figures[ACCEL_CHART].title.text = title
         self.summary.value = _summary_html(status, row)
-        state = status.get("state")
-        last_error = status.get("last_error")
+        state, last_error = status.state, status.last_error
         if state not in ("ready", "starting") or (state != "ready" and last_error):
             self.error.value = _error_html(
                 f"engine {state}" + (f": {last_error}" if last_error else "")
@@ -280,45 +276,43 @@ def _error_html(text: str) -> str:
     return f'<div style="color:#b00020;background:#fde7ea;padding:4px 8px;border-radius:4px">{escape(text)}</div>'
 
 
-def _summary_html(status: dict[str, Any], row: dict[str, Any]) -> str:
+def _summary_html(status: AdminStatus, row: dict[str, Any]) -> str:
     from html import escape
 
     models = (
         ", ".join(
-            f"{escape(str(m.get('id')))} ({escape(str(m.get('dtype', '')))}, {fmt_bytes(m.get('memory_bytes'))})"
-            for m in status.get("models") or []
+            f"{escape(m.id)} ({escape(m.dtype)}, {fmt_bytes(m.memory_bytes)})"
+            for m in status.models
         )
         or "none"
     )
-    stats = status.get("stats") or {}
-    acc = status.get("accelerator") or {}
+    acc = status.accelerator
     util = row.get("accel_pct", NAN)
-    util_label = "GPU" if acc.get("kind") in ("cuda", "metal") else "engine CPU"
+    util_label = "GPU" if acc is not None and acc.kind in ("cuda", "metal") else "engine CPU"
     extras = []
-    if acc.get("power_watts") is not None:
-        extras.append(f"{acc['power_watts']:.0f} W")
-    if acc.get("temperature_celsius") is not None:
-        extras.append(f"{acc['temperature_celsius']:.0f} °C")
-    if acc.get("kind") == "cuda" and acc.get("memory_total_bytes"):
+    if acc is not None and acc.power_watts is not None:
+        extras.append(f"{acc.power_watts:.0f} W")
+    if acc is not None and acc.temperature_celsius is not None:
+        extras.append(f"{acc.temperature_celsius:.0f} °C")
+    if acc is not None and acc.kind == "cuda" and acc.memory_total_bytes:
         extras.append(
-            f"GPU memory {fmt_bytes(acc.get('memory_used_bytes'))} / "
-            f"{fmt_bytes(acc['memory_total_bytes'])}"
+            f"GPU memory {fmt_bytes(acc.memory_used_bytes)} / {fmt_bytes(acc.memory_total_bytes)}"
         )
     parts = [
-        f"<b>{escape(str(status.get('state', '?')))}</b>",
-        f"{escape(str(status.get('backend', '')))} {escape(str(status.get('device', '')))}".strip(),
-        f"BLAS {escape(status.get('blas') or 'reference')}",
-        f"memory {fmt_bytes(status.get('memory_used'))} / {fmt_bytes(status.get('memory_budget'))}",
+        f"<b>{escape(status.state)}</b>",
+        f"{escape(status.backend)} {escape(status.device)}".strip(),
+        f"BLAS {escape(status.blas or 'reference')}",
+        f"memory {fmt_bytes(status.memory_used)} / {fmt_bytes(status.memory_budget)}",
         f"{util_label} {util:.0f}%" if not math.isnan(util) else "",
         *extras,
-        f"requests {stats.get('requests_total', 0)}",
-        f"restarts {status.get('restarts', 0)}",
+        f"requests {status.stats.requests_total}",
+        f"restarts {status.restarts}",
     ]
     line = " · ".join(p for p in parts if p)
-    endpoint = escape(str(get(status, "endpoint", default="") or ""))
+    endpoint = escape(status.endpoint)
     return (
         f"<div style='font-size:0.9em'>{line}<br>models: {models}"
         + (f"<br>OpenAI endpoint: <code>{endpoint}</code>" if endpoint else "")
-        + f"<br><span style='color:#888'>engine pid {status.get('pid')} · "
+        + f"<br><span style='color:#888'>engine pid {status.pid} · "
         f"refreshed {datetime.now():%H:%M:%S}</span></div>"
     )

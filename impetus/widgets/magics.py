@@ -29,8 +29,10 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import HTML, Markdown, display
 
+from impetus.api.schemas import AdminStatus, Unloaded
 from impetus.client import ChatResult, ImpetusClient, ImpetusError, default_endpoint
-from impetus.widgets._base import fmt_bytes, get
+from impetus.protocol import ModelState
+from impetus.widgets._base import fmt_bytes
 
 # a display update resends the whole answer: at most this often while it streams
 REFRESH_SECONDS = 0.1
@@ -110,9 +112,9 @@ class ImpetusMagics(Magics):
 
     def _default_model(self, client: ImpetusClient) -> str:
         """The loaded chat model (the first), else the embedded default."""
-        for m in get(client.status(), "models", default=[]):
-            if m.get("kind") != "embedding":
-                return str(m["id"])
+        for m in client.status().models:
+            if m.kind != "embedding":
+                return m.id
         from impetus.client import DEFAULT_MODEL
 
         return DEFAULT_MODEL
@@ -273,11 +275,11 @@ class ImpetusMagics(Magics):
         client = self.client()
         rows = []
         for m in client.models():
-            state = "loaded" if m.get("loaded") else ("on disk" if m.get("downloaded") else "")
+            state = "loaded" if m.loaded else ("on disk" if m.downloaded else "")
             rows.append(
-                f"<tr><td><code>{escape(str(m.get('id')))}</code></td>"
-                f"<td>{escape(str(m.get('kind') or ''))}</td><td>{escape(state)}</td>"
-                f"<td>{escape(fmt_bytes(m.get('size_bytes')) if m.get('size_bytes') else '')}</td></tr>"
+                f"<tr><td><code>{escape(m.id)}</code></td>"
+                f"<td>{escape(m.kind)}</td><td>{escape(state)}</td>"
+                f"<td>{escape(fmt_bytes(m.size_bytes) if m.size_bytes else '')}</td></tr>"
             )
         display(
             HTML(
@@ -287,18 +289,12 @@ class ImpetusMagics(Magics):
             )
         )
 
-    def _cmd_status(self, rest: list[str]) -> dict[str, Any]:
+    def _cmd_status(self, rest: list[str]) -> AdminStatus:
         client = self.client()
         status = client.status()
-        lines = [
-            f"engine: {get(status, 'state', default='?')} · backend "
-            f"{get(status, 'backend', default='?')} · {client.endpoint.base_url}"
-        ]
-        for m in get(status, "models", default=[]):
-            lines.append(
-                f"  {m.get('id')}  {m.get('kind', '')}  {m.get('dtype', '')}  "
-                f"{fmt_bytes(m.get('memory_bytes'))}"
-            )
+        lines = [f"engine: {status.state} · backend {status.backend} · {client.endpoint.base_url}"]
+        for m in status.models:
+            lines.append(f"  {m.id}  {m.kind}  {m.dtype}  {fmt_bytes(m.memory_bytes)}")
         print("\n".join(lines))
         return status
 
@@ -307,7 +303,7 @@ class ImpetusMagics(Magics):
             raise UsageError(f"usage: %impetus {command} MODEL")
         return rest[0]
 
-    def _cmd_load(self, rest: list[str]) -> dict[str, Any]:
+    def _cmd_load(self, rest: list[str]) -> ModelState:
         model = self._one_model(rest, "load")
         dtype = None
         if "--dtype" in rest:
@@ -317,13 +313,10 @@ class ImpetusMagics(Magics):
             dtype = rest[i + 1]
         print(f"loading {model}…", flush=True)
         state = self.client().load(model, dtype=dtype)
-        print(
-            f"loaded {state.get('id', model)} · {state.get('dtype', '')} · "
-            f"{fmt_bytes(state.get('memory_bytes'))}"
-        )
+        print(f"loaded {state.id} · {state.dtype} · {fmt_bytes(state.memory_bytes)}")
         return state
 
-    def _cmd_unload(self, rest: list[str]) -> dict[str, Any]:
+    def _cmd_unload(self, rest: list[str]) -> Unloaded:
         model = self._one_model(rest, "unload")
         out = self.client().unload(model)
         print(f"unloaded {model}")

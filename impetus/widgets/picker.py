@@ -9,22 +9,13 @@ from typing import Any
 
 import ipywidgets as w
 
+from impetus.api.schemas import AdminStatus
 from impetus.client import AsyncPullStream, ImpetusError
-from impetus.models.types import HubModel, RegistryEntry
+from impetus.models.types import HubModel, PullProgress, RegistryEntry
 from impetus.widgets import _loop
-from impetus.widgets._base import ClientLike, Connection, fmt_bytes, fmt_seconds, get, short_error
+from impetus.widgets._base import ClientLike, Connection, fmt_bytes, fmt_seconds, short_error
 
 Entry = RegistryEntry | HubModel  # a model of the registry, or one found on the hub
-
-
-def read_entries(data: list[dict[str, Any]]) -> list[RegistryEntry]:
-    """`admin/models` entries, read with the schema the server writes them with."""
-    return [RegistryEntry.model_validate(e) for e in data]
-
-
-def read_hub(data: list[dict[str, Any]]) -> list[HubModel]:
-    """`admin/models/search` results, read with the schema the server writes them with."""
-    return [HubModel.model_validate(e) for e in data]
 
 
 def label(entry: Entry, loaded: set[str]) -> str:
@@ -90,8 +81,8 @@ class ModelPicker(w.VBox):
     def __init__(self, client: ClientLike = None) -> None:
         self._conn = Connection(client)
         self.entries: list[Entry] = []
-        self.status: dict[str, Any] = {}
-        self._pull_future: concurrent.futures.Future[dict[str, Any] | None] | None = None
+        self.status: AdminStatus | None = None
+        self._pull_future: concurrent.futures.Future[PullProgress | None] | None = None
         self._pulling: str | None = None
 
         self.search = w.Text(
@@ -170,7 +161,7 @@ class ModelPicker(w.VBox):
 
     def download(
         self, model_id: str, *, load: bool = False
-    ) -> concurrent.futures.Future[dict[str, Any] | None]:
+    ) -> concurrent.futures.Future[PullProgress | None]:
         """Start downloading (and converting) `model_id`; the future gives the last progress event."""
         if self._pull_future is not None and not self._pull_future.done():
             raise RuntimeError(f"{self._pulling} is downloading; cancel() it first")
@@ -225,8 +216,8 @@ class ModelPicker(w.VBox):
     async def _refresh(self) -> None:
         try:
             client = await self._conn.get()
-            data, status = await asyncio.gather(client.models(), client.status())
-            entries: list[Entry] = list(read_entries(data))
+            registry, status = await asyncio.gather(client.models(), client.status())
+            entries: list[Entry] = list(registry)
         except Exception as e:
             self.error.value = _err(f"cannot list models: {short_error(e)}")
             return
@@ -245,7 +236,7 @@ class ModelPicker(w.VBox):
         self.progress_label.value = f"searching the hub for {escape(query)}…"
         try:
             client = await self._conn.get()
-            found = read_hub(await client.search_models(query))
+            found = await client.search_models(query)
         except Exception as e:
             self.progress_label.value = ""
             self.error.value = _err(f"hub search failed: {short_error(e)}")
@@ -255,12 +246,12 @@ class ModelPicker(w.VBox):
         self.progress_label.value = f"{len(found)} found on the hub"
         self._render_options()
 
-    async def _pull(self, model_id: str, load: bool) -> dict[str, Any] | None:
+    async def _pull(self, model_id: str, load: bool) -> PullProgress | None:
         self._set_pulling(True)
         self.progress.value = 0.0
         self.progress.bar_style = ""
         self.progress_label.value = f"starting download of {escape(model_id)}…"
-        last: dict[str, Any] | None = None
+        last: PullProgress | None = None
         stream: AsyncPullStream | None = None
         try:
             client = await self._conn.get()
@@ -269,10 +260,10 @@ class ModelPicker(w.VBox):
                 last = event
                 self._show_progress(model_id, event)
         except asyncio.CancelledError:
-            last = {"status": "cancelled", "message": "cancelled"}
+            last = PullProgress(id=model_id, status="cancelled", message="cancelled")
             self._show_progress(model_id, last)
         except Exception as e:
-            last = {"status": "error", "message": short_error(e)}
+            last = PullProgress(id=model_id, status="error", message=short_error(e))
             self._show_progress(model_id, last)
         finally:
             self._set_pulling(False)
@@ -292,37 +283,36 @@ class ModelPicker(w.VBox):
         self.cancel_button.disabled = not on
         self.progress.layout.visibility = "visible" if on or self.progress.value else "hidden"
 
-    def _show_progress(self, model_id: str, ev: dict[str, Any]) -> None:
-        status = ev.get("status", "")
-        done, total = ev.get("bytes_done") or 0, ev.get("bytes_total") or 0
+    def _show_progress(self, model_id: str, ev: PullProgress) -> None:
+        status = ev.status
+        done, total = ev.bytes_done, ev.bytes_total or 0
         if total:
             self.progress.value = min(done / total, 1.0)
         self.progress.layout.visibility = "visible"
         name = escape(model_id)
         if status == "downloading":
-            speed = ev.get("speed")
             text = f"{name}: {fmt_bytes(done)} / {fmt_bytes(total) if total else '?'}"
-            if speed:
-                text += f" · {fmt_bytes(speed)}/s · ETA {fmt_seconds(ev.get('eta'))}"
+            if ev.speed:
+                text += f" · {fmt_bytes(ev.speed)}/s · ETA {fmt_seconds(ev.eta)}"
         elif status == "converting":
-            text = f"{name}: converting… {escape(str(ev.get('message') or ''))}"
+            text = f"{name}: converting… {escape(ev.message)}"
         elif status == "done":
             self.progress.value = 1.0
             self.progress.bar_style = "success"
-            text = f"{name}: done {escape(str(ev.get('message') or ''))}"
+            text = f"{name}: done {escape(ev.message)}"
         elif status == "cancelled":
             self.progress.bar_style = "warning"
             text = f"{name}: cancelled"
         elif status == "error":
             self.progress.bar_style = "danger"
             text = f"{name}: failed"
-            self.error.value = _err(str(ev.get("message") or "download failed"))
+            self.error.value = _err(ev.message or "download failed")
         else:
             text = f"{name}: {escape(str(status))}"
         self.progress_label.value = text
 
     def _loaded_ids(self) -> set[str]:
-        return {str(m.get("id")) for m in self.status.get("models") or []}
+        return {m.id for m in self.status.models} if self.status else set()
 
     def _render_options(self) -> None:
         query = self.search.value.strip().lower()
@@ -364,13 +354,13 @@ class ModelPicker(w.VBox):
         )
 
     def _render_loaded(self) -> None:
-        models = self.status.get("models") or []
-        budget = self.status.get("memory_budget") or 0
-        used = sum(int(m.get("memory_bytes") or 0) for m in models)
+        models = self.status.models if self.status else []
+        budget = self.status.memory_budget if self.status else 0
+        used = sum(m.memory_bytes for m in models)
         self.loaded.value = (
             "<br>".join(
-                f"{escape(str(m.get('id')))} · {escape(str(m.get('dtype', '')))} · {fmt_bytes(m.get('memory_bytes'))}"
-                + (f" · {m.get('active_requests')} active" if m.get("active_requests") else "")
+                f"{escape(m.id)} · {escape(m.dtype)} · {fmt_bytes(m.memory_bytes)}"
+                + (f" · {m.active_requests} active" if m.active_requests else "")
                 for m in models
             )
             or "<i>no model loaded</i>"
@@ -379,7 +369,7 @@ class ModelPicker(w.VBox):
         self.memory.description = "memory"
         self.memory.tooltip = f"{fmt_bytes(used)} of {fmt_bytes(budget)} budget"
         self.loaded.value += f"<br><span style='color:#777'>{fmt_bytes(used)} of {fmt_bytes(budget)} budget used by weights"
-        mlx = get(self.status, "memory_used")
+        mlx = self.status.memory_used if self.status else 0
         if mlx:
             self.loaded.value += f" · MLX in use {fmt_bytes(mlx)}"
         self.loaded.value += "</span>"

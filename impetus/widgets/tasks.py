@@ -23,6 +23,8 @@ from typing import Any
 import ipywidgets as w
 
 from impetus.client import ImpetusError
+from impetus.models.types import PullProgress
+from impetus.protocol import ModelState
 from impetus.widgets import _loop
 from impetus.widgets._base import ClientLike, Connection, fmt_bytes, fmt_seconds, short_error
 
@@ -98,30 +100,30 @@ def pull(model_id: str, *, load: bool = False, client: ClientLike = None) -> Tas
     """Download (and convert) a model in the background; the task's result is the last event."""
     conn = Connection(client, model_id)
 
-    async def work(task: Task) -> dict[str, Any]:
+    async def work(task: Task) -> PullProgress:
         c = await conn.get()
         stream = await c.pull(model_id, load=load)
-        last: dict[str, Any] | None = None
+        last: PullProgress | None = None
         try:
             async for ev in stream:
                 last = ev
-                done, total = ev.get("bytes_done") or 0, ev.get("bytes_total")
-                text = f"{ev.get('status')} {fmt_bytes(done)}"
+                done, total = ev.bytes_done, ev.bytes_total
+                text = f"{ev.status} {fmt_bytes(done)}"
                 if total:
                     text += f" / {fmt_bytes(total)}"
-                if ev.get("eta"):
-                    text += f" · {fmt_seconds(ev['eta'])} left"
+                if ev.eta:
+                    text += f" · {fmt_seconds(ev.eta)} left"
                 task.update(done / total if total else None, text)
         except asyncio.CancelledError:
             await asyncio.shield(c.cancel_pull(model_id))
             raise
         finally:
             await stream.aclose()
-        if last is None or last.get("status") != "done":
-            raise ImpetusError(
-                (last or {}).get("message") or f"pull ended with {(last or {}).get('status')}"
-            )
-        task.finish(f"done · {fmt_bytes(last.get('bytes_done'))}")
+        if last is None:
+            raise ImpetusError(f"the pull of {model_id} ended without an event")
+        if last.status != "done":
+            raise ImpetusError(last.message or f"pull ended with {last.status}", code=last.code)
+        task.finish(f"done · {fmt_bytes(last.bytes_done)}")
         return last
 
     return Task(f"pull {model_id}", work)
@@ -134,13 +136,12 @@ def load(
     """Load a model into the engine in the background; the result is the model's state."""
     conn = Connection(client, model_id)
 
-    async def work(task: Task) -> dict[str, Any]:
+    async def work(task: Task) -> ModelState:
         c = await conn.get()
         task.update(None, "loading (reading weights, converting the dtype, warming up)…")
         state = await c.load(model_id, dtype=dtype, keep_alive=keep_alive)
         task.finish(
-            f"loaded · {state.get('dtype', '')} · {fmt_bytes(state.get('memory_bytes'))} · "
-            f"{float(state.get('load_seconds') or 0):.1f} s"
+            f"loaded · {state.dtype} · {fmt_bytes(state.memory_bytes)} · {state.load_seconds:.1f} s"
         )
         return state
 

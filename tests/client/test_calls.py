@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from impetus.api.schemas import AdminStatus, Ready
 from impetus.client import (
     AsyncImpetusClient,
     Endpoint,
@@ -18,6 +19,8 @@ from impetus.client import (
     ImpetusError,
     ServerUnavailable,
 )
+from impetus.models.types import HubModel, RegistryEntry
+from impetus.protocol import ModelState, to_builtins
 
 HI = [{"role": "user", "content": "hi"}]
 SSE = (
@@ -30,6 +33,23 @@ SSE = (
 PULL = "".join(
     f"data: {json.dumps({'id': 'a/b', 'status': s})}\n\n" for s in ("downloading", "done")
 )
+MODEL_STATE = ModelState(
+    id="m", kind="chat", path="/m", dtype="float16", source_dtype="bfloat16",
+    memory_bytes=2, context_length=8, loaded_at=1.0, last_used=2.0, keep_alive=5.0,
+)  # fmt: skip
+# each admin route's answer, as impetus writes it
+ANSWERS: dict[str, Any] = {
+    "/ready": {"status": "ready", "models": ["m"]},
+    "/admin/status": to_builtins(
+        AdminStatus(state="ready", endpoint="http://impetus.test/base/v1", models=[MODEL_STATE])
+    ),
+    "/admin/models": {"data": [{"id": "m", "kind": "chat", "source": "local"}], "pulling": []},
+    "/v1/models": {"object": "list", "data": [{"id": "m", "created": 1, "loaded": True}]},
+    "/admin/models/pull/cancel": {"id": "a/b", "cancelled": True},
+    "/admin/models/load": to_builtins(MODEL_STATE),
+    "/admin/models/unload": {"id": "m", "unloaded": True},
+    "/admin/models/org%2Fm": {"id": "org/m", "removed": ["/models/org--m"], "freed_bytes": 3},
+}
 
 
 def server(seen: list[tuple[str, str, Any]]) -> Callable[[httpx.Request], httpx.Response]:
@@ -49,6 +69,9 @@ def server(seen: list[tuple[str, str, Any]]) -> Callable[[httpx.Request], httpx.
             return httpx.Response(200, text="x_total 1\n")
         if path.endswith("/missing"):
             return httpx.Response(404)
+        route = request.url.raw_path.decode().removeprefix("/base")
+        if route in ANSWERS:
+            return httpx.Response(200, json=ANSWERS[route])
         return httpx.Response(200, json={"data": [{"id": "m"}], "path": path})
 
     return handle
@@ -59,7 +82,7 @@ def sync_calls(c: ImpetusClient) -> list[Any]:
     text = "".join(stream)
     return [
         c.health(), c.ready(), c.status(), c.metrics(), c.models(), c.search_models("q"),
-        c.served_models(), [e["status"] for e in c.pull("a/b", load=True)], c.cancel_pull("a/b"),
+        c.served_models(), [e.status for e in c.pull("a/b", load=True)], c.cancel_pull("a/b"),
         c.load("m", dtype="float16", keep_alive=5), c.unload("m"), c.delete("org/m"),
         text, stream.result and stream.result.completion_tokens,
         c.chat(HI, "m", temperature=0.5), c.completions("x", max_tokens=1),
@@ -73,7 +96,7 @@ async def async_calls(c: AsyncImpetusClient) -> list[Any]:
     return [
         await c.health(), await c.ready(), await c.status(), await c.metrics(), await c.models(),
         await c.search_models("q"), await c.served_models(),
-        [e["status"] async for e in await c.pull("a/b", load=True)], await c.cancel_pull("a/b"),
+        [e.status async for e in await c.pull("a/b", load=True)], await c.cancel_pull("a/b"),
         await c.load("m", dtype="float16", keep_alive=5), await c.unload("m"),
         await c.delete("org/m"), text, stream.result and stream.result.completion_tokens,
         await c.chat(HI, "m", temperature=0.5), await c.completions("x", max_tokens=1),
@@ -95,8 +118,16 @@ def test_sync_and_async_send_the_same_requests_and_read_the_same_answers() -> No
 
     assert asyncio.run(run()) == answers
     assert seen_async == seen_sync
-    assert answers[0] is True and answers[3] == "x_total 1\n" and answers[5] == [{"id": "a/b"}]
-    assert answers[7] == ["downloading", "done"] and answers[12:14] == ["Hello", 2]
+    assert answers[0] is True and answers[3] == "x_total 1\n"
+    # admin answers come back as the types the server writes them from
+    assert answers[1] == Ready(models=["m"])
+    assert isinstance(answers[2], AdminStatus) and answers[2].models == [MODEL_STATE]
+    assert answers[4] == [RegistryEntry(id="m", kind="chat", source="local")]
+    assert answers[5] == [HubModel(id="a/b")]
+    assert [m.id for m in answers[6]] == ["m"] and answers[6][0].loaded
+    assert answers[7] == ["downloading", "done"] and answers[8].cancelled
+    assert answers[9] == MODEL_STATE and answers[10].unloaded and answers[11].freed_bytes == 3
+    assert answers[12:14] == ["Hello", 2]
     by_path = {path: body for _, path, body in seen_sync}
     assert by_path["/base/admin/models/search?q=q"] is None
     assert by_path["/base/admin/models/load"] == {"id": "m", "dtype": "float16", "keep_alive": 5}
@@ -146,3 +177,30 @@ def test_an_unreachable_server() -> None:
         ImpetusClient(
             endpoint=Endpoint("http://impetus.test/"), transport=failing(404, "")
         ).status()
+
+
+@pytest.mark.parametrize(
+    ("call", "body", "field"),
+    [
+        ("status", '{"state": "ready", "models": "none"}', "models"),  # endpoint missing too
+        ("load", '{"id": "m"}', "kind"),
+        ("models", '{"data": [{"id": "m", "kind": "chat", "source": "nowhere"}]}', "source"),
+        ("ready", "[]", "Ready"),
+    ],
+)
+def test_an_answer_of_the_wrong_shape_is_an_impetus_error(call: str, body: str, field: str) -> None:
+    """A server that answers something else than the route's type (another program on the port,
+    an incompatible version) fails at the call, saying what, not with a KeyError later."""
+    c = ImpetusClient(endpoint=Endpoint("http://impetus.test/"), transport=failing(200, body))
+    args = ("m",) if call == "load" else ()
+    with pytest.raises(ImpetusError, match="the answer is not a") as e:
+        getattr(c, call)(*args)
+    assert field in str(e.value) and e.value.status == 200
+
+
+def test_fields_a_newer_server_adds_are_ignored() -> None:
+    state = {**ANSWERS["/admin/models/load"], "a_field_from_the_future": [1, 2]}
+    c = ImpetusClient(
+        endpoint=Endpoint("http://impetus.test/"), transport=failing(200, json.dumps(state))
+    )
+    assert c.load("m") == MODEL_STATE

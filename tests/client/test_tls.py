@@ -27,7 +27,10 @@ class _Models(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         body = json.dumps(
-            {"object": "list", "data": [{"id": "tiny", "object": "model", "owned_by": "impetus"}]}
+            {
+                "object": "list",
+                "data": [{"id": "tiny", "object": "model", "created": 1, "owned_by": "impetus"}],
+            }
         ).encode()
         self.send_response(200 if self.path.endswith("/v1/models") else 404)
         self.send_header("Content-Type", "application/json")
@@ -58,7 +61,7 @@ def https_url(tmp_path: Path) -> Iterator[str]:
 def test_openai_client_keeps_verify_off_for_a_self_signed_server(https_url: str) -> None:
     endpoint = Endpoint(https_url, "token", source="jupyter", verify=False)
     with ImpetusClient(endpoint=endpoint) as client:
-        assert [m["id"] for m in client.served_models()] == ["tiny"]
+        assert [m.id for m in client.served_models()] == ["tiny"]
         assert [m.id for m in client.openai(max_retries=0).models.list()] == ["tiny"]
 
 

@@ -10,11 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from impetus.cli import main
 from impetus.config import Settings
 from impetus.models import hf_cache
+from impetus.protocol import ModelState
 from tests.fake_hub import FakeHub
 
 REPO = "impetus-test/tiny-llama"
@@ -131,9 +133,11 @@ class _Admin(BaseHTTPRequestHandler):
             ).encode()
             self.send_response(404)
         elif self.path.endswith("/load"):
-            data = json.dumps(
-                {"id": body["id"], "kind": "chat", "dtype": "float32", "memory_bytes": 1 << 20}
-            ).encode()
+            state = ModelState(
+                id=body["id"], kind="chat", path="/m", dtype="float32", source_dtype="bfloat16",
+                memory_bytes=1 << 20, context_length=64, loaded_at=1.0, last_used=1.0,
+            )  # fmt: skip
+            data = msgspec.json.encode(state)
             self.send_response(200)
         else:
             data = json.dumps({"id": body["id"], "unloaded": True}).encode()

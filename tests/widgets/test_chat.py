@@ -69,7 +69,7 @@ def test_history_is_resent_and_reuses_the_prompt_cache(chat: Chat) -> None:
 def test_stop_cancels_the_generation(chat: Chat, client: ImpetusClient) -> None:
     rec = Recorder(chat)
     chat.max_tokens = 400
-    before = client.status()["stats"]["generation_tokens_total"]
+    before = client.status().stats.generation_tokens_total
     chat.submit("Tell me a long story about a fox.")
     wait_for(lambda: len(rec.custom("delta")) >= 2, timeout=60)
     frontend(chat, {"type": "stop"})  # the Stop button
@@ -81,8 +81,8 @@ def test_stop_cancels_the_generation(chat: Chat, client: ImpetusClient) -> None:
     assert last["stats"]["completion_tokens"] >= 1
     assert f"{last['stats']['completion_tokens']} tokens" in last["stats"]["summary"]
     assert not chat.busy
-    wait_for(lambda: client.status()["stats"]["running"] == 0, timeout=10)
-    assert client.status()["stats"]["generation_tokens_total"] - before < 400
+    wait_for(lambda: client.status().stats.running == 0, timeout=10)
+    assert client.status().stats.generation_tokens_total - before < 400
 
 
 def test_frontend_send_regenerate_clear(chat: Chat) -> None:

@@ -25,9 +25,9 @@ HI = [{"role": "user", "content": "Hello, world! How are you today?"}]
 
 def test_status_and_model_lists(client: ImpetusClient, tiny_model: str) -> None:
     status = client.status()
-    assert status["state"] == "ready"
-    assert any(m["id"] == tiny_model for m in status["models"])
-    assert tiny_model in [m["id"] for m in client.served_models()]
+    assert status.state == "ready"
+    assert any(m.id == tiny_model for m in status.models)
+    assert tiny_model in [m.id for m in client.served_models()]
     assert isinstance(client.models(), list)
     assert client.health()
 
@@ -46,7 +46,7 @@ def test_chat_stream_yields_deltas_and_usage(client: ImpetusClient) -> None:
 
 
 def test_closing_the_stream_cancels_in_the_engine(client: ImpetusClient) -> None:
-    before = client.status()["stats"]["generation_tokens_total"]
+    before = client.status().stats.generation_tokens_total
     max_tokens = 400
     stream = client.chat_stream(HI, max_tokens=max_tokens, temperature=1.0, ignore_eos=True)
     got = []
@@ -55,8 +55,8 @@ def test_closing_the_stream_cancels_in_the_engine(client: ImpetusClient) -> None
         if len(got) == 3:
             stream.close()
     assert stream.result is not None and stream.result.finish_reason == "cancelled"
-    wait_for(lambda: client.status()["stats"]["running"] == 0, timeout=10)
-    generated = client.status()["stats"]["generation_tokens_total"] - before
+    wait_for(lambda: client.status().stats.running == 0, timeout=10)
+    generated = client.status().stats.generation_tokens_total - before
     assert generated < max_tokens, "the engine went on generating after the client left"
 
 
@@ -125,7 +125,7 @@ def test_private_server_stops_with_its_engine(impetus_home: object) -> None:
     srv.start(timeout=180)
     try:
         with ImpetusClient(endpoint=Endpoint(srv.base_url)) as c:
-            engine_pid = wait_for(lambda: c.status().get("pid"), timeout=60)
+            engine_pid = wait_for(lambda: c.status().pid, timeout=60)
         assert srv.proc is not None
         pids = [srv.proc.pid, engine_pid]
         assert all(psutil.pid_exists(p) for p in pids)

@@ -88,7 +88,7 @@ def test_load_and_bench_tasks_report_progress(
     task = load(tiny_model, client=endpoint)
     assert isinstance(task, Task)
     state = task.wait(120)
-    assert state["id"] and task.done and task.bar.bar_style == "success"
+    assert state.id == tiny_model and task.done and task.bar.bar_style == "success"
     assert "loaded" in task.label.value
 
     run = bench(
@@ -126,7 +126,7 @@ def test_pull_task_reports_progress_then_done_or_the_error(endpoint: Endpoint) -
     then a model no hub has: the task fails with the server's reason, in red."""
     task = pull("smollm2-135m", client=endpoint)
     last = task.wait(300)
-    assert last["status"] == "done" and task.done
+    assert last.status == "done" and last.id == "smollm2-135m" and task.done
     assert task.bar.value == 1.0 and task.bar.bar_style == "success"
     assert task.label.value.startswith("pull smollm2-135m: done ·")
     assert task.stop_button.disabled

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from impetus.client import Endpoint, ImpetusClient, PrivateServer, parse_metrics
+from impetus.protocol import AcceleratorInfo, EngineStatus
 from impetus.widgets import BenchChart, Dashboard
 from impetus.widgets.dashboard import ACCEL_CHART, accelerator_title
 from tests.widgets.helpers import Recorder, wait_for
@@ -38,10 +39,12 @@ def test_accelerator_is_reported_for_what_it_is(endpoint: Endpoint, client: Impe
     """On a CPU backend the engine reports its own CPU, labelled as such: in admin/status, in
     /metrics and in the dashboard's chart title; no GPU figure is invented."""
     status = client.status()
-    acc = status["accelerator"]
-    assert acc["kind"] == "cpu" and acc["source"] == "psutil"
-    assert "engine process CPU" in acc["what"] and 0 <= acc["utilization_percent"] <= 100
-    assert acc["power_watts"] is None and acc["temperature_celsius"] is None
+    acc = status.accelerator
+    assert acc is not None
+    assert acc.kind == "cpu" and acc.source == "psutil"
+    assert acc.utilization_percent is not None and 0 <= acc.utilization_percent <= 100
+    assert "engine process CPU" in acc.what
+    assert acc.power_watts is None and acc.temperature_celsius is None
     text = client.metrics()
     util = [
         ln for ln in text.splitlines() if ln.startswith("impetus:accelerator_utilization_percent{")
@@ -65,12 +68,18 @@ def test_accelerator_is_reported_for_what_it_is(endpoint: Endpoint, client: Impe
 
 
 def test_accelerator_titles() -> None:
-    cuda = {"accelerator": {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3",
-                            "what": "GPU busy time (NVML, last sample period)"}}  # fmt: skip
-    assert accelerator_title(cuda) == (
+    nvml = AcceleratorInfo(kind="cuda", source="nvml", name="NVIDIA H100 80GB HBM3",
+                           what="GPU busy time (NVML, last sample period)")  # fmt: skip
+    assert accelerator_title(EngineStatus(state="ready", accelerator=nvml)) == (
         "GPU utilisation: NVIDIA H100 80GB HBM3 (GPU busy time (NVML, last sample period))"
     )
-    assert accelerator_title({}).startswith("Engine CPU (measured by this kernel")
+    cpu = AcceleratorInfo(kind="cpu", source="psutil", name="", what="engine process CPU")
+    assert accelerator_title(EngineStatus(state="ready", accelerator=cpu)) == (
+        "CPU: engine process CPU"
+    )
+    assert accelerator_title(EngineStatus(state="ready")).startswith(
+        "Engine CPU (measured by this kernel"
+    )
 
 
 def test_dashboard_shows_a_dead_server_in_place() -> None:

@@ -85,11 +85,9 @@ def test_kernel_finds_its_jupyter_server(jupyter: str, tiny_model: str) -> None:
     assert ep.source == "jupyter"
     assert ep.base_url == jupyter + "impetus/"
     with ImpetusClient(endpoint=ep, model=tiny_model) as c:
-        assert (
-            c.load(tiny_model)["id"] == tiny_model
-        )  # a POST through Jupyter's auth and XSRF checks
+        assert c.load(tiny_model).id == tiny_model  # a POST through Jupyter's auth and XSRF checks
         c.wait_ready(60)
-        assert c.status()["state"] == "ready"
+        assert c.status().state == "ready"
         stream = c.chat_stream([{"role": "user", "content": "Hello"}], max_tokens=8)
         assert "".join(stream) == stream.result.text  # type: ignore[union-attr]
         assert stream.result is not None and stream.result.completion_tokens

@@ -132,14 +132,16 @@ def test_impetus_status_models_load_and_bench(shell: InteractiveShell, tiny_mode
     with capture_output() as cap:
         shell.run_line_magic("impetus", "status")
     status = shell.user_ns["_"]
-    assert status["state"] == "ready" and "engine: ready" in cap.stdout
+    assert status.state == "ready" and "engine: ready" in cap.stdout
+    assert [m.id for m in status.models] == [tiny_model] and f"  {tiny_model}  chat" in cap.stdout
     with capture_output() as cap:
         shell.run_line_magic("impetus", "models")
     assert any("<table>" in o.data.get("text/html", "") for o in cap.outputs)
     with capture_output() as cap:
         shell.run_line_magic("impetus", f"load {tiny_model}")
     state = shell.user_ns["_"]
-    assert state["id"] and "loaded" in cap.stdout
+    assert state.id == tiny_model and state.kind == "chat"
+    assert f"loaded {tiny_model} · {state.dtype}" in cap.stdout
     with capture_output():
         shell.run_line_magic(
             "impetus",

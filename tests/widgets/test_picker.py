@@ -7,7 +7,7 @@ import pytest
 from impetus.client import Endpoint, ImpetusClient
 from impetus.models.types import HubModel, RegistryEntry
 from impetus.widgets import ModelPicker
-from impetus.widgets.picker import Entry, details, label, read_entries
+from impetus.widgets.picker import Entry, details, label
 
 GIB = 1 << 30
 LOCAL = {"id": "org/m", "kind": "chat", "source": "hub", "downloaded": True, "size_bytes": 2048}
@@ -26,7 +26,7 @@ LABELS: list[tuple[str, Entry, set[str], str]] = [
     # keys the server never sends are not read (the picker once took `local` for `downloaded`)
     (
         "unknown keys ignored",
-        read_entries([{"id": "x", "kind": "chat", "source": "local", "local": True, "memory_estimate": 1}])[0],
+        RegistryEntry.model_validate({"id": "x", "kind": "chat", "source": "local", "local": True, "memory_estimate": 1}),
         set(),
         "x",
     ),
@@ -68,8 +68,8 @@ def test_lists_and_shows_loaded_models(
         # every entry the server lists is labelled from its own fields
         labels = dict((v, text) for text, v in picker.select.options)
         for entry in client.models():
-            state = "● loaded" if entry["loaded"] else "downloaded" if entry["downloaded"] else None
-            assert state is None or labels[entry["id"]].endswith(state), (entry, labels)
+            state = "● loaded" if entry.loaded else "downloaded" if entry.downloaded else None
+            assert state is None or labels[entry.id].endswith(state), (entry, labels)
         assert labels[tiny_model].endswith("● loaded")
         picker.search.value = "smollm2"
         assert [v for _, v in picker.select.options] == [i for i in ids if "smollm2" in i]
@@ -81,10 +81,10 @@ def test_load_and_unload(endpoint: Endpoint, client: ImpetusClient, tiny_model: 
     picker = ModelPicker(client=endpoint)
     try:
         picker.unload(tiny_model, wait=True)
-        assert tiny_model not in [m["id"] for m in client.status()["models"]]
+        assert tiny_model not in [m.id for m in client.status().models]
         assert "no model loaded" in picker.loaded.value
         picker.load(tiny_model, wait=True)
-        assert tiny_model in [m["id"] for m in client.status()["models"]]
+        assert tiny_model in [m.id for m in client.status().models]
         assert picker.error.value == ""
     finally:
         picker.close()
@@ -97,7 +97,7 @@ def test_pull_shows_progress_until_done(endpoint: Endpoint, client: ImpetusClien
         seen: list[str] = []
         picker.progress_label.observe(lambda ch: seen.append(ch["new"]), "value")
         last = picker.download("smollm2-135m").result(300)
-        assert last is not None and last["status"] == "done", last
+        assert last is not None and last.status == "done", last
         assert picker.progress.value == 1.0 and picker.progress.bar_style == "success"
         assert any("smollm2-135m" in s for s in seen)
         assert picker.cancel_button.disabled and not picker.download_button.disabled
