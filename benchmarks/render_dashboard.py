@@ -29,6 +29,7 @@ from bokeh.models import ColumnDataSource, Div  # noqa: E402
 from bokeh.resources import INLINE  # noqa: E402
 
 from impetus.api.schemas import AdminStatus  # noqa: E402
+from impetus.client import parse_metrics  # noqa: E402
 from impetus.widgets.dashboard import (  # noqa: E402
     ACCEL_CHART,
     COLUMNS,
@@ -55,15 +56,21 @@ def main() -> int:
     sampler = Sampler()
     rows = []
     for p in polls:
-        if "row" in p:  # recorded by gpu_telemetry.py from a live server
-            rows.append(dict(p["row"], t=datetime.fromisoformat(p["row"]["t"])))
-        else:  # nvml_check.py: the accelerator's readings alone
+        at = datetime.fromtimestamp(p["t"])
+        if "metrics_text" in p:  # gpu_telemetry.py: raw polls of a live server
             rows.append(
-                dict(
-                    sampler.row(_status(p["status"]), {}, local=False),
-                    t=datetime.fromtimestamp(p["t"]),
+                sampler.row(
+                    _status(p["status"]),
+                    parse_metrics(p["metrics_text"]),
+                    local=False,
+                    now=p["mono"],
+                    at=at,
                 )
             )
+        elif "row" in p:  # older gpu_telemetry.py recordings: rows computed on the GPU machine
+            rows.append(dict(p["row"], t=datetime.fromisoformat(p["row"]["t"])))
+        else:  # nvml_check.py: the accelerator's readings alone
+            rows.append(sampler.row(_status(p["status"]), {}, local=False, at=at))
     source = ColumnDataSource({c: [r.get(c, float("nan")) for r in rows] for c in COLUMNS})
     figures = dashboard_figures(source)
     last = _status(polls[-1]["status"])

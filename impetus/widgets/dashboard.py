@@ -99,8 +99,19 @@ class Sampler:
                 self._proc = None
         return engine, system
 
-    def row(self, status: AdminStatus, metrics: dict[str, float], local: bool) -> dict[str, Any]:
-        now = time.monotonic()
+    def row(
+        self,
+        status: AdminStatus,
+        metrics: dict[str, float],
+        local: bool,
+        *,
+        now: float | None = None,
+        at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """One chart row. `now`: seconds on any monotonic clock for the rates (None: this
+        machine's `time.monotonic()`); `at`: the row's time (None: `datetime.now()`)."""
+        if now is None:
+            now = time.monotonic()
         stats = status.stats
         cur = {
             "gen": float(stats.generation_tokens_total),
@@ -130,7 +141,7 @@ class Sampler:
                 accel_mem = _num(acc.memory_used_bytes) / GB
                 accel_engine = _num(acc.process_memory_bytes) / GB
         return {
-            "t": datetime.now(),
+            "t": datetime.now() if at is None else at,
             "gen_tps": gen_tps,
             "prompt_tps": prompt_tps,
             "ttft_ms": ttft_ms,
