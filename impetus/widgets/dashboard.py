@@ -313,7 +313,8 @@ def _summary_html(status: AdminStatus, row: dict[str, Any]) -> str:
         f"<b>{escape(status.state)}</b>",
         f"{escape(status.backend)} {escape(status.device)}".strip(),
         f"BLAS {escape(status.blas or 'reference')}",
-        f"memory {fmt_bytes(status.memory_used)} / {fmt_bytes(status.memory_budget)}",
+        f"memory {fmt_bytes(status.memory_used)} / {fmt_bytes(status.memory_budget)}"
+        + (f" (peak {fmt_bytes(status.peak_memory)})" if status.peak_memory else ""),
         f"{util_label} {util:.0f}%" if not math.isnan(util) else "",
         *extras,
         f"requests {status.stats.requests_total}",

@@ -28,6 +28,9 @@ def test_dashboard_charts_what_the_engine_does(endpoint: Endpoint, client: Impet
         assert row["budget_gb"] > 0 and row["mem_used_gb"] > 0
         assert 0 <= row["system_cpu"] <= 100  # loopback server: CPU measured here
         assert "ready" in dash.summary.value and dash.error.value == ""
+        # MLX's peak memory since the engine started, beside what is in use now
+        assert dash.last_status is not None and dash.last_status.peak_memory > 0
+        assert "(peak " in dash.summary.value
         # the chart really streams to the front end (Bokeh PATCH-DOC messages over the comm)
         assert any(m.get("msg") == "patch" for m in rec.custom())
     finally:
