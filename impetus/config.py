@@ -49,6 +49,7 @@ __all__ = [
     "default_settings_file",
     "env_name",
     "is_byte_field",
+    "memory_fraction",
     "migrate_legacy_home",
     "parse_size",
     "serve_only",
@@ -119,11 +120,15 @@ def _split_list(value: Any) -> Any:
 StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 
 
+def memory_fraction() -> float:
+    """The share of a memory that loaded models may take ($IMPETUS_MEMORY_FRACTION, 0.6): of the
+    machine's RAM for the default budget, of one GPU when `ranks = "auto"` weighs a model."""
+    return float(os.environ.get("IMPETUS_MEMORY_FRACTION", 0.6))
+
+
 def default_memory_budget() -> int:
     """A fraction of the machine's memory that loaded models may take (weights + KV cache)."""
-    return int(
-        psutil.virtual_memory().total * float(os.environ.get("IMPETUS_MEMORY_FRACTION", 0.6))
-    )
+    return int(psutil.virtual_memory().total * memory_fraction())
 
 
 def default_data_dir() -> Path:
@@ -266,12 +271,13 @@ class Settings(BaseSettings):
         "model), so that a crashed engine is replaced in the time it takes to load the models",
     )
     # One model across several processes with MLX's distributed layer (impetus.engine.distributed)
-    ranks: int = Field(
-        1,
-        ge=1,
-        le=64,
+    # "auto" first: pydantic's smart union then keeps a "2" from a flag or the env an int
+    ranks: Literal["auto"] | Annotated[int, Field(ge=1, le=64)] = Field(
+        "auto",
         description="engine processes one model is sharded over (tensor parallel), started on "
-        "this machine as mlx.launch starts ranks; 1: a single engine process",
+        "this machine as mlx.launch starts ranks; 1: a single engine process; auto: 1 unless the "
+        "start-up models do not fit one CUDA GPU, then the fewest of 2, 4, 8 GPUs they fit "
+        "(sharding a model that fits one GPU costs throughput: docs/scale.md)",
     )
     distributed_backend: Literal["auto", "ring", "nccl", "jaccl"] = Field(
         "auto",

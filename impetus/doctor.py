@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from impetus import DISTRIBUTION
+from impetus.engine import autoranks
 from impetus.install import check_backend
 
 
@@ -63,6 +64,8 @@ def collect(want: str | None = None) -> dict[str, Any]:
     from impetus.models import hf_cache
 
     s = Settings()
+    # what `impetus serve` / the extension would start with these settings on this machine
+    chosen = autoranks.choose_for(s) if s.ranks == "auto" else None
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -85,10 +88,16 @@ def collect(want: str | None = None) -> dict[str, Any]:
         "hf_xet": _version("hf-xet"),
         "memory_budget_gib": round(s.memory_budget / 2**30, 1),
         "ranks": s.ranks,
+        "ranks_auto": {"ranks": chosen.ranks, "reason": chosen.reason} if chosen else None,
         "distributed_backend": s.distributed_backend,
         "jupyterlab": _version("jupyterlab"),
         "node": shutil.which("node"),
     }
+
+
+def _ranks(info: dict[str, Any]) -> str:
+    auto = info["ranks_auto"]
+    return f"auto: {auto['ranks']} ({auto['reason']})" if auto else str(info["ranks"])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
         ),
         (
             "engine ranks",
-            f"{info['ranks']} ({info['distributed_backend']} backend; this MLX has "
-            f"{', '.join(engine.get('distributed', [])) or 'no distributed backend'})",
+            f"{_ranks(info)}; distributed backend {info['distributed_backend']}, this MLX has "
+            f"{', '.join(engine.get('distributed', [])) or 'none'}",
         ),
         ("model dir", info["model_dir"]),
         (

@@ -16,7 +16,13 @@ import pytest
 Case = tuple[str, dict[str, Any], dict[str, str], dict[str, Any], dict[str, Any]]
 
 PRECEDENCE: list[Case] = [
-    ("default", {}, {}, {}, {"max_queue": 512, "models": [], "allow_model_paths": False}),
+    (
+        "default",
+        {},
+        {},
+        {},
+        {"max_queue": 512, "models": [], "allow_model_paths": False, "ranks": "auto"},
+    ),
     ("file over default", {"max_queue": 7}, {}, {}, {"max_queue": 7}),
     ("env over file", {"max_queue": 7}, {"IMPETUS_MAX_QUEUE": "8"}, {}, {"max_queue": 8}),
     (
@@ -77,6 +83,17 @@ PRECEDENCE: list[Case] = [
         {},
         {"model_dir": Path("/srv/models"), "dtype": "bfloat16", "home": Path("/srv/home")},
     ),
+    # ranks: the word auto or a number, from every layer
+    ("ranks auto from the env", {"ranks": 4}, {"IMPETUS_RANKS": "auto"}, {}, {"ranks": "auto"}),
+    ("ranks number from the env", {"ranks": "auto"}, {"IMPETUS_RANKS": "2"}, {}, {"ranks": 2}),
+    (
+        "ranks auto given",
+        {"ranks": 4},
+        {"IMPETUS_RANKS": "2"},
+        {"ranks": "auto"},
+        {"ranks": "auto"},
+    ),
+    ("ranks number given", {}, {"IMPETUS_RANKS": "auto"}, {"ranks": 2}, {"ranks": 2}),
 ]
 
 # (id, settings file, environment, given, fragments the error message must contain)
@@ -108,6 +125,14 @@ BAD: list[BadCase] = [
         ["IMPETUS_MEMORY_BUDGET:", "not a size"],
     ),
     ("bad choice", {"dtype": "int3"}, {}, {}, ["dtype in settings file", "'int3'"]),
+    (
+        "ranks neither auto nor a number",
+        {},
+        {"IMPETUS_RANKS": "all"},
+        {},
+        ["IMPETUS_RANKS:", "'auto'"],
+    ),
+    ("ranks out of range", {}, {}, {"ranks": 65}, ["less than or equal to 64", "65"]),
     ("bad blas", {}, {"IMPETUS_BLAS": "fast"}, {}, ["IMPETUS_BLAS:", "auto, off"]),
     ("not TOML", "max_queue = = 3", {}, {}, ["settings file", "settings.toml"]),
     (

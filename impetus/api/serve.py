@@ -72,6 +72,9 @@ def _flag_type(name: str, annotation: Any) -> dict[str, Any]:
     origin = get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in get_args(annotation) if a is not type(None)]
+        if len(inner) > 1:  # a word or a number (ranks: auto or N): Settings validates the text
+            words = [w for a in inner if get_origin(a) is Literal for w in get_args(a)]
+            return {"type": str, "metavar": "|".join([*words, *(["N"] if int in inner else [])])}
         return _flag_type(name, inner[0])
     if origin is Literal:
         return {"choices": list(get_args(annotation))}

@@ -27,7 +27,7 @@ import zmq
 import zmq.asyncio
 
 from impetus.config import Settings
-from impetus.engine import distributed
+from impetus.engine import autoranks, distributed
 from impetus.protocol import (
     Call,
     Cancel,
@@ -183,18 +183,28 @@ class AsyncEngine:
         self._spare: EngineProcess | None = None  # engine_standby
         self.blas = ""
         self.ranks: RanksInfo | None = None  # the group of ranks rank 0's Hello named
+        # engine processes to start: the setting, or what `ranks = "auto"` chose at start()
+        self.rank_count = self.settings.ranks if isinstance(self.settings.ranks, int) else 1
+        self.rank_choice: autoranks.RankChoice | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start the engine process (again, after a failed start) and load `settings.models`."""
+        self.state = "starting"
+        if self.settings.ranks == "auto":
+            # reads the models' sizes and asks NVML (or MLX, in a child process): off the loop
+            self.rank_choice = await asyncio.to_thread(autoranks.choose_for, self.settings)
+            self.rank_count = self.rank_choice.ranks
+            log.info("%s", self.rank_choice.line())
+        else:
+            self.rank_count = self.settings.ranks
         try:
-            distributed.check_settings(self.settings)
+            distributed.check_settings(self.settings, self.rank_count)
         except ValueError as e:
             self.state = "failed"
             self.last_error = str(e)
             raise EngineError("engine_unavailable", str(e)) from e
-        self.state = "starting"
         if self._evt is None:
             self._evt = self._ctx.socket(zmq.PULL)
             self._evt.bind(f"ipc://{self._dir}/evt")
@@ -222,8 +232,8 @@ class AsyncEngine:
             str(os.getpid()),
         ]
         env = self.settings.env_for_engine()
-        if self.settings.ranks > 1:
-            return await distributed.LocalRanks.start(self.settings, engine, env)
+        if self.rank_count > 1:
+            return await distributed.LocalRanks.start(self.rank_count, engine, env)
         return await asyncio.create_subprocess_exec(*engine, env=env, stdin=asyncio.subprocess.PIPE)
 
     async def _take_spare(self) -> EngineProcess:
@@ -240,7 +250,7 @@ class AsyncEngine:
         # stay free until it is used, and a group's restart is dominated by its rendezvous and
         # the models' load, not by imports. Under an outside launcher (rank 0 of mlx.launch) a
         # dead rank ends the whole job, so a spare would never be used.
-        grouped = self.settings.ranks > 1 or distributed.launched_rank() is not None
+        grouped = self.rank_count > 1 or distributed.launched_rank() is not None
         if not self.settings.engine_standby or grouped or self._closing:
             return
         if self._spare is None or self._spare.returncode is not None:

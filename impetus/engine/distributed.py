@@ -14,8 +14,9 @@ travels with the next turn and a rank whose tokens differ stops the group rather
 garbage.
 
 How the ranks start:
-* `impetus serve --ranks N` (or the extension's `ranks` setting): `AsyncEngine` starts N engine
-  processes on this machine with the environment mlx.launch would give them (`LocalRanks`) and
+* `impetus serve --ranks N` (or the extension's `ranks` setting; `auto`, the default, picks N
+  in impetus.engine.autoranks: 1 unless the models do not fit one GPU): `AsyncEngine` starts N
+  engine processes on this machine with the environment mlx.launch would give them (`LocalRanks`) and
   supervises them as one: when a rank ends, the others are killed, the requests in flight fail
   and the group is started again, as a single engine process is.
 * `mlx.launch --hosts ... impetus serve ...` (several machines): rank 0's `impetus serve` serves
@@ -64,17 +65,20 @@ def launched_rank() -> int | None:
     return int(value) if value not in (None, "") else None
 
 
-def check_settings(settings: Settings) -> None:
+def check_settings(settings: Settings, ranks: int | None = None) -> None:
     """Refuse `ranks` > 1 inside a process that a launcher already made a rank: the group is the
-    launcher's then, and a second one inside it would fight over its variables."""
-    if settings.ranks > 1 and settings.distributed_backend == "jaccl":
+    launcher's then, and a second one inside it would fight over its variables. `ranks`: the
+    count `auto` chose (impetus.engine.autoranks; it is 1 under a launcher), else the setting."""
+    if ranks is None:
+        ranks = settings.ranks if isinstance(settings.ranks, int) else 1
+    if ranks > 1 and settings.distributed_backend == "jaccl":
         raise ValueError(
             "the jaccl backend needs RDMA devices named in a hostfile: run impetus serve under "
             "mlx.launch for it, not with ranks > 1"
         )
-    if settings.ranks > 1 and launched_rank() is not None:
+    if ranks > 1 and launched_rank() is not None:
         raise ValueError(
-            f"ranks={settings.ranks} cannot be used under an MLX launcher ({RANK_VAR} is set): "
+            f"ranks={ranks} cannot be used under an MLX launcher ({RANK_VAR} is set): "
             "the launcher already starts one impetus per rank"
         )
 
@@ -103,16 +107,13 @@ def free_port_run(n: int) -> int:
     raise RuntimeError(f"no run of {n} free loopback ports")
 
 
-def rank_environments(
-    settings: Settings, env: dict[str, str], hostfile: Path
-) -> list[dict[str, str]]:
-    """Each local rank's environment, as mlx.launch writes it for one host repeated `ranks`
+def rank_environments(n: int, env: dict[str, str], hostfile: Path) -> list[dict[str, str]]:
+    """Each of `n` local ranks' environment, as mlx.launch writes it for one host repeated `n`
     times (its launch_ring and launch_nccl): MLX_RANK; for ring a hostfile of one loopback
     address a rank (written to `hostfile`); for NCCL the rendezvous address and port, the world
     size and one GPU a rank. Both sets are written; the ranks initialise the backend of
     `distributed_backend`, or on `auto` NCCL where CUDA is available, else ring (mlx.launch's
     rule), which the api process cannot tell without importing MLX."""
-    n = settings.ranks
     ring = free_port_run(n)
     hostfile.write_text(json.dumps([[f"127.0.0.1:{ring + r}"] for r in range(n)]))
     nccl = free_port_run(1)
@@ -175,13 +176,13 @@ class LocalRanks:
         self._watcher: asyncio.Task[int] | None = None
 
     @classmethod
-    async def start(cls, settings: Settings, argv: list[str], env: dict[str, str]) -> LocalRanks:
+    async def start(cls, n: int, argv: list[str], env: dict[str, str]) -> LocalRanks:
         fd, name = tempfile.mkstemp(prefix="impetus-ranks-", suffix=".json")
         os.close(fd)
         hostfile = Path(name)
         procs = [
             await asyncio.create_subprocess_exec(*argv, env=e, stdin=asyncio.subprocess.PIPE)
-            for e in rank_environments(settings, env, hostfile)
+            for e in rank_environments(n, env, hostfile)
         ]
         return cls(procs, hostfile)
 

@@ -48,6 +48,9 @@ def _trait(name: str, annotation: Any, help_: str) -> TraitType[Any, Any]:
     origin = get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in get_args(annotation) if a is not type(None)]
+        if len(inner) > 1:  # ranks: "auto" or an int; `--ImpetusExtension.ranks=auto` or `=2`
+            members = [_trait(name, a, help_) for a in inner]
+            return Union(members, **kw).tag(config=True)
         return _trait(name, inner[0], help_)
     trait: TraitType[Any, Any]
     if is_byte_field(name):  # 8589934592 or "8G"

@@ -21,6 +21,7 @@ from typing import Any
 import openai
 import pytest
 
+from impetus.engine.autoranks import installed_backend
 from impetus.engine.distributed import free_port_run
 from tests.api.conftest import Server, serve_command
 from tests.tiny_model import build_tiny_gpt2
@@ -76,6 +77,16 @@ def test_the_group_is_reported(two: Server, model: str) -> None:
     assert ready["ranks"] == 2 and ready["distributed_backend"] == "ring"
     cards = {m.id: m for m in two.openai().models.list().data}
     assert cards[model].model_extra["ranks"] == 2  # type: ignore[index]
+
+
+def test_the_default_is_auto_and_says_what_it_chose(one: Server) -> None:
+    """`one` is started without --ranks: `auto`, one engine process here, and the log says why."""
+    log = one.log.read_text(errors="replace")
+    if installed_backend() == "cuda":
+        assert "ranks auto: " in log
+    else:
+        assert "ranks auto: 1 (cpu backend: auto shards over CUDA GPUs only)" in log
+        assert one.get("admin/status").json()["ranks"] is None  # a single engine process
 
 
 def cpu_seconds(pid: int) -> float:

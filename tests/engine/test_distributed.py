@@ -18,7 +18,7 @@ from impetus.protocol import Delta, Start
 
 def test_each_rank_gets_what_mlx_launch_would_give_it(tmp_path: Path) -> None:
     hostfile = tmp_path / "hosts.json"
-    envs = rank_environments(Settings(ranks=3), {"PATH": "/bin"}, hostfile)
+    envs = rank_environments(3, {"PATH": "/bin"}, hostfile)
     assert [e["MLX_RANK"] for e in envs] == ["0", "1", "2"]
     assert all(e["PATH"] == "/bin" and e["MLX_WORLD_SIZE"] == "3" for e in envs)
     hosts = json.loads(hostfile.read_text())  # the ring: one loopback address a rank
@@ -32,7 +32,7 @@ def test_each_rank_gets_what_mlx_launch_would_give_it(tmp_path: Path) -> None:
 
 
 def test_the_visible_gpus_are_shared_out_one_a_rank(tmp_path: Path) -> None:
-    envs = rank_environments(Settings(ranks=2), {"CUDA_VISIBLE_DEVICES": "4, 6,7"}, tmp_path / "h")
+    envs = rank_environments(2, {"CUDA_VISIBLE_DEVICES": "4, 6,7"}, tmp_path / "h")
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4", "6"]
 
 

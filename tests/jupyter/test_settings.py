@@ -71,13 +71,20 @@ def test_command_line_traits(
         argv=[
             "--ImpetusExtension.models=a,b",
             "--ImpetusExtension.max_body_bytes=2M",
+            "--ImpetusExtension.ranks=2",  # auto or a number: the number stays an int
             f"--ImpetusExtension.settings_file={named}",
         ],
     )
     # the named file replaces the default one: its max_queue no longer applies
     check(
         service_settings(app),
-        {"models": ["a", "b"], "max_body_bytes": 2 << 20, "prefill_step": 64, "max_queue": 512},
+        {
+            "models": ["a", "b"],
+            "max_body_bytes": 2 << 20,
+            "prefill_step": 64,
+            "max_queue": 512,
+            "ranks": 2,
+        },
     )
 
 
