@@ -141,8 +141,13 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("impetus", appauthor=False))
 
 
-# Where everything lived before data and cache were apart (the old default IMPETUS_HOME).
-LEGACY_HOME = Path.home() / ".cache" / "impetus"
+def legacy_home() -> Path:
+    """Where everything lived before data and cache were apart (the old default IMPETUS_HOME).
+    Read from HOME at each call, as the data and cache folders are: a process whose HOME
+    changes (a test with a temporary HOME) must not reach into another home's folders."""
+    return Path.home() / ".cache" / "impetus"
+
+
 LEGACY_DATA_FILES = ("api_keys.json", "bench.sqlite")
 
 
@@ -150,7 +155,7 @@ def migrate_legacy_home(settings: Settings, legacy: Path | None = None) -> list[
     """Move the old single-folder layout (keys, bench db and models under ~/.cache/impetus)
     into the data and cache folders, once; returns what moved. Only for the default locations:
     an IMPETUS_HOME set by the user is that user's layout. Nothing is overwritten."""
-    legacy = LEGACY_HOME if legacy is None else legacy
+    legacy = legacy_home() if legacy is None else legacy
     if "home" in settings.model_fields_set or not legacy.is_dir():
         return []
     moved: list[str] = []

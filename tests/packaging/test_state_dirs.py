@@ -65,3 +65,19 @@ def test_a_chosen_home_is_not_migrated(xdg: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("IMPETUS_HOME", str(xdg / "mine"))
     assert migrate_legacy_home(Settings(), legacy) == []
     assert (legacy / "api_keys.json").exists()
+
+
+def test_the_old_layout_is_looked_for_in_the_current_home(
+    xdg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old folder is HOME's at the time of the call, not at import: a process run under
+    another HOME (pytest-jupyter gives every Jupyter test one) once moved the real
+    ~/.cache/impetus/models into its temporary home, where they were deleted with it."""
+    home = xdg / "another-home"
+    monkeypatch.setenv("HOME", str(home))
+    (home / ".cache" / "impetus").mkdir(parents=True)
+    (home / ".cache" / "impetus" / "api_keys.json").write_text('{"keys": []}')
+    s = Settings()
+    assert migrate_legacy_home(s) == [
+        f"{home / '.cache' / 'impetus' / 'api_keys.json'} -> {s.home / 'api_keys.json'}"
+    ]
