@@ -159,8 +159,15 @@ def test_private_server_dies_with_its_parent(impetus_home: object, tmp_path: obj
     try:
         assert parent.stdout is not None
         supervisor = int(parent.stdout.readline())
-        pids = [supervisor, *(c.pid for c in psutil.Process(supervisor).children(recursive=True))]
-        assert len(pids) >= 3, "supervisor, server and engine"
+
+        def tree() -> list[int]:
+            children = psutil.Process(supervisor).children(recursive=True)
+            return [supervisor, *(c.pid for c in children)]
+
+        # the server answers /health before its engine process is spawned (the engine starts
+        # in the background, after the rank choice): wait for the whole tree to exist
+        wait_for(lambda: len(tree()) >= 3, timeout=60)  # supervisor, server and engine
+        pids = tree()
     finally:
         parent.kill()  # SIGKILL: no atexit
         parent.wait()
