@@ -56,21 +56,17 @@ def main() -> int:
     sampler = Sampler()
     rows = []
     for p in polls:
-        at = datetime.fromtimestamp(p["t"])
-        if "metrics_text" in p:  # gpu_telemetry.py: raw polls of a live server
-            rows.append(
-                sampler.row(
-                    _status(p["status"]),
-                    parse_metrics(p["metrics_text"]),
-                    local=False,
-                    now=p["mono"],
-                    at=at,
-                )
+        # gpu_telemetry.py records the /metrics text and a monotonic time; nvml_check.py only
+        # the accelerator's readings
+        rows.append(
+            sampler.row(
+                _status(p["status"]),
+                parse_metrics(p.get("metrics_text", "")),
+                local=False,
+                now=p.get("mono"),
+                at=datetime.fromtimestamp(p["t"]),
             )
-        elif "row" in p:  # older gpu_telemetry.py recordings: rows computed on the GPU machine
-            rows.append(dict(p["row"], t=datetime.fromisoformat(p["row"]["t"])))
-        else:  # nvml_check.py: the accelerator's readings alone
-            rows.append(sampler.row(_status(p["status"]), {}, local=False, at=at))
+        )
     source = ColumnDataSource({c: [r.get(c, float("nan")) for r in rows] for c in COLUMNS})
     figures = dashboard_figures(source)
     last = _status(polls[-1]["status"])

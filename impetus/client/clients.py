@@ -12,7 +12,6 @@ every client; fields a newer server adds are ignored. OpenAI's `/v1` answers sta
 
 from __future__ import annotations
 
-import builtins
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -61,19 +60,19 @@ def _object(response: httpx.Response) -> dict[str, Any]:
     return data if isinstance(data, dict) else {"data": data}
 
 
-def _decoded(type: type[D]) -> Callable[[httpx.Response], D]:
-    """A parser of a JSON answer into `type` (a msgspec Struct or a pydantic model), checked as
+def _decoded(kind: type[D]) -> Callable[[httpx.Response], D]:
+    """A parser of a JSON answer into `kind` (a msgspec Struct or a pydantic model), checked as
     it is read: a server that answers something else raises ImpetusError, not a KeyError later."""
 
     def parse(response: httpx.Response) -> D:
         try:
-            if isinstance(type, builtins.type) and issubclass(type, BaseModel):
-                return cast(D, type.model_validate_json(response.content))
-            return msgspec.json.decode(response.content, type=type)
+            if issubclass(kind, BaseModel):
+                return cast(D, kind.model_validate_json(response.content))
+            return msgspec.json.decode(response.content, type=kind)
         except (ValueError, msgspec.ValidationError) as e:  # pydantic's is a ValueError
             raise ImpetusError(
                 f"{response.request.method} {response.request.url.path}: the answer is not a"
-                f" {getattr(type, '__name__', type)}: {str(e)[:300]}",
+                f" {kind.__name__}: {str(e)[:300]}",
                 status=response.status_code,
             ) from e
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from impetus.config import Settings, memory_fraction
 from impetus.engine.distributed import launched_rank
+from impetus.engine.telemetry import first_visible_gpu
 
 log = logging.getLogger("impetus.engine")
 
@@ -145,12 +146,7 @@ def _nvml_gpus(visible: list[str] | None) -> tuple[int, int] | None:
         return None
     try:
         count = int(pynvml.nvmlDeviceGetCount())
-        first = visible[0] if visible else "0"
-        if first.startswith("GPU-"):
-            handle = pynvml.nvmlDeviceGetHandleByUUID(first)
-        else:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(int(first) if first.isdigit() else 0)
-        total = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
+        total = int(pynvml.nvmlDeviceGetMemoryInfo(first_visible_gpu(pynvml)).total)
         return (len(visible) if visible is not None else count), total
     except pynvml.NVMLError:
         return None

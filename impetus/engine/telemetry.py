@@ -18,10 +18,19 @@ import re
 import subprocess
 import sys
 import time
+from typing import Any
 
 import psutil
 
 from impetus.protocol import AcceleratorInfo
+
+
+def first_visible_gpu(pynvml: Any) -> Any:
+    """NVML's handle of the first GPU CUDA sees (CUDA_VISIBLE_DEVICES: an index or a UUID)."""
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    if first.startswith("GPU-"):
+        return pynvml.nvmlDeviceGetHandleByUUID(first)
+    return pynvml.nvmlDeviceGetHandleByIndex(int(first) if first.isdigit() else 0)
 
 
 class _Nvml:
@@ -32,13 +41,7 @@ class _Nvml:
 
         pynvml.nvmlInit()
         self.nvml = pynvml
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-        if visible.startswith("GPU-"):
-            self.handle = pynvml.nvmlDeviceGetHandleByUUID(visible)
-        else:
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(
-                int(visible) if visible.isdigit() else 0
-            )
+        self.handle = first_visible_gpu(pynvml)
         name = pynvml.nvmlDeviceGetName(self.handle)
         self.name = name.decode() if isinstance(name, bytes) else str(name)
 

@@ -120,12 +120,3 @@ def fmt_seconds(s: float | int | None) -> str:
     if s < 3600:
         return f"{int(s // 60)} min {int(s % 60):02d} s"
     return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
-
-
-def get(d: Any, *path: str, default: Any = None) -> Any:
-    """d[a][b]... tolerant of missing keys (the server's status grows fields over time)."""
-    for key in path:
-        if not isinstance(d, dict) or key not in d:
-            return default
-        d = d[key]
-    return d
